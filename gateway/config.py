@@ -1,0 +1,167 @@
+"""Settings: every `GATEWAY_*` variable, validated once, immutable afterwards.
+
+Built in the entry point (`gateway.cli`), never at import time, so tests construct
+`Settings(...)` directly. A bad value raises `SettingsError` whose message is one
+line naming the variable; the CLI prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import secrets
+from enum import StrEnum
+from typing import Annotated, Any
+
+import aiohttp
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from gateway import __version__
+
+# V3's edge firewall refuses any User-Agent that is not exactly three name/version tokens.
+USER_AGENT_PATTERN = re.compile(
+    r"^[^\/\s]+\/[^\/\s]+\s{1}[^\/\s]+\/[^\/\s]+\s{1}[^\/\s]+\/[^\/\s]+$"
+)
+
+
+def _token(text: str) -> str:
+    """Make `text` usable as one User-Agent token part (no slash, no whitespace)."""
+    cleaned = re.sub(r"[\s/]+", "-", text.strip())
+    return cleaned or "unknown"
+
+
+def default_user_agent() -> str:
+    system = _token(platform.system().lower() or "unknown")
+    release = _token(platform.release() or "0")
+    return f"ListingGateway/{_token(__version__)} aiohttp/{_token(aiohttp.__version__)} {system}/{release}"
+
+
+class V3AuthMode(StrEnum):
+    OAUTH = "oauth"
+    STATIC = "static"
+    PASSTHROUGH = "passthrough"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message is one line naming the variable."""
+
+
+PREFIX = "GATEWAY_"
+
+
+class Settings(BaseSettings):
+    """The gateway's configuration. Field `x` is read from `GATEWAY_X`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+    )
+
+    v3_url: str = ""
+    v3_auth: V3AuthMode = V3AuthMode.OAUTH
+    v3_token_url: str = ""
+    v3_client_id: str = ""
+    v3_client_secret: SecretStr = SecretStr("")
+    v3_audience: str = ""
+    v3_intermediary_id: str = ""
+    v3_token: SecretStr = SecretStr("")
+    user_agent: str = Field(default_factory=default_user_agent)
+
+    legacy_url: str = ""
+    legacy_api_key: SecretStr = SecretStr("")
+    legacy_max_batch: int = Field(default=100, ge=1, le=1000)
+
+    cache_ttl_s: float = Field(default=30.0, ge=0)
+    cache_max_entries: int = Field(default=10_000, ge=1)
+    redis_url: str | None = None
+    public_url: str | None = None
+    webhook_secret: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(24)))
+
+    host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    upstream_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    max_listings: int = Field(default=200, ge=1, le=10_000)
+    client_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_query_depth: int = Field(default=20, ge=1)
+    max_aliases: int = Field(default=200, ge=1)
+
+    @field_validator("client_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("user_agent")
+    @classmethod
+    def _check_user_agent(cls, value: str) -> str:
+        if not USER_AGENT_PATTERN.match(value):
+            raise ValueError(
+                "must be exactly three name/version tokens separated by single spaces, "
+                "e.g. 'MyGateway/1.0.0 aiohttp/3.11.0 linux/6.1'"
+            )
+        return value
+
+    @field_validator("v3_url", "legacy_url", "v3_token_url", "public_url", "redis_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        if value and not re.match(r"^(https?|rediss?|unix)://[^\s]+$", value):
+            raise ValueError("must be an absolute URL, e.g. https://host/path")
+        return value
+
+    @model_validator(mode="after")
+    def _check_required(self) -> Settings:
+        required: list[tuple[str, object]] = [
+            ("v3_url", self.v3_url),
+            ("legacy_url", self.legacy_url),
+            ("legacy_api_key", self.legacy_api_key.get_secret_value()),
+        ]
+        if self.v3_auth is V3AuthMode.OAUTH:
+            required += [
+                ("v3_token_url", self.v3_token_url),
+                ("v3_client_id", self.v3_client_id),
+                ("v3_client_secret", self.v3_client_secret.get_secret_value()),
+                ("v3_audience", self.v3_audience),
+                ("v3_intermediary_id", self.v3_intermediary_id),
+            ]
+        elif self.v3_auth is V3AuthMode.STATIC:
+            required.append(("v3_token", self.v3_token.get_secret_value()))
+        for name, value in required:
+            if not value:
+                raise ValueError(
+                    f"{PREFIX}{name.upper()} is required (GATEWAY_V3_AUTH={self.v3_auth.value})"
+                )
+        return self
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (and `.env`), `overrides` taking precedence.
+
+    Raises `SettingsError` with one line naming the first bad variable.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = [str(part) for part in first.get("loc", ()) if not isinstance(part, int)]
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if not loc:
+        return message
+    variable = f"{PREFIX}{loc[0].upper()}"
+    # Never echo the offending value: it may be a secret.
+    return f"{variable}: {message}"

@@ -1,0 +1,80 @@
+"""The gateway's error tree: what can go wrong, independent of any transport.
+
+    GatewayError
+    ├── InvalidInput          the caller's arguments are wrong; fix the request
+    ├── Unauthenticated       the caller presented no valid credential
+    ├── NotFound              the named listing, classified or ad does not exist
+    │   └── UpstreamNotFound  ... and an upstream said so
+    └── UpstreamError         an upstream could not answer as asked
+        ├── UpstreamUnavailable  timeout, connection error, 5xx, malformed body; safe to retry later
+        └── UpstreamRejected     the upstream refused the call (4xx other than 404)
+
+Upstream clients translate foreign exceptions into this tree in one place
+(`gateway.upstreams._http`); each edge (GraphQL, gRPC, HTTP) maps the tree once.
+Messages are written for callers: they never hold tokens, keys or upstream bodies.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+UpstreamName = Literal["classifieds-v3", "legacy"]
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+    code: ClassVar[str] = "INTERNAL"
+
+    def __init__(self, message: str, *, upstream: UpstreamName | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.upstream: UpstreamName | None = upstream
+
+
+class InvalidInput(GatewayError):
+    """The caller's arguments are invalid; retrying the same request will fail again."""
+
+    code = "BAD_USER_INPUT"
+
+
+class Unauthenticated(GatewayError):
+    """The caller must present a valid credential."""
+
+    code = "UNAUTHENTICATED"
+
+
+class NotFound(GatewayError):
+    """The thing asked for does not exist."""
+
+    code = "NOT_FOUND"
+
+
+class UpstreamError(GatewayError):
+    """An upstream did not answer as asked; `upstream` names which one."""
+
+    code = "UPSTREAM_UNAVAILABLE"
+    upstream: UpstreamName
+
+    def __init__(self, message: str, *, upstream: UpstreamName, status: int | None = None) -> None:
+        super().__init__(message, upstream=upstream)
+        self.upstream = upstream
+        self.status = status
+
+
+class UpstreamNotFound(UpstreamError, NotFound):
+    """The upstream answered that the id is unknown (404, or a legacy 'not found' entry)."""
+
+    code = "NOT_FOUND"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Timeout, connection failure, 5xx or a malformed body: the upstream may recover; retry later."""
+
+    code = "UPSTREAM_UNAVAILABLE"
+
+
+class UpstreamRejected(UpstreamError):
+    """The upstream refused the call (4xx other than 404): retrying unchanged will not help."""
+
+    code = "UPSTREAM_REJECTED"
