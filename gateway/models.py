@@ -236,3 +236,40 @@ class Caller:
     intermediary_id: str | None = None
     authorization: str | None = field(default=None, repr=False)
     traceparent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyAdKey:
+    """Names one ad of the legacy API."""
+
+    user_id: int
+    ad_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListingRef:
+    """How a caller names a listing: a V3 classified, a legacy ad, or both (the same property)."""
+
+    classified_id: str | None = None
+    legacy: LegacyAdKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PortalState:
+    """Where a listing stands on one portal, reduced to the unified states."""
+
+    portal: Portal
+    provider: Provider
+    state: PublicationState
+    since: datetime | None = None
+    message: str | None = None
+    action_required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSlice(Generic[T]):
+    """One page of a status history as a caller sees it: items newest first, and a cursor."""
+
+    items: tuple[T, ...]
+    has_next_page: bool = False
+    end_cursor: str | None = None

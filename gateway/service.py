@@ -1,0 +1,471 @@
+"""The service layer: the one thing the edges (GraphQL, gRPC) call.
+
+`ListingService` lives for the process and owns the cross-request page cache;
+`ListingRequest` lives for one incoming request and owns that request's loaders, so
+one caller's results never reach another. Both edges get the same loaders, cache and
+state rules, so their answers cannot drift apart.
+
+Outcomes that may fail on their own (a source of one listing) are returned as
+`value | GatewayError`, so one failing listing or upstream never fails the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, TypeAlias, TypeVar
+
+from strawberry.dataloader import DataLoader
+
+from gateway.cache import PageCache
+from gateway.errors import GatewayError, InvalidInput, UpstreamNotFound
+from gateway.ids import EDGE_CURSOR_PREFIX
+from gateway.models import (
+    Caller,
+    ClassifiedStatusCode,
+    ClassifiedStatusItem,
+    LegacyAdKey,
+    LegacyAdStatus,
+    LegacyBatch,
+    ListingRef,
+    MediaStatusItem,
+    Portal,
+    PortalState,
+    PublicationState,
+    StatusPage,
+    StatusSlice,
+)
+from gateway.state import latest_item, legacy_portal_states, overall_state, v3_portal_states
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Outcome: TypeAlias = T | GatewayError
+
+
+class _Dated(Protocol):
+    @property
+    def status_date(self) -> datetime: ...
+
+
+D = TypeVar("D", bound=_Dated)
+
+MAX_PAGE_SIZE = 100  # the largest page the gateway asks of V3
+DEFAULT_PAGE_SIZE = 20
+HISTORY_PAGE_SIZE = MAX_PAGE_SIZE
+# A history longer than this many pages is cut short rather than read without bound.
+MAX_HISTORY_PAGES = 50
+
+
+class V3Reader(Protocol):
+    """What the service needs of the Classifieds V3 client."""
+
+    async def classified_statuses(
+        self,
+        caller: Caller,
+        classified_id: str,
+        *,
+        latest: bool = False,
+        current: bool = False,
+        statuses: Sequence[str] = (),
+        portals: Sequence[str] = (),
+        limit: int | None = None,
+        next_token: str | None = None,
+    ) -> StatusPage[ClassifiedStatusItem]: ...
+
+    async def media_statuses(
+        self,
+        caller: Caller,
+        classified_id: str,
+        media_id: str,
+        *,
+        limit: int | None = None,
+        next_token: str | None = None,
+    ) -> StatusPage[MediaStatusItem]: ...
+
+
+class LegacyReader(Protocol):
+    """What the service needs of the legacy client."""
+
+    async def ads_status(
+        self, user_id: int, ad_ids: Sequence[int], *, force: bool = False
+    ) -> LegacyBatch: ...
+
+
+# --- argument checks, shared by every edge and run before any upstream call ---------
+
+
+def check_ref(ref: ListingRef) -> None:
+    if ref.classified_id is None and ref.legacy is None:
+        raise InvalidInput("a ListingRef needs classifiedId, legacy, or both")
+    if ref.classified_id is not None and not ref.classified_id.strip():
+        raise InvalidInput("classifiedId must not be empty")
+    if ref.legacy is not None and (ref.legacy.user_id <= 0 or ref.legacy.ad_id <= 0):
+        raise InvalidInput("legacy userId and adId must be positive")
+
+
+def check_refs(refs: Sequence[ListingRef], max_listings: int) -> None:
+    if len(refs) > max_listings:
+        raise InvalidInput(f"at most {max_listings} refs in one listings query, got {len(refs)}")
+    for ref in refs:
+        check_ref(ref)
+
+
+def check_page_args(first: int, after: str | None) -> None:
+    if not 1 <= first <= MAX_PAGE_SIZE:
+        raise InvalidInput(f"first must be between 1 and {MAX_PAGE_SIZE}, got {first}")
+    if after is not None and (not after or after.startswith(EDGE_CURSOR_PREFIX)):
+        raise InvalidInput("after takes a pageInfo.endCursor")
+
+
+# --- results ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifiedHistory:
+    """As much of a classified's status history as was read, newest first."""
+
+    classified_id: str
+    items: tuple[ClassifiedStatusItem, ...]
+    complete: bool  # every page was read
+
+
+@dataclass(frozen=True, slots=True)
+class ListingNeeds:
+    """What a caller asked of a listing, so the service reads only what answers it."""
+
+    legacy: bool = False
+    history: bool = False  # the unified view (portals, state) reads the V3 history
+
+    @property
+    def unified(self) -> bool:
+        return self.history
+
+
+@dataclass(frozen=True, slots=True)
+class ListingData:
+    """Everything read for one listing in one step; each source fails on its own."""
+
+    ref: ListingRef
+    legacy: Outcome[LegacyAdStatus] | None
+    history: Outcome[ClassifiedHistory] | None
+    portals: Outcome[tuple[PortalState, ...]] | None
+    state: Outcome[PublicationState] | None
+
+
+class ListingService:
+    """Process-wide: upstream clients, the V3 page cache, the limits."""
+
+    def __init__(
+        self,
+        *,
+        v3: V3Reader,
+        legacy: LegacyReader,
+        cache: PageCache[Any],
+        tenant_of: Callable[[Caller], str],
+        max_listings: int,
+    ) -> None:
+        self.v3 = v3
+        self.legacy = legacy
+        self.cache = cache
+        self.tenant_of = tenant_of
+        self.max_listings = max_listings
+
+    def request(self, caller: Caller) -> ListingRequest:
+        """A scope for one incoming request: its own loaders and memo."""
+        return ListingRequest(self, caller)
+
+    def drop_classified(self, classified_id: str) -> int:
+        """Forget every cached page of a classified, for every tenant (ids are unique)."""
+        return self.cache.invalidate(lambda key: _classified_of(key) == classified_id)
+
+
+def _classified_of(key: Hashable) -> str | None:
+    if isinstance(key, tuple) and len(key) > 2 and isinstance(key[2], str):
+        return key[2]
+    return None
+
+
+class ListingRequest:
+    """One incoming request's view of the service. Not shared across requests."""
+
+    def __init__(self, service: ListingService, caller: Caller) -> None:
+        self.service = service
+        self.caller = caller
+        self._tenant: str | None = None
+        self._legacy = DataLoader[LegacyAdKey, LegacyAdStatus](load_fn=self._load_legacy)
+        self._legacy_forced = DataLoader[LegacyAdKey, LegacyAdStatus](
+            load_fn=self._load_legacy_forced
+        )
+        self._histories: dict[str, asyncio.Task[ClassifiedHistory]] = {}
+
+    @property
+    def tenant(self) -> str:
+        # Resolved lazily: in passthrough mode a caller without a token fails only the V3 fields.
+        if self._tenant is None:
+            self._tenant = self.service.tenant_of(self.caller)
+        return self._tenant
+
+    # --- listings -----------------------------------------------------------------
+
+    async def listings(
+        self, refs: Sequence[ListingRef], needs: ListingNeeds, *, refresh: bool = False
+    ) -> list[ListingData]:
+        """Read what `needs` asks for, for all refs at once: one async step per request."""
+        check_refs(refs, self.service.max_listings)
+        return list(await asyncio.gather(*(self._listing(ref, needs, refresh) for ref in refs)))
+
+    async def _listing(self, ref: ListingRef, needs: ListingNeeds, refresh: bool) -> ListingData:
+        legacy_task = (
+            _outcome(self.legacy_ad(ref.legacy, force=refresh))
+            if ref.legacy is not None and (needs.legacy or needs.unified or refresh)
+            else None
+        )
+        history_task = (
+            _outcome(self.history(ref.classified_id, refresh=refresh))
+            if ref.classified_id is not None and (needs.history or refresh)
+            else None
+        )
+        legacy = await legacy_task if legacy_task is not None else None
+        history = await history_task if history_task is not None else None
+        portals: Outcome[tuple[PortalState, ...]] | None = None
+        state: Outcome[PublicationState] | None = None
+        if needs.unified:
+            portals = _unified_portals(history, legacy)
+            state = portals if isinstance(portals, GatewayError) else overall_state(portals)
+        return ListingData(ref=ref, legacy=legacy, history=history, portals=portals, state=state)
+
+    async def legacy_ad(self, key: LegacyAdKey, *, force: bool = False) -> LegacyAdStatus:
+        loader = self._legacy_forced if force else self._legacy
+        return await loader.load(key)
+
+    async def _load_legacy(self, keys: list[LegacyAdKey]) -> list[LegacyAdStatus | BaseException]:
+        return await self._load_legacy_batch(keys, force=False)
+
+    async def _load_legacy_forced(
+        self, keys: list[LegacyAdKey]
+    ) -> list[LegacyAdStatus | BaseException]:
+        return await self._load_legacy_batch(keys, force=True)
+
+    async def _load_legacy_batch(
+        self, keys: list[LegacyAdKey], *, force: bool
+    ) -> list[LegacyAdStatus | BaseException]:
+        by_user: dict[int, list[int]] = defaultdict(list)
+        for key in keys:
+            by_user[key.user_id].append(key.ad_id)
+        users = list(by_user)
+        # The client chunks each user's ads and sends the chunks in parallel.
+        batches = await asyncio.gather(
+            *(
+                _outcome(self.service.legacy.ads_status(user, by_user[user], force=force))
+                for user in users
+            )
+        )
+        answers = dict(zip(users, batches, strict=True))
+        results: list[LegacyAdStatus | BaseException] = []
+        for key in keys:
+            batch = answers[key.user_id]
+            if isinstance(batch, GatewayError):
+                results.append(batch)
+            elif key.ad_id in batch.found:
+                results.append(batch.found[key.ad_id])
+            else:
+                results.append(
+                    UpstreamNotFound(
+                        f"legacy ad {key.ad_id} of user {key.user_id} not found", upstream="legacy"
+                    )
+                )
+        return results
+
+    # --- V3 classified history ------------------------------------------------------
+
+    def history(
+        self, classified_id: str, *, refresh: bool = False
+    ) -> asyncio.Task[ClassifiedHistory]:
+        """The classified's history as far as it goes, read once per request."""
+        task = self._histories.get(classified_id)
+        if task is None or refresh:
+            task = asyncio.ensure_future(self._read_history(classified_id, refresh))
+            self._histories[classified_id] = task
+        return task
+
+    async def _read_history(self, classified_id: str, refresh: bool) -> ClassifiedHistory:
+        if refresh:
+            self.service.cache.invalidate(
+                lambda key: _classified_of(key) == classified_id and key[0] == self.tenant  # type: ignore[index]
+            )
+        items: list[ClassifiedStatusItem] = []
+        token: str | None = None
+        for _ in range(MAX_HISTORY_PAGES):
+            page = await self._classified_page(
+                classified_id, limit=HISTORY_PAGE_SIZE, next_token=token, refresh=refresh
+            )
+            items.extend(page.items)
+            token = page.next_token
+            if token is None:
+                return ClassifiedHistory(classified_id, _newest_first(items), complete=True)
+        log.warning("history of %s cut at %d pages", classified_id, MAX_HISTORY_PAGES)
+        return ClassifiedHistory(classified_id, _newest_first(items), complete=False)
+
+    async def _classified_page(
+        self,
+        classified_id: str,
+        *,
+        limit: int | None = None,
+        latest: bool = False,
+        statuses: Sequence[str] = (),
+        portals: Sequence[str] = (),
+        next_token: str | None = None,
+        refresh: bool = False,
+    ) -> StatusPage[ClassifiedStatusItem]:
+        key = (
+            self.tenant,
+            "classified",
+            classified_id,
+            limit,
+            latest,
+            tuple(statuses),
+            tuple(portals),
+            next_token,
+        )
+
+        def load() -> Awaitable[StatusPage[ClassifiedStatusItem]]:
+            return self.service.v3.classified_statuses(
+                self.caller,
+                classified_id,
+                latest=latest,
+                statuses=statuses,
+                portals=portals,
+                limit=limit,
+                next_token=next_token,
+            )
+
+        page: StatusPage[ClassifiedStatusItem] = await self.service.cache.get_or_load(
+            key, load, refresh=refresh
+        )
+        return page
+
+    async def latest_classified_status(self, classified_id: str) -> ClassifiedStatusItem | None:
+        """The item with the greatest statusDate.
+
+        Taken from the history when this request reads it anyway; otherwise one
+        `filter=latest` read.
+        """
+        task = self._histories.get(classified_id)
+        if task is not None:
+            return latest_item((await task).items)
+        page = await self._classified_page(classified_id, latest=True)
+        return latest_item(page.items)
+
+    async def classified_statuses(
+        self,
+        classified_id: str,
+        *,
+        first: int,
+        after: str | None = None,
+        statuses: Sequence[ClassifiedStatusCode] = (),
+        portals: Sequence[Portal] = (),
+    ) -> StatusSlice[ClassifiedStatusItem]:
+        check_page_args(first, after)
+        status_codes = sorted({code.value for code in statuses})
+        portal_codes = sorted({portal.value for portal in portals})
+        task = self._histories.get(classified_id)
+        if task is not None and after is None:
+            derived = _slice_of_history(await task, first, set(status_codes), set(portal_codes))
+            if derived is not None:
+                return derived
+        page = await self._classified_page(
+            classified_id,
+            limit=first,
+            statuses=status_codes,
+            portals=portal_codes,
+            next_token=after,
+        )
+        return StatusSlice(_newest_first(page.items), page.next_token is not None, page.next_token)
+
+    # --- V3 media -------------------------------------------------------------------
+
+    async def _media_page(
+        self, classified_id: str, media_id: str, *, limit: int, next_token: str | None
+    ) -> StatusPage[MediaStatusItem]:
+        key = (self.tenant, "media", classified_id, media_id, limit, next_token)
+
+        def load() -> Awaitable[StatusPage[MediaStatusItem]]:
+            return self.service.v3.media_statuses(
+                self.caller, classified_id, media_id, limit=limit, next_token=next_token
+            )
+
+        page: StatusPage[MediaStatusItem] = await self.service.cache.get_or_load(key, load)
+        return page
+
+    async def media_statuses(
+        self, classified_id: str, media_id: str, *, first: int, after: str | None = None
+    ) -> StatusSlice[MediaStatusItem]:
+        check_page_args(first, after)
+        page = await self._media_page(classified_id, media_id, limit=first, next_token=after)
+        return StatusSlice(_newest_first(page.items), page.next_token is not None, page.next_token)
+
+    async def latest_media_status(
+        self, classified_id: str, media_id: str
+    ) -> MediaStatusItem | None:
+        """Media have no latest filter upstream: read the history and take the newest item."""
+        newest: MediaStatusItem | None = None
+        token: str | None = None
+        for _ in range(MAX_HISTORY_PAGES):
+            page = await self._media_page(
+                classified_id, media_id, limit=HISTORY_PAGE_SIZE, next_token=token
+            )
+            for item in page.items:
+                if newest is None or item.status_date > newest.status_date:
+                    newest = item
+            token = page.next_token
+            if token is None:
+                break
+        return newest
+
+
+def _newest_first(items: Sequence[D]) -> tuple[D, ...]:
+    # Upstream order is not trusted; a stable sort keeps upstream order among equal dates.
+    return tuple(sorted(items, key=lambda item: item.status_date, reverse=True))
+
+
+def _slice_of_history(
+    history: ClassifiedHistory, first: int, statuses: set[str], portals: set[str]
+) -> StatusSlice[ClassifiedStatusItem] | None:
+    """A statuses page cut from a fully read history, when it needs no upstream cursor."""
+    if not history.complete:
+        return None
+    items = [
+        item
+        for item in history.items
+        if (not statuses or item.raw_status in statuses)
+        and (not portals or any(portal.value in portals for portal in item.portals))
+    ]
+    if len(items) > first:
+        return None  # a further page needs the upstream's own nextToken
+    return StatusSlice(tuple(items), False, None)
+
+
+def _unified_portals(
+    history: Outcome[ClassifiedHistory] | None, legacy: Outcome[LegacyAdStatus] | None
+) -> Outcome[tuple[PortalState, ...]]:
+    for source in (history, legacy):
+        if isinstance(source, GatewayError):
+            return source
+    portals: list[PortalState] = []
+    if isinstance(history, ClassifiedHistory):
+        portals.extend(v3_portal_states(history.items))
+    if isinstance(legacy, LegacyAdStatus):
+        portals.extend(legacy_portal_states(legacy))
+    return tuple(portals)
+
+
+async def _outcome(awaitable: Awaitable[T]) -> T | GatewayError:
+    try:
+        return await awaitable
+    except GatewayError as exc:
+        return exc
