@@ -1,0 +1,138 @@
+"""The `gateway` command: demo, serve, simulate, schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+from gateway.config import SettingsError, load_settings
+
+SCHEMA_PATH = Path("schema/schema.graphql")
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from gateway.graphql.schema import sdl
+
+    text = sdl()
+    path = Path(args.path)
+    if args.check:
+        current = path.read_text(encoding="utf-8") if path.exists() else ""
+        if current != text:
+            print(f"{path} is out of date: run `gateway schema --write`", file=sys.stderr)
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    if args.write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
+        return 0
+    sys.stdout.write(text)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.web import create_app
+
+    settings = load_settings()
+    print(f"Gateway listening on http://{settings.host}:{settings.http_port}/graphql", flush=True)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.http_port,
+        log_level=args.log_level,
+        lifespan="on",
+    )
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from gateway.simulator import Simulator
+
+    async def run() -> None:
+        simulator = Simulator(
+            seed=args.seed, latency_ms=args.latency_ms, move_every_s=args.move_every or None
+        )
+        async with simulator.serve(host=args.host, port=args.port) as running:
+            print(f"Simulator listening on {running.base_url}")
+            print(f"  V3:     {running.v3_url}   (token: {running.token_url})")
+            print(f"  legacy: {running.legacy_url}")
+            print(f"  controls and catalog: {running.base_url}/_sim/catalog")
+            print("Press Ctrl-C to stop.", flush=True)
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            run_demo(
+                host=args.host,
+                port=args.port,
+                sim_port=args.sim_port,
+                move_every_s=args.move_every or None,
+            )
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Listing Status Gateway: one view of listing status."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="the simulator and the gateway wired to it")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000, help="gateway HTTP port (0: any free)")
+    demo.add_argument("--sim-port", type=int, default=0, help="simulator port (0: any free)")
+    demo.add_argument(
+        "--move-every", type=float, default=5.0, help="seconds between listing updates (0: never)"
+    )
+    demo.set_defaults(run=_demo)
+
+    serve = commands.add_parser(
+        "serve", help="serve against the real upstreams (GATEWAY_* settings)"
+    )
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=_serve)
+
+    simulate = commands.add_parser("simulate", help="the upstream simulator alone")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8100)
+    simulate.add_argument("--latency-ms", type=float, default=0.0)
+    simulate.add_argument("--seed", type=int, default=7)
+    simulate.add_argument("--move-every", type=float, default=0.0, help="seconds (0: never)")
+    simulate.set_defaults(run=_simulate)
+
+    schema = commands.add_parser("schema", help="print the GraphQL SDL")
+    schema.add_argument("--check", action="store_true", help="fail if the checked-in SDL is stale")
+    schema.add_argument("--write", action="store_true", help="write the SDL to --path")
+    schema.add_argument("--path", default=str(SCHEMA_PATH))
+    schema.set_defaults(run=_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args))
+    except SettingsError as exc:
+        print(f"gateway: bad setting: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""The per-request GraphQL context: who is asking and that request's service scope."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from gateway.service import ListingRequest
+
+
+@dataclass(slots=True)
+class GatewayContext:
+    request: Request | WebSocket
+    response: Response | WebSocket | None
+    listings: ListingRequest
+    max_listings: int
+    # Set when the request was refused before execution (parse, validation, arguments):
+    # the HTTP edge answers such requests with 400 under graphql-response+json.
+    request_error: bool = False

@@ -1,0 +1,87 @@
+"""The GraphQL edge's one translation of errors.
+
+Every error leaving `/graphql` carries `extensions.code`; errors that came from an
+upstream also carry `extensions.upstream`. Anything that is not a `GatewayError` is
+logged here and reaches the caller only as "Unexpected error", so no stack trace,
+token or upstream body ever leaks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from gateway.errors import GatewayError
+
+log = logging.getLogger("gateway.graphql")
+
+QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+# The depth and alias limiters report plain validation errors; these recognise them.
+_COMPLEXITY_MARKERS = ("exceeds maximum operation depth", "aliases found. Allowed")
+
+
+def error_code(error: GraphQLError) -> str:
+    original = error.original_error
+    if isinstance(original, GatewayError):
+        return original.code
+    if original is not None:
+        return "INTERNAL_SERVER_ERROR"
+    existing = (error.extensions or {}).get("code")
+    if isinstance(existing, str):
+        return existing
+    if any(marker in error.message for marker in _COMPLEXITY_MARKERS):
+        return QUERY_TOO_COMPLEX
+    if error.message.startswith("Syntax Error"):
+        return "GRAPHQL_PARSE_FAILED"
+    if error.path is None:
+        return "GRAPHQL_VALIDATION_FAILED"
+    return "BAD_USER_INPUT"
+
+
+def translate(error: GraphQLError) -> GraphQLError:
+    """The caller-safe form of one error, with its code."""
+    original = error.original_error
+    extensions: dict[str, Any] = dict(error.extensions or {})
+    extensions["code"] = error_code(error)
+    message = error.message
+    if isinstance(original, GatewayError):
+        message = original.message
+        if original.upstream is not None:
+            extensions["upstream"] = original.upstream
+    elif original is not None:
+        message = "Unexpected error"
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions=extensions,
+    )
+
+
+class ErrorCodes(SchemaExtension):
+    """Rewrites every outgoing error into its caller-safe, coded form."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        errors = getattr(result, "errors", None)
+        if result is not None and errors:
+            result.errors = [translate(error) for error in errors]
+
+
+def log_errors(errors: list[GraphQLError]) -> None:
+    """Expected failures are logged briefly; anything else with its traceback."""
+    for error in errors:
+        original = error.original_error
+        if isinstance(original, GatewayError):
+            log.info("%s at %s: %s", original.code, error.path, original.message)
+        elif original is not None:
+            log.error("unexpected error at %s", error.path, exc_info=original)
+        else:
+            log.debug("request refused: %s", error.message)

@@ -1,0 +1,78 @@
+"""Root resolvers: parse arguments, call the service once, convert the result.
+
+The selection is looked at once, up front, so that one async step reads everything
+the listings need (legacy batches, V3 histories) and every field below resolves
+synchronously from what was read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import strawberry
+from strawberry.types import Info
+from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
+
+from gateway import ids
+from gateway.graphql.context import GatewayContext
+from gateway.graphql.inputs import ListingRefInput
+from gateway.graphql.types import Listing, Node
+from gateway.models import ListingRef
+from gateway.service import ListingNeeds
+
+GraphQLInfo = Info[GatewayContext, None]
+
+
+def _listing_fields(selections: Iterable[Selection]) -> set[str]:
+    """Names of the fields selected on a listing, through fragments of any depth."""
+    names: set[str] = set()
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            names.add(selection.name)
+        elif isinstance(selection, FragmentSpread | InlineFragment):
+            names |= _listing_fields(selection.selections)
+    return names
+
+
+def needs_of(info: GraphQLInfo) -> ListingNeeds:
+    """What the current root field asks of its listings."""
+    names: set[str] = set()
+    for field in info.selected_fields:
+        names |= _listing_fields(field.selections)
+    return ListingNeeds(legacy="legacy" in names, history=bool(names & {"portals", "state"}))
+
+
+async def load_listings(
+    info: GraphQLInfo, refs: Sequence[ListingRef], *, refresh: bool = False
+) -> list[Listing]:
+    scope = info.context.listings
+    data = await scope.listings(refs, needs_of(info), refresh=refresh)
+    return [Listing.from_domain(item, scope) for item in data]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="One listing, by its classifiedId, its legacy ad, or both.")
+    async def listing(self, info: GraphQLInfo, ref: ListingRefInput) -> Listing:
+        return (await load_listings(info, [ref.to_domain()]))[0]
+
+    @strawberry.field(
+        description="Many listings at once (at most GATEWAY_MAX_LISTINGS refs), in the order "
+        "asked. Legacy lookups are batched per user; V3 pages are cached."
+    )
+    async def listings(self, info: GraphQLInfo, refs: list[ListingRefInput]) -> list[Listing]:
+        return await load_listings(info, [ref.to_domain() for ref in refs])
+
+    @strawberry.field(description="Any object by its global id.")
+    async def node(self, info: GraphQLInfo, id: strawberry.ID) -> Node | None:
+        return (await load_listings(info, [ids.listing_ref(str(id))]))[0]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(
+        description="Reads a listing upstream anew (legacy with force=true, which asks the "
+        "portal live) and replaces its cached V3 pages."
+    )
+    async def refresh_listing(self, info: GraphQLInfo, ref: ListingRefInput) -> Listing:
+        return (await load_listings(info, [ref.to_domain()], refresh=True))[0]

@@ -1,0 +1,415 @@
+"""Strawberry types of the public GraphQL contract: a thin layer over the domain models.
+
+Fields are plain attributes filled by `from_domain` wherever possible: graphql-core
+runs sync attribute fields far faster than resolvers, so the data of a whole listing
+set is gathered in one async step (see `resolvers.py`) and everything below it is
+read synchronously. The few async fields are per listing or per media, never per item.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+import strawberry
+from strawberry import UNSET, Private
+
+from gateway import ids, models
+from gateway.errors import GatewayError
+from gateway.service import DEFAULT_PAGE_SIZE, ListingData, ListingRequest
+
+_FIRST = "Page size, 1 to 100 (default 20)."
+_AFTER = "Only a pageInfo.endCursor of the previous page."
+
+
+Portal = strawberry.enum(
+    models.Portal,
+    description="A portal a listing is published to: the eight Classifieds V3 portal codes "
+    "(LR has no documented meaning) and the three legacy portals.",
+)
+Provider = strawberry.enum(models.Provider, description="Which upstream API a status comes from.")
+PublicationState = strawberry.enum(
+    models.PublicationState,
+    description="Where a listing stands on a portal, unified across both upstreams.",
+)
+ClassifiedStatusCode = strawberry.enum(
+    models.ClassifiedStatusCode,
+    description="A Classifieds V3 classified status; UNKNOWN for a value this gateway does "
+    "not know yet (its raw text is in `rawStatus`).",
+)
+MediaStatusCode = strawberry.enum(
+    models.MediaStatusCode,
+    description="A Classifieds V3 media status (the union of both documented lists); "
+    "UNKNOWN for anything newer.",
+)
+
+
+@strawberry.interface(description="An object with a global id that `node(id:)` finds again.")
+class Node:
+    id: strawberry.ID = strawberry.field(description="Opaque global id.")
+
+
+@strawberry.type(description="Identifies an ad of the legacy API.")
+class LegacyAdKey:
+    user_id: int = strawberry.field(description="The legacy user (account) id.")
+    ad_id: int = strawberry.field(description="The legacy ad id.")
+
+
+@strawberry.type(description="A listing's state on one portal, in the unified vocabulary.")
+class PortalStatus:
+    portal: Portal = strawberry.field(description="The portal.")  # type: ignore[valid-type]
+    provider: Provider = strawberry.field(description="The upstream this status comes from.")  # type: ignore[valid-type]
+    state: PublicationState = strawberry.field(description="The unified state on that portal.")  # type: ignore[valid-type]
+    since: datetime | None = strawberry.field(
+        description="When the portal reached this state, if known."
+    )
+    message: str | None = strawberry.field(
+        description="Human-readable explanation; never parse it."
+    )
+    action_required: bool = strawberry.field(
+        description="True when the client must act (e.g. fix and resubmit)."
+    )
+
+    @classmethod
+    def from_domain(cls, state: models.PortalState) -> PortalStatus:
+        return cls(
+            portal=state.portal,
+            provider=state.provider,
+            state=state.state,
+            since=state.since,
+            message=state.message,
+            action_required=state.action_required,
+        )
+
+
+@strawberry.type(description="One entry of a classified's Classifieds V3 status history.")
+class ClassifiedStatus:
+    id: strawberry.ID = strawberry.field(
+        description="The upstream statusId when sent, else a stable id derived from the "
+        "classified id, date and status."
+    )
+    status: ClassifiedStatusCode = strawberry.field(description="The status.")  # type: ignore[valid-type]
+    raw_status: str = strawberry.field(description="The status exactly as the upstream sent it.")
+    sub_status: str | None = strawberry.field(
+        description="The write operation behind a RECEIVING*/RECEIVED status, e.g. RECEIVED_PUT; "
+        "unknown values pass through."
+    )
+    sub_status_details: str | None = strawberry.field(
+        description="Upstream details on the subStatus."
+    )
+    message: str | None = strawberry.field(
+        description="Human-readable text from the upstream; never parse it."
+    )
+    portals: list[Portal] = strawberry.field(description="Portals this status applies to.")  # type: ignore[valid-type]
+    date: datetime | None = strawberry.field(description="The upstream statusDate.")
+    action_required: bool = strawberry.field(
+        description="Always false: the vendor marks no classified status as needing client action "
+        "(*_FAILED means contact support)."
+    )
+
+    @classmethod
+    def from_domain(cls, item: models.ClassifiedStatusItem, classified_id: str) -> ClassifiedStatus:
+        return cls(
+            id=strawberry.ID(
+                item.status_id
+                or ids.derived_status_id(classified_id, item.status_date, item.raw_status)
+            ),
+            status=item.status,
+            raw_status=item.raw_status,
+            sub_status=item.sub_status,
+            sub_status_details=item.sub_status_details,
+            message=item.message,
+            portals=list(item.portals),
+            date=item.status_date,
+            action_required=False,
+        )
+
+
+@strawberry.type(description="One entry of a media's Classifieds V3 status history.")
+class MediaStatus:
+    id: strawberry.ID = strawberry.field(
+        description="The upstream statusId when sent, else a stable derived id."
+    )
+    portal: Portal | None = strawberry.field(  # type: ignore[valid-type]
+        description="The portal; null when the upstream sent none or an unknown code."
+    )
+    status: MediaStatusCode = strawberry.field(description="The media status.")  # type: ignore[valid-type]
+    raw_status: str = strawberry.field(description="The status exactly as the upstream sent it.")
+    sub_status: str | None = strawberry.field(
+        description="E.g. DOWNLOADED_001; unknown values pass through."
+    )
+    message: str | None = strawberry.field(description="Human-readable text from the upstream.")
+    action_required: bool = strawberry.field(
+        description="True for DOWNLOADING_FAILED (fix the URL and resubmit) and AV_QUARANTINED (infected file)."
+    )
+    date: datetime | None = strawberry.field(description="The upstream statusDate.")
+
+    @classmethod
+    def from_domain(cls, item: models.MediaStatusItem, media_id: str) -> MediaStatus:
+        return cls(
+            id=strawberry.ID(
+                item.status_id or ids.derived_status_id(media_id, item.status_date, item.raw_status)
+            ),
+            portal=item.portal,
+            status=item.status,
+            raw_status=item.raw_status,
+            sub_status=item.sub_status,
+            message=item.message,
+            action_required=item.action_required,
+            date=item.status_date,
+        )
+
+
+@strawberry.type(description="Where a page of a connection ends.")
+class PageInfo:
+    has_next_page: bool = strawberry.field(description="True when a further page exists.")
+    end_cursor: str | None = strawberry.field(
+        description="Pass as `after` to get the next page (the upstream's own token, untouched)."
+    )
+
+
+@strawberry.type(description="A classified status and its cursor.")
+class ClassifiedStatusEdge:
+    cursor: str = strawberry.field(description="Opaque; not accepted as `after`.")
+    node: ClassifiedStatus
+
+
+@strawberry.type(description="A page of a classified's status history, newest first.")
+class ClassifiedStatusConnection:
+    nodes: list[ClassifiedStatus]
+    edges: list[ClassifiedStatusEdge]
+    page_info: PageInfo
+
+    @classmethod
+    def from_domain(
+        cls, page: models.StatusSlice[models.ClassifiedStatusItem], classified_id: str
+    ) -> ClassifiedStatusConnection:
+        nodes = [ClassifiedStatus.from_domain(item, classified_id) for item in page.items]
+        return cls(
+            nodes=nodes,
+            edges=[
+                ClassifiedStatusEdge(cursor=ids.edge_cursor(node.id), node=node) for node in nodes
+            ],
+            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+        )
+
+
+@strawberry.type(description="A media status and its cursor.")
+class MediaStatusEdge:
+    cursor: str = strawberry.field(description="Opaque; not accepted as `after`.")
+    node: MediaStatus
+
+
+@strawberry.type(description="A page of a media's status history, newest first.")
+class MediaStatusConnection:
+    nodes: list[MediaStatus]
+    edges: list[MediaStatusEdge]
+    page_info: PageInfo
+
+    @classmethod
+    def from_domain(
+        cls, page: models.StatusSlice[models.MediaStatusItem], media_id: str
+    ) -> MediaStatusConnection:
+        nodes = [MediaStatus.from_domain(item, media_id) for item in page.items]
+        return cls(
+            nodes=nodes,
+            edges=[MediaStatusEdge(cursor=ids.edge_cursor(node.id), node=node) for node in nodes],
+            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+        )
+
+
+@strawberry.type(description="A media (photo, plan…) of a classified, with its processing status.")
+class Media:
+    id: strawberry.ID
+    _classified_id: Private[str]
+    _request: Private[ListingRequest]
+
+    @strawberry.field(
+        description="The newest status (greatest date). Null with an error when V3 failed."
+    )
+    async def latest_status(self) -> MediaStatus | None:
+        item = await self._request.latest_media_status(self._classified_id, str(self.id))
+        return MediaStatus.from_domain(item, str(self.id)) if item is not None else None
+
+    @strawberry.field(
+        description="The media's status history, newest first. Null with an error when V3 failed."
+    )
+    async def statuses(
+        self,
+        first: Annotated[int | None, strawberry.argument(description=_FIRST)] = DEFAULT_PAGE_SIZE,
+        after: Annotated[str | None, strawberry.argument(description=_AFTER)] = UNSET,
+    ) -> MediaStatusConnection | None:
+        page = await self._request.media_statuses(
+            self._classified_id, str(self.id), first=_first(first), after=after or None
+        )
+        return MediaStatusConnection.from_domain(page, str(self.id))
+
+
+@strawberry.type(description="The Classifieds V3 view of a listing.")
+class Classified:
+    id: strawberry.ID = strawberry.field(description="The V3 classifiedId.")
+    _request: Private[ListingRequest]
+
+    @strawberry.field(
+        description="The status with the greatest date. Null with an error when V3 failed."
+    )
+    async def latest_status(self) -> ClassifiedStatus | None:
+        item = await self._request.latest_classified_status(str(self.id))
+        return ClassifiedStatus.from_domain(item, str(self.id)) if item is not None else None
+
+    @strawberry.field(
+        description="The status history, newest first. Null with an error when V3 failed."
+    )
+    async def statuses(
+        self,
+        first: Annotated[int | None, strawberry.argument(description=_FIRST)] = DEFAULT_PAGE_SIZE,
+        after: Annotated[str | None, strawberry.argument(description=_AFTER)] = UNSET,
+        status: Annotated[
+            list[ClassifiedStatusCode] | None,  # type: ignore[valid-type]
+            strawberry.argument(description="Keep only these statuses."),
+        ] = UNSET,
+        portal: Annotated[
+            list[Portal] | None,  # type: ignore[valid-type]
+            strawberry.argument(description="Keep only statuses listing one of these portals."),
+        ] = UNSET,
+    ) -> ClassifiedStatusConnection | None:
+        page = await self._request.classified_statuses(
+            str(self.id),
+            first=_first(first),
+            after=after or None,
+            statuses=status or (),
+            portals=portal or (),
+        )
+        return ClassifiedStatusConnection.from_domain(page, str(self.id))
+
+    @strawberry.field(description="One media of this classified.")
+    def media(self, media_id: strawberry.ID) -> Media:
+        return Media(id=media_id, _classified_id=str(self.id), _request=self._request)
+
+
+@strawberry.type(description="Publish status of an ad on a legacy portal: every upstream field.")
+class LegacyPublishStatus:
+    pending: bool
+    pending_date: datetime | None
+    processing: bool
+    processing_date: datetime | None
+    error: bool
+    active: bool
+    online: bool
+    start_date: datetime | None
+    close_date: datetime | None
+    remote_ad_id: int | None = strawberry.field(description="The portal's own id; null when none.")
+
+
+@strawberry.type(
+    description="A paid feature of an ad on a legacy portal (e.g. dagtopper): every upstream field."
+)
+class LegacyFeatureStatus:
+    feature: str
+    pending: bool
+    pending_date: datetime | None
+    processing: bool
+    processing_date: datetime | None
+    error: bool
+    active: bool
+    start_date: datetime | None
+
+
+@strawberry.type(description="An ad's publish and feature status on one legacy portal.")
+class LegacyPortalStatus:
+    portal: Portal  # type: ignore[valid-type]
+    publish: LegacyPublishStatus
+    features: list[LegacyFeatureStatus]
+
+
+@strawberry.type(description="The legacy API's view of a listing.")
+class LegacyAd:
+    user_id: int
+    ad_id: int
+    portals: list[LegacyPortalStatus]
+
+    @classmethod
+    def from_domain(cls, ad: models.LegacyAdStatus) -> LegacyAd:
+        return cls(
+            user_id=ad.user_id,
+            ad_id=ad.ad_id,
+            portals=[
+                LegacyPortalStatus(
+                    portal=entry.portal,
+                    publish=LegacyPublishStatus(**_fields(entry.publish)),
+                    features=[LegacyFeatureStatus(**_fields(f)) for f in entry.features],
+                )
+                for entry in ad.portals
+                if entry.portal is not None
+            ],
+        )
+
+
+def _first(first: int | None) -> int:
+    return DEFAULT_PAGE_SIZE if first is None else first
+
+
+def _fields(obj: object) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__slots__}  # type: ignore[attr-defined]
+
+
+@strawberry.type(description="A property listing, as both upstreams see it.")
+class Listing(Node):
+    id: strawberry.ID = strawberry.field(
+        description="Opaque; `node(id:)` returns the same listing."
+    )
+    classified_id: strawberry.ID | None = strawberry.field(
+        description="The Classifieds V3 id, if any."
+    )
+    legacy_ad: LegacyAdKey | None = strawberry.field(description="The legacy ad, if any.")
+    classified: Classified | None = strawberry.field(
+        description="The V3 view; null when the listing has no classifiedId."
+    )
+    _data: Private[ListingData]
+
+    @strawberry.field(
+        description="Overall state: FAILED if any portal failed, else the most advanced state "
+        "present. Null with an error when a source failed."
+    )
+    def state(self) -> PublicationState | None:  # type: ignore[valid-type]
+        return _value(self._data.state)
+
+    @strawberry.field(
+        description="Every portal of both providers. Null with an error when a source failed."
+    )
+    def portals(self) -> list[PortalStatus] | None:
+        portals = _value(self._data.portals)
+        return None if portals is None else [PortalStatus.from_domain(p) for p in portals]
+
+    @strawberry.field(description="The legacy view; null when the listing has no legacy ref.")
+    def legacy(self) -> LegacyAd | None:
+        ad = _value(self._data.legacy)
+        return None if ad is None else LegacyAd.from_domain(ad)
+
+    @classmethod
+    def from_domain(cls, data: ListingData, request: ListingRequest) -> Listing:
+        ref = data.ref
+        return cls(
+            id=strawberry.ID(ids.listing_id(ref)),
+            classified_id=strawberry.ID(ref.classified_id) if ref.classified_id else None,
+            legacy_ad=(
+                LegacyAdKey(user_id=ref.legacy.user_id, ad_id=ref.legacy.ad_id)
+                if ref.legacy
+                else None
+            ),
+            classified=(
+                Classified(id=strawberry.ID(ref.classified_id), _request=request)
+                if ref.classified_id
+                else None
+            ),
+            _data=data,
+        )
+
+
+T = TypeVar("T")
+
+
+def _value(outcome: T | GatewayError | None) -> T | None:
+    if isinstance(outcome, GatewayError):
+        raise outcome
+    return outcome

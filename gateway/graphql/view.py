@@ -1,0 +1,119 @@
+"""The `/graphql` HTTP and WebSocket endpoint: strawberry's ASGI view, made to follow
+the GraphQL-over-HTTP spec where plain strawberry does not.
+
+- A caller that accepts `application/graphql-response+json` gets that media type, and
+  a request refused before execution (parse, validation, variables, arguments) answers
+  400 without `data`; plain `application/json` callers get 200 with `errors`.
+- A mutation sent over GET answers 405, not 400.
+- Responses are serialised with orjson.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
+
+from gateway.graphql.context import GatewayContext
+from gateway.models import Caller
+from gateway.service import ListingService
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+
+
+def caller_of(headers: Any) -> Caller:
+    """The upstream-relevant identity of an incoming request."""
+    return Caller(
+        intermediary_id=headers.get("x-intermediary-id") or None,
+        authorization=headers.get("authorization") or None,
+        traceparent=headers.get("traceparent") or None,
+    )
+
+
+def _wants_graphql_response(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return GRAPHQL_RESPONSE in accept
+
+
+class GatewayGraphQL(GraphQL[GatewayContext, None]):
+    def __init__(self, schema: Any, service: ListingService, **kwargs: Any) -> None:
+        super().__init__(schema, **kwargs)
+        self.service = service
+
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> GatewayContext:
+        context = GatewayContext(
+            request=request,
+            response=response,
+            listings=self.service.request(caller_of(request.headers)),
+            max_listings=self.service.max_listings,
+        )
+        if isinstance(request, Request):
+            request.state.gateway_context = context
+        return context
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        if isinstance(request, Request) and _wants_graphql_response(request):
+            sub_response.headers["content-type"] = GRAPHQL_RESPONSE
+        return sub_response
+
+    async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        try:
+            return await super().execute_single(*args, **kwargs)
+        except HTTPException as exc:
+            cause = exc.__cause__
+            adapter = kwargs.get("request_adapter")
+            if (
+                isinstance(cause, InvalidOperationTypeError)
+                and getattr(adapter, "method", "") == "GET"
+            ):
+                raise HTTPException(405, "Mutations must be sent with POST.") from cause
+            raise
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        processed = process_result(result)
+        context = getattr(request.state, "gateway_context", None)
+        if (context is not None and context.request_error) or (
+            result.data is None and _is_request_error(result)
+        ):
+            processed.pop("data", None)
+        return processed
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        graphql_response = sub_response.headers.get("content-type") == GRAPHQL_RESPONSE
+        status = 200
+        if graphql_response and isinstance(response_data, dict) and "data" not in response_data:
+            status = 400
+        response = Response(
+            orjson.dumps(response_data),
+            status_code=sub_response.status_code or status,
+            media_type=GRAPHQL_RESPONSE if graphql_response else "application/json",
+        )
+        for key, value in sub_response.headers.items():
+            if key.lower() not in ("content-type", "content-length"):
+                response.headers[key] = value
+        return response
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+
+def _is_request_error(result: ExecutionResult) -> bool:
+    # Parse and validation errors have no path: nothing was executed.
+    return bool(result.errors) and all(error.path is None for error in result.errors or ())

@@ -1,0 +1,114 @@
+"""The HTTP app: `/graphql`, `/healthz`, `/readyz`, with the runtime opened in its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.config import Settings
+from gateway.graphql.schema import build_schema
+from gateway.graphql.view import GatewayGraphQL
+from gateway.runtime import Runtime, open_runtime
+
+
+class BodyLimit:
+    """Answers 413 to a request body larger than `max_bytes`, without reading it all."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await _too_large(scope, receive, send)
+                return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _too_large(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    response = PlainTextResponse("Request body too large", status_code=413)
+    await response(scope, receive, send)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The gateway's ASGI app; upstream sessions open and close with its lifespan."""
+    schema = build_schema(
+        max_listings=settings.max_listings,
+        max_depth=settings.max_query_depth,
+        max_aliases=settings.max_aliases,
+    )
+    holder: dict[str, Any] = {}
+
+    class _LazyGraphQL:
+        # The view needs the service, which exists only once the lifespan has run.
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await holder["graphql"](scope, receive, send)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_runtime(settings) as runtime:
+            app.state.runtime = runtime
+            holder["graphql"] = GatewayGraphQL(schema, runtime.service)
+            yield
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+        ready = runtime is not None and runtime.ready
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "upstreamSessions": ready},
+            status_code=200 if ready else 503,
+        )
+
+    graphql = _LazyGraphQL()
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
