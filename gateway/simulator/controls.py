@@ -1,0 +1,189 @@
+"""The `/_sim` control routes: JSON, no auth, for the demo and for curl.
+
+They inspect the catalog and counters, inject faults and latency, revoke tokens and append
+statuses (which fires webhooks). Errors answer 400/404 with `{"error": "<reason>"}`. Header
+and token values never appear in these answers, and webhook URLs show only their origin: a
+subscriber's path may hold its secret.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from yarl import URL
+
+from .faults import Fault
+from .lifecycle import verb_of
+from .pipeline import STATE_KEY
+from .records import JsonDict, format_status_date
+from .state import DeliveryResult, State
+from .vocabulary import classified_message, sub_status_for
+
+PREFIX = "/_sim"
+
+routes = web.RouteTableDef()
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return json.loads(await request.read() or b"null")
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "the body is not valid JSON"}),
+            content_type="application/json",
+        ) from None
+
+
+@routes.get(PREFIX + "/catalog")
+async def catalog(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    tenants: dict[str, list[JsonDict]] = {}
+    for tenant, ids in state.tenants().items():
+        entries = tenants.setdefault(tenant, [])
+        for classified_id in ids:
+            record = state.classified(classified_id)
+            if record is not None:
+                entries.append(
+                    {
+                        "classifiedId": classified_id,
+                        "statuses": len(record.statuses),
+                        "media": list(record.media),
+                    }
+                )
+    return web.json_response(
+        {
+            "tenants": tenants,
+            "legacyUsers": {str(u): ads for u, ads in state.legacy_users().items()},
+            "listings": [
+                {"classifiedId": c, "tenant": _tenant(state, c), "userId": u, "adId": a}
+                for c, u, a in state.listings
+            ],
+        }
+    )
+
+
+def _tenant(state: State, classified_id: str) -> str | None:
+    record = state.classified(classified_id)
+    return record.tenant if record is not None else None
+
+
+@routes.get(PREFIX + "/counters")
+async def counters(request: web.Request) -> web.StreamResponse:
+    return web.json_response(request.app[STATE_KEY].counters())
+
+
+@routes.post(PREFIX + "/counters/reset")
+async def reset_counters(request: web.Request) -> web.StreamResponse:
+    request.app[STATE_KEY].reset_counters()
+    return web.json_response({"ok": True})
+
+
+@routes.get(PREFIX + "/faults")
+async def list_faults(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"faults": [f.to_json() for f in request.app[STATE_KEY].faults]})
+
+
+@routes.post(PREFIX + "/faults")
+async def add_fault(request: web.Request) -> web.StreamResponse:
+    try:
+        fault = Fault.from_json(await _body(request))
+    except ValueError as exc:
+        return _error(400, str(exc))
+    state = request.app[STATE_KEY]
+    state.add_fault_object(fault)
+    return web.json_response({"faults": [f.to_json() for f in state.faults]})
+
+
+@routes.delete(PREFIX + "/faults")
+async def clear_faults(request: web.Request) -> web.StreamResponse:
+    request.app[STATE_KEY].clear_faults()
+    return web.json_response({"faults": []})
+
+
+@routes.post(PREFIX + "/latency")
+async def set_latency(request: web.Request) -> web.StreamResponse:
+    body = await _body(request)
+    if not isinstance(body, dict):
+        return _error(400, "body must be a JSON object")
+    ms = body.get("ms")
+    if isinstance(ms, bool) or not isinstance(ms, int | float):
+        return _error(400, "ms must be a number")
+    try:
+        request.app[STATE_KEY].set_latency(str(body.get("upstream")), ms)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    return web.json_response({"upstream": body["upstream"], "ms": ms})
+
+
+@routes.post(PREFIX + "/tokens/revoke")
+async def revoke_tokens(request: web.Request) -> web.StreamResponse:
+    request.app[STATE_KEY].revoke_tokens()
+    return web.json_response({"ok": True})
+
+
+@routes.get(PREFIX + "/webhooks")
+async def webhooks(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    return web.json_response(
+        {
+            "subscriptions": [
+                {
+                    "clientId": s.client_id,
+                    "intermediaryId": s.intermediary_id,
+                    "url": _masked(s.url),
+                    "statuses": list(s.statuses) if s.statuses else None,
+                }
+                for s in state.subscriptions
+            ],
+            "deliveries": [_delivery(d) for d in state.deliveries],
+        }
+    )
+
+
+@routes.post(PREFIX + "/classifieds/{classifiedId}/statuses")
+async def append_status(request: web.Request) -> web.StreamResponse:
+    """Append a status; a partial body is completed from the latest item.
+
+    Only `status` is needed: `statusDate` defaults to now (kept after the latest item),
+    `portals` to the latest item's, `message` to the vendor wording, and `subStatus` follows the
+    verb of the latest item (or `verb` in the body: POST, PUT, PATCH, DELETE).
+    """
+    state = request.app[STATE_KEY]
+    classified_id = request.match_info["classifiedId"]
+    record = state.classified(classified_id)
+    if record is None:
+        return _error(404, f"unknown classified {classified_id}")
+    body = await _body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("status"), str):
+        return _error(400, "body must be an object with a string status")
+    latest = record.latest()
+    verb = body.pop("verb", None) or (verb_of(latest.item) if latest else None) or "PUT"
+    item: JsonDict = {"portals": latest.item.get("portals", ["SL"]) if latest else ["SL"]}
+    item["status"] = body["status"]
+    sub_status = sub_status_for(body["status"], str(verb))
+    if sub_status is not None:
+        item["subStatus"] = sub_status
+    item["message"] = classified_message(body["status"], str(verb))
+    when = datetime.now(UTC)
+    if latest is not None and latest.date >= when:
+        when = latest.date + timedelta(milliseconds=1)
+    item["statusDate"] = format_status_date(when)
+    item.update(body)
+    deliveries = await state.append_status(classified_id, item)
+    return web.json_response({"item": item, "deliveries": [_delivery(d) for d in deliveries]})
+
+
+def _masked(url: str) -> str:
+    parsed = URL(url)
+    return str(parsed.origin()) + "/…" if parsed.absolute else "…"
+
+
+def _delivery(result: DeliveryResult) -> JsonDict:
+    return {**result.to_json(), "url": _masked(result.url)}
