@@ -1,7 +1,7 @@
-"""Composition root: builds the upstream clients, cache and service from `Settings`.
+"""Composition root: the upstream clients, cache and service built from `Settings`.
 
-The HTTP app's lifespan (and later the gRPC server) opens one `Runtime` and shares
-it, so every edge uses the same sessions, cache and loaders.
+The HTTP app's lifespan opens one `Runtime` and shares it, so every edge uses the
+same sessions, cache and loaders.
 """
 
 from __future__ import annotations
@@ -11,61 +11,35 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from gateway.cache import PageCache
 from gateway.config import Settings
 from gateway.service import ListingService
-from gateway.upstreams._http import create_session
-from gateway.upstreams.legacy import LegacyClient
-from gateway.upstreams.v3 import ClassifiedsV3Client
-from gateway.upstreams.v3_auth import build_credentials
+from gateway.upstreams import Upstreams, open_upstreams
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Runtime:
     settings: Settings
     service: ListingService
-    v3: ClassifiedsV3Client
-    legacy: LegacyClient
-    sessions: tuple[aiohttp.ClientSession, ...]
+    upstreams: Upstreams
 
     @property
     def ready(self) -> bool:
-        return all(not session.closed for session in self.sessions)
+        return self.upstreams.open
 
 
 @asynccontextmanager
 async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    """Open one pooled session per upstream, and close them on exit."""
-    v3_session = create_session(timeout_s=settings.upstream_timeout_s * 3)
-    legacy_session = create_session(timeout_s=settings.upstream_timeout_s * 3)
-    try:
-        v3 = ClassifiedsV3Client(
-            v3_session,
-            settings.v3_url,
-            build_credentials(settings, v3_session),
-            settings.user_agent,
-            settings.upstream_timeout_s,
-        )
-        legacy = LegacyClient(
-            legacy_session,
-            settings.legacy_url,
-            settings.legacy_api_key,
-            settings.upstream_timeout_s,
-            settings.legacy_max_batch,
-        )
+    """Open the upstream sessions for the lifetime of the block."""
+    async with open_upstreams(settings) as upstreams:
         cache: PageCache[Any] = PageCache(
             ttl_s=settings.cache_ttl_s, max_entries=settings.cache_max_entries
         )
         service = ListingService(
-            v3=v3,
-            legacy=legacy,
+            v3=upstreams.v3,
+            legacy=upstreams.legacy,
             cache=cache,
-            tenant_of=v3.tenant,
+            tenant_of=upstreams.v3.tenant,
             max_listings=settings.max_listings,
         )
-        yield Runtime(settings, service, v3, legacy, (v3_session, legacy_session))
-    finally:
-        await v3_session.close()
-        await legacy_session.close()
+        yield Runtime(settings, service, upstreams)

@@ -1,0 +1,348 @@
+"""The shared request helper: sessions, deadlines, retries and error translation.
+
+Every upstream call goes through `request()`. It is the one place in the gateway that
+catches aiohttp, timeout and JSON-decode errors and turns them, and HTTP statuses, into
+the `gateway.errors` tree:
+
+    timeout, connection error, 5xx, other odd status, malformed body -> UpstreamUnavailable
+    404                                                               -> UpstreamNotFound
+    any other 4xx (401, 403, 429, ...)                                -> UpstreamRejected
+
+Each error carries `upstream` and `status` and a message naming the upstream, the endpoint
+and the status, never a header, a token, a key or the upstream body (the body goes to the
+debug log only, truncated). Idempotent reads are retried at most twice, with exponential
+backoff and jitter, on timeouts, connection errors, 5xx and 429, honouring `Retry-After`;
+all attempts and waits fit inside one per-operation `Deadline`.
+
+Depends on aiohttp, tenacity, orjson and `gateway.errors` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Final
+
+import aiohttp
+import orjson
+import yarl
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_any,
+    wait_exponential_jitter,
+)
+from tenacity.stop import stop_base
+
+from gateway.errors import (
+    UpstreamError,
+    UpstreamName,
+    UpstreamNotFound,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "Deadline",
+    "create_session",
+    "request",
+]
+
+log = logging.getLogger("gateway.upstreams")
+
+DEFAULT_MAX_RETRIES: Final = 2
+# First backoff step; doubled per retry, plus up to the same amount of jitter.
+DEFAULT_BACKOFF_S: Final = 0.1
+MAX_BACKOFF_S: Final = 2.0
+# Upstream answers are small JSON documents; anything larger is a misbehaving upstream
+# and must not be buffered without limit.
+DEFAULT_MAX_BODY_BYTES: Final = 16 * 1024 * 1024
+_LOGGED_BODY_CHARS: Final = 500
+
+
+def create_session(
+    *,
+    timeout_s: float,
+    limit: int = 100,
+    limit_per_host: int = 0,
+    headers: Mapping[str, str] | None = None,
+) -> aiohttp.ClientSession:
+    """Open one pooled session for one upstream; the caller closes it (`await s.close()`).
+
+    `limit` bounds the connection pool; `timeout_s` becomes the session's total
+    `ClientTimeout`, a safety net behind the per-operation deadline of `request()`.
+    Must be called inside a running event loop.
+    """
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=timeout_s),
+        headers=headers,
+        # Proxies from the environment would silently reroute credentials.
+        trust_env=False,
+        raise_for_status=False,
+    )
+
+
+class Deadline:
+    """A point in (event loop) time by which one whole upstream operation must be done.
+
+    `Deadline.after(5.0)` covers every attempt, backoff sleep and token fetch of one
+    operation, so retries can never stretch a call past its budget.
+    """
+
+    __slots__ = ("at", "seconds")
+
+    def __init__(self, at: float, seconds: float) -> None:
+        self.at = at
+        self.seconds = seconds
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(asyncio.get_running_loop().time() + seconds, seconds)
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - asyncio.get_running_loop().time())
+
+
+class _RetryableFailure(Exception):
+    """An attempt failed in a way worth retrying; wraps the error to raise if retries run out."""
+
+    def __init__(self, error: UpstreamError, retry_after: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
+
+
+class _StopAtDeadline(stop_base):
+    """Stop retrying when the next wait would not end before the deadline."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self._deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return retry_state.upcoming_sleep >= self._deadline.remaining()
+
+
+def _label(upstream: UpstreamName, endpoint: str) -> str:
+    return f"{upstream} {endpoint}"
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP-date), or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _status_error(
+    upstream: UpstreamName, endpoint: str, status: int, retry_after: str | None
+) -> UpstreamError | _RetryableFailure:
+    message = f"{_label(upstream, endpoint)}: HTTP {status}"
+    if status == 404:
+        return UpstreamNotFound(message, upstream=upstream, status=status)
+    if status == 429:
+        rejected = UpstreamRejected(f"{message} (rate limited)", upstream=upstream, status=status)
+        return _RetryableFailure(rejected, parse_retry_after(retry_after))
+    if 400 <= status < 500:
+        return UpstreamRejected(message, upstream=upstream, status=status)
+    unavailable = UpstreamUnavailable(message, upstream=upstream, status=status)
+    if status >= 500:
+        return _RetryableFailure(unavailable, parse_retry_after(retry_after))
+    # 1xx/3xx: redirects are not followed (they could carry credentials elsewhere).
+    return unavailable
+
+
+async def _read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:
+    """The whole body, or None when it exceeds `max_bytes`."""
+    if response.content_length is not None and response.content_length > max_bytes:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > max_bytes:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _excerpt(body: bytes) -> str:
+    return body[:_LOGGED_BODY_CHARS].decode("utf-8", errors="replace")
+
+
+async def _attempt(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: yarl.URL,
+    *,
+    upstream: UpstreamName,
+    endpoint: str,
+    headers: Mapping[str, str],
+    data: bytes | None,
+    deadline: Deadline,
+    budget_share: float,
+    expect_json: bool,
+    log_body: bool,
+    max_body_bytes: int,
+) -> Any:
+    label = _label(upstream, endpoint)
+    budget = deadline.remaining() * budget_share
+    if budget <= 0:
+        raise UpstreamUnavailable(f"{label}: deadline exceeded", upstream=upstream)
+    try:
+        async with session.request(
+            method,
+            url,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=budget),
+        ) as response:
+            status = response.status
+            body = await _read_body(response, max_body_bytes)
+            retry_after = response.headers.get("Retry-After")
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise _RetryableFailure(
+            UpstreamUnavailable(f"{label}: timed out", upstream=upstream)
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise _RetryableFailure(
+            UpstreamUnavailable(
+                f"{label}: connection failed ({type(exc).__name__})", upstream=upstream
+            )
+        ) from exc
+
+    if body is None:
+        raise UpstreamUnavailable(f"{label}: response too large", upstream=upstream, status=status)
+    if not 200 <= status < 300:
+        if log_body:
+            log.debug("%s answered HTTP %s: %s", label, status, _excerpt(body))
+        failure = _status_error(upstream, endpoint, status, retry_after)
+        raise failure
+    if not expect_json:
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if log_body:
+            log.debug("%s sent a malformed body: %s", label, _excerpt(body))
+        raise UpstreamUnavailable(
+            f"{label}: malformed response body (HTTP {status})", upstream=upstream, status=status
+        ) from exc
+
+
+async def request(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: yarl.URL,
+    *,
+    upstream: UpstreamName,
+    endpoint: str,
+    deadline: Deadline,
+    headers: Mapping[str, str] | None = None,
+    json: object = None,
+    retry: bool = False,
+    expect_json: bool = True,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    backoff_s: float = DEFAULT_BACKOFF_S,
+    log_body: bool = True,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> Any:
+    """Perform one upstream operation and return its decoded JSON body (None if not `expect_json`).
+
+    `url` is sent exactly as given (build it with `yarl.URL(..., encoded=True)` to keep
+    your own percent-encoding). `json` is serialised with orjson. With `retry=True` (only
+    for idempotent reads) timeouts, connection errors, 5xx and 429 are retried at most
+    `max_retries` times within `deadline`; a `Retry-After` longer than the time left ends
+    the operation at once with the last error. Pass `log_body=False` when the body may hold
+    a secret (the token endpoint). Raises the `gateway.errors` tree only.
+    """
+    label = _label(upstream, endpoint)
+    all_headers = dict(headers or {})
+    data: bytes | None = None
+    if json is not None:
+        data = orjson.dumps(json)
+        all_headers.setdefault("Content-Type", "application/json")
+    all_headers.setdefault("Accept", "application/json")
+    attempts = 1 + (max_retries if retry else 0)
+    attempt_number = 0
+
+    async def one_attempt() -> Any:
+        nonlocal attempt_number
+        attempt_number += 1
+        # An attempt that hangs must leave room for the retries still allowed, so it gets
+        # half of the time left unless it is the last one.
+        share = 1.0 if attempt_number >= attempts else 0.5
+        return await _attempt(
+            session,
+            method,
+            url,
+            upstream=upstream,
+            endpoint=endpoint,
+            headers=all_headers,
+            data=data,
+            deadline=deadline,
+            budget_share=share,
+            expect_json=expect_json,
+            log_body=log_body,
+            max_body_bytes=max_body_bytes,
+        )
+
+    backoff = wait_exponential_jitter(multiplier=backoff_s, max=MAX_BACKOFF_S, jitter=backoff_s)
+
+    def wait(state: RetryCallState) -> float:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(failure, _RetryableFailure) and failure.retry_after is not None:
+            return failure.retry_after
+        return float(backoff(state))
+
+    def log_retry(state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        log.info(
+            "%s: attempt %d failed (%s); retrying in %.2fs",
+            label,
+            state.attempt_number,
+            failure,
+            state.upcoming_sleep,
+        )
+
+    retrying = AsyncRetrying(
+        stop=stop_any(stop_after_attempt(attempts), _StopAtDeadline(deadline)),
+        wait=wait,
+        retry=retry_if_exception_type(_RetryableFailure),
+        before_sleep=log_retry,
+        reraise=True,
+    )
+    try:
+        async with asyncio.timeout_at(deadline.at):
+            return await retrying(one_attempt)
+    except _RetryableFailure as failure:
+        raise failure.error from failure.__cause__
+    except TimeoutError as exc:
+        # The per-operation deadline fired (inside an attempt or a backoff sleep).
+        raise UpstreamUnavailable(
+            f"{label}: no answer within {deadline.seconds:g}s", upstream=upstream
+        ) from exc

@@ -1,0 +1,403 @@
+"""Client for the GoedGeplaatst REST v1 status API (the "legacy" upstream).
+
+Reads one ad (`GET /status/{userId}/{adId}`) or many (`POST /status/`, deduplicated,
+chunked, chunks in parallel, paged within a chunk) and parses the loose payloads of
+UPSTREAMS.md 2.3 with the rules of 3.2: the `0000-00-00 00:00:00` sentinel is None,
+other dates are Europe/Amsterdam local time, `features: false` is empty, every publish and
+feature field is optional, numeric strings are ints and `false`/`""`/`0` ids are None.
+The key travels in the `Authentication` header (not `Authorization`). Depends on `_http`
+and the domain models; catches no aiohttp exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import orjson
+import yarl
+from pydantic import SecretStr
+
+from gateway.errors import (
+    InvalidInput,
+    UpstreamError,
+    UpstreamName,
+    UpstreamNotFound,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from gateway.models import (
+    LEGACY_PORTALS,
+    LegacyAdStatus,
+    LegacyBatch,
+    LegacyFeatureStatus,
+    LegacyPortalStatus,
+    LegacyPublishStatus,
+)
+from gateway.upstreams._http import Deadline, request
+from gateway.upstreams.unknowns import note_unknown
+
+__all__ = ["MAX_ITEMS_PER_PAGE", "LegacyClient", "parse_ad", "parse_legacy_date"]
+
+log = logging.getLogger("gateway.upstreams")
+
+UPSTREAM: Final[UpstreamName] = "legacy"
+MAX_ITEMS_PER_PAGE: Final = 1000
+# `force=true` makes the upstream ask the portal live (UPSTREAMS 3.2.9).
+FORCE_TIMEOUT_FACTOR: Final = 3.0
+# A guard against an upstream that ignores `page` and repeats itself.
+_MAX_PAGES_PER_CHUNK: Final = 20
+AMSTERDAM: Final = ZoneInfo("Europe/Amsterdam")
+_NOT_SET: Final = "0000-00-00"
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$")
+_TRUE_STRINGS: Final = frozenset({"1", "true", "yes"})
+
+
+# --- parsing --------------------------------------------------------------------------
+
+
+def parse_legacy_date(value: object) -> datetime | None:
+    """An aware Europe/Amsterdam datetime, or None for the sentinel, empty or unparseable values."""
+    if value is None or value is False or value == "":
+        return None
+    if not isinstance(value, str):
+        log.info("ignoring a legacy date that is not a string: %r", value)
+        return None
+    text = value.strip()
+    # Never hand the sentinel to a date parser (UPSTREAMS 3.2.1).
+    if not text or text.startswith(_NOT_SET):
+        return None
+    if _DATE.match(text):
+        try:
+            naive = datetime.strptime(text.replace("T", " "), "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            pass
+        else:
+            return naive.replace(tzinfo=AMSTERDAM)
+    log.info("ignoring an unparseable legacy date %r", value)
+    return None
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE_STRINGS
+    return False
+
+
+def _int(value: object) -> int | None:
+    """An int from an int, an integral float or a numeric string; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+    return None
+
+
+def _id(value: object) -> int | None:
+    """An id field: `false`, `""`, `0` and anything non-numeric mean "none"."""
+    number = _int(value)
+    return number if number else None
+
+
+def _publish(raw: object) -> LegacyPublishStatus:
+    if not isinstance(raw, dict):
+        return LegacyPublishStatus()
+    return LegacyPublishStatus(
+        pending=_flag(raw.get("pending")),
+        pending_date=parse_legacy_date(raw.get("pendingDate")),
+        processing=_flag(raw.get("processing")),
+        processing_date=parse_legacy_date(raw.get("processingDate")),
+        error=_flag(raw.get("error")),
+        active=_flag(raw.get("active")),
+        online=_flag(raw.get("online")),
+        start_date=parse_legacy_date(raw.get("startDate")),
+        close_date=parse_legacy_date(raw.get("closeDate")),
+        remote_ad_id=_id(raw.get("remoteAdId")),
+    )
+
+
+def _features(raw: object) -> tuple[LegacyFeatureStatus, ...]:
+    # `false` (the website has no features) and null both mean none (UPSTREAMS 3.2.2).
+    if not isinstance(raw, list):
+        return ()
+    features: list[LegacyFeatureStatus] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            continue
+        name = item.get("feature")
+        if not isinstance(name, str) or not name:
+            log.info("skipping a legacy feature without a name")
+            continue
+        feature = LegacyFeatureStatus(
+            feature=name,
+            pending=_flag(item.get("pending")),
+            pending_date=parse_legacy_date(item.get("pendingDate")),
+            processing=_flag(item.get("processing")),
+            processing_date=parse_legacy_date(item.get("processingDate")),
+            error=_flag(item.get("error")),
+            active=_flag(item.get("active")),
+            start_date=parse_legacy_date(item.get("startDate")),
+        )
+        if not feature.known:
+            note_unknown("legacy.feature", name)
+        features.append(feature)
+    return tuple(features)
+
+
+def _portal_status(raw: object) -> LegacyPortalStatus | None:
+    if not isinstance(raw, dict):
+        return None
+    name = raw.get("portal")
+    raw_portal = name if isinstance(name, str) else ""
+    portal = LEGACY_PORTALS.get(raw_portal.strip().lower())
+    if portal is None:
+        note_unknown("legacy.portal", raw_portal)
+    return LegacyPortalStatus(
+        raw_portal=raw_portal,
+        portal=portal,
+        publish=_publish(raw.get("publish")),
+        features=_features(raw.get("features")),
+    )
+
+
+def parse_ad(user_id: int, raw: object) -> LegacyAdStatus | None:
+    """One entry of `data`; None when it names no usable adId."""
+    if not isinstance(raw, dict):
+        return None
+    ad_id = _id(raw.get("adId"))
+    if ad_id is None:
+        log.info("skipping a legacy status entry without a usable adId")
+        return None
+    portals_raw = raw.get("portals")
+    if isinstance(portals_raw, dict):
+        portals_raw = list(portals_raw.values())
+    portals = tuple(
+        status
+        for status in map(_portal_status, portals_raw if isinstance(portals_raw, list) else ())
+        if status is not None
+    )
+    return LegacyAdStatus(user_id=user_id, ad_id=ad_id, portals=portals)
+
+
+def _ads(user_id: int, data: object) -> tuple[list[LegacyAdStatus], int]:
+    """Parsed ads of `data` and how many entries it held (for the short-page test)."""
+    entries: Iterable[object]
+    if isinstance(data, list):
+        entries = data
+    elif isinstance(data, dict):
+        # One ad as an object, or ads keyed by id: both seen on loosely typed endpoints.
+        entries = [data] if "adId" in data else list(data.values())
+    else:
+        entries = []
+    entries = list(entries)
+    parsed = [ad for ad in (parse_ad(user_id, entry) for entry in entries) if ad is not None]
+    return parsed, len(entries)
+
+
+def _error_text(item: object) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        code, message = item.get("code"), item.get("message")
+        if message is not None:
+            return f"{code}: {message}" if code is not None else str(message)
+    try:
+        return orjson.dumps(item).decode()
+    except TypeError:
+        return repr(item)
+
+
+def _error_code(item: object) -> int | None:
+    return _int(item.get("code")) if isinstance(item, dict) else None
+
+
+def _envelope(body: Any, endpoint: str) -> tuple[object, list[object]]:
+    """`(data, errors)` of a successful envelope; a refusal raises the matching error."""
+    label = f"{UPSTREAM} {endpoint}"
+    if not isinstance(body, dict):
+        raise UpstreamUnavailable(f"{label}: malformed response (no envelope)", upstream=UPSTREAM)
+    errors = body.get("errors")
+    error_items: list[object] = (
+        errors if isinstance(errors, list) else ([] if errors in (None, False) else [errors])
+    )
+    if "result" not in body:
+        raise UpstreamUnavailable(f"{label}: malformed response (no result)", upstream=UPSTREAM)
+    if not _flag(body.get("result")):
+        log.debug("%s: result false: %s", label, "; ".join(map(_error_text, error_items)))
+        raise _refusal(label, [_error_code(item) for item in error_items])
+    if error_items:
+        log.debug("%s: errors: %s", label, "; ".join(map(_error_text, error_items)))
+    return body.get("data"), error_items
+
+
+def _refusal(label: str, codes: list[int | None]) -> UpstreamError:
+    """The error for `result:false` with a 2xx status, chosen from the `errors` codes."""
+    message = f"{label}: the upstream refused the request (result false)"
+    if 404 in codes:
+        return UpstreamNotFound(message, upstream=UPSTREAM, status=404)
+    if any(code is not None and code >= 500 for code in codes):
+        return UpstreamUnavailable(message, upstream=UPSTREAM)
+    status = next((code for code in codes if code is not None and 400 <= code < 500), None)
+    return UpstreamRejected(message, upstream=UPSTREAM, status=status)
+
+
+def _positive_int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(f"{what} must be a positive integer")
+    return value
+
+
+def _chunks(values: Sequence[int], size: int) -> list[Sequence[int]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+# --- the client -----------------------------------------------------------------------
+
+
+class LegacyClient:
+    """Reads ad statuses from the legacy API.
+
+    One instance per process over one `aiohttp.ClientSession` (owned by the caller).
+
+        client = LegacyClient(session, settings.legacy_url, settings.legacy_api_key,
+                              settings.upstream_timeout_s, settings.legacy_max_batch)
+        batch = await client.ads_status(12311, [659593, 659594])
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        api_key: str | SecretStr,
+        timeout_s: float,
+        max_batch: int,
+    ) -> None:
+        self._session = session
+        self._base = str(yarl.URL(base_url.rstrip("/")))
+        self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
+        self._timeout_s = timeout_s
+        self._max_batch = max(1, min(max_batch, MAX_ITEMS_PER_PAGE))
+
+    def __repr__(self) -> str:
+        return f"LegacyClient(base_url={self._base!r}, max_batch={self._max_batch})"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authentication": self._api_key.get_secret_value()}
+
+    def _deadline(self, force: bool) -> Deadline:
+        return Deadline.after(self._timeout_s * (FORCE_TIMEOUT_FACTOR if force else 1.0))
+
+    async def ad_status(self, user_id: int, ad_id: int, *, force: bool = False) -> LegacyAdStatus:
+        """Status of one ad; `UpstreamNotFound` when the upstream does not know it.
+
+        Without `force` this is `GET /status/{userId}/{adId}`. With `force` it is a one-ad
+        `POST /status/`, the only documented way to pass `force`.
+        """
+        user_id = _positive_int(user_id, "userId")
+        ad_id = _positive_int(ad_id, "adId")
+        if force:
+            found = await self._chunk(user_id, [ad_id], force=True)
+            endpoint = "status_post"
+        else:
+            url = yarl.URL(f"{self._base}/status/{user_id}/{ad_id}", encoded=True)
+            body = await request(
+                self._session,
+                "GET",
+                url,
+                upstream=UPSTREAM,
+                endpoint="status_get",
+                deadline=self._deadline(False),
+                headers=self._headers(),
+                retry=True,
+            )
+            data, _ = _envelope(body, "status_get")
+            ads, _ = _ads(user_id, data)
+            found = {ad.ad_id: ad for ad in ads}
+            endpoint = "status_get"
+        if ad_id in found:
+            return found[ad_id]
+        raise UpstreamNotFound(
+            f"{UPSTREAM} {endpoint}: ad {ad_id} of user {user_id} not found", upstream=UPSTREAM
+        )
+
+    async def ads_status(
+        self, user_id: int, ad_ids: Sequence[int], *, force: bool = False
+    ) -> LegacyBatch:
+        """Statuses of many ads of one user; ads the upstream does not report are `missing`.
+
+        Duplicates are dropped; ids go in chunks of at most `max_batch` (and 1000), sent in
+        parallel; a chunk whose ads all come back on its first page costs exactly one call.
+        Any refused chunk fails the whole call.
+        """
+        user_id = _positive_int(user_id, "userId")
+        unique = list(dict.fromkeys(_positive_int(ad_id, "adId") for ad_id in ad_ids))
+        if not unique:
+            return LegacyBatch(user_id=user_id)
+        results = await asyncio.gather(
+            *(
+                self._chunk(user_id, chunk, force=force)
+                for chunk in _chunks(unique, self._max_batch)
+            ),
+            return_exceptions=True,
+        )
+        found: dict[int, LegacyAdStatus] = {}
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            found.update(result)
+        return LegacyBatch(
+            user_id=user_id,
+            found={ad_id: found[ad_id] for ad_id in unique if ad_id in found},
+            missing=frozenset(ad_id for ad_id in unique if ad_id not in found),
+        )
+
+    async def _chunk(
+        self, user_id: int, ad_ids: Sequence[int], *, force: bool
+    ) -> dict[int, LegacyAdStatus]:
+        """One chunk, paged until every id is seen, a page is short, or a page adds nothing."""
+        url = yarl.URL(f"{self._base}/status/", encoded=True)
+        wanted = set(ad_ids)
+        per_page = min(len(ad_ids), MAX_ITEMS_PER_PAGE)
+        found: dict[int, LegacyAdStatus] = {}
+        deadline = self._deadline(force)
+        for page in range(1, _MAX_PAGES_PER_CHUNK + 1):
+            body = await request(
+                self._session,
+                "POST",
+                url,
+                upstream=UPSTREAM,
+                endpoint="status_post",
+                deadline=deadline,
+                headers=self._headers(),
+                json={
+                    "userId": user_id,
+                    "adId": list(ad_ids),
+                    "force": force,
+                    "page": page,
+                    "itemsPerPage": per_page,
+                },
+                retry=True,
+            )
+            data, _ = _envelope(body, "status_post")
+            ads, count = _ads(user_id, data)
+            new = [ad for ad in ads if ad.ad_id in wanted and ad.ad_id not in found]
+            found.update((ad.ad_id, ad) for ad in new)
+            if wanted <= found.keys() or count < per_page or not new:
+                break
+        return found

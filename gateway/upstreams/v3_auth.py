@@ -1,0 +1,313 @@
+"""Credentials for Classifieds V3: the `Authorization` header and the cache scope of a call.
+
+Three modes (DESIGN.md, `GATEWAY_V3_AUTH`):
+
+- `oauth`: the OAuth 2.0 client-credentials flow of UPSTREAMS.md 1.2, one token per agency
+  (intermediary id), cached for its lifetime less a margin, fetched once for all concurrent
+  callers (single-flight), refreshed once after a 401;
+- `static`: one fixed token from the settings;
+- `passthrough`: the caller's own `Authorization: Bearer ...` header.
+
+Tokens and secrets never appear in logs, error messages or reprs. HTTP goes through
+`gateway.upstreams._http`; this module catches no aiohttp exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import aiohttp
+import yarl
+from cachetools import LRUCache
+from pydantic import SecretStr
+
+from gateway.config import Settings, V3AuthMode
+from gateway.errors import InvalidInput, Unauthenticated, UpstreamName, UpstreamUnavailable
+from gateway.models import Caller
+from gateway.upstreams._http import Deadline, request
+
+__all__ = [
+    "OAuthCredentials",
+    "PassthroughCredentials",
+    "StaticCredentials",
+    "V3Credentials",
+    "build_credentials",
+    "token_fingerprint",
+]
+
+log = logging.getLogger("gateway.upstreams")
+
+UPSTREAM: Final[UpstreamName] = "classifieds-v3"
+# The vendor documents 24 h tokens; used only if a token response omits `expires_in`.
+_DEFAULT_EXPIRES_IN_S: Final = 86_400.0
+_MAX_AGENCY_ID_CHARS: Final = 200
+# RFC 6750 b64token, loosened to any visible ASCII: enough to refuse header injection.
+_TOKEN_CHARS = re.compile(r"^[\x21-\x7e]+$")
+
+
+class V3Credentials(Protocol):
+    """What the V3 client needs to authenticate a call made for `caller`."""
+
+    def tenant(self, caller: Caller) -> str:
+        """The cache scope of the caller's V3 data: `agency:<id>` or `token:<16 hex>`."""
+        ...
+
+    async def authorization(self, caller: Caller) -> str:
+        """The `Authorization` header value (`Bearer ...`) for a call made for `caller`."""
+        ...
+
+    async def renew(self, caller: Caller, rejected: str) -> str | None:
+        """After V3 answered 401 to `rejected`: a fresh header value, or None if impossible."""
+        ...
+
+
+def token_fingerprint(token: str) -> str:
+    """A stable, non-reversible name for a bearer token: `token:<first 16 hex of sha256>`."""
+    return "token:" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]
+
+
+def _bearer_token(value: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value; None unless well-formed."""
+    if not value:
+        return None
+    scheme, _, token = value.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not _TOKEN_CHARS.match(token):
+        return None
+    return token
+
+
+class StaticCredentials:
+    """One fixed bearer token (`GATEWAY_V3_TOKEN`) for every call."""
+
+    def __init__(self, token: str | SecretStr) -> None:
+        raw = token.get_secret_value() if isinstance(token, SecretStr) else token
+        raw = raw.strip()
+        # Accept the value with or without its scheme.
+        bare = _bearer_token(raw) or raw
+        if not _TOKEN_CHARS.match(bare):
+            raise ValueError("the static V3 token must be non-empty visible ASCII")
+        self._header = f"Bearer {bare}"
+        self._tenant = token_fingerprint(bare)
+
+    def __repr__(self) -> str:
+        return f"StaticCredentials(tenant={self._tenant!r})"
+
+    def tenant(self, caller: Caller) -> str:
+        return self._tenant
+
+    async def authorization(self, caller: Caller) -> str:
+        return self._header
+
+    async def renew(self, caller: Caller, rejected: str) -> str | None:
+        return None
+
+
+class PassthroughCredentials:
+    """The caller's own `Authorization: Bearer ...` header, forwarded unchanged."""
+
+    def __repr__(self) -> str:
+        return "PassthroughCredentials()"
+
+    @staticmethod
+    def _token(caller: Caller) -> str:
+        token = _bearer_token(caller.authorization)
+        if token is None:
+            raise Unauthenticated(
+                "Classifieds V3 needs the caller's own 'Authorization: Bearer <token>' header"
+            )
+        return token
+
+    def tenant(self, caller: Caller) -> str:
+        return token_fingerprint(self._token(caller))
+
+    async def authorization(self, caller: Caller) -> str:
+        return f"Bearer {self._token(caller)}"
+
+    async def renew(self, caller: Caller, rejected: str) -> str | None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    header: str = field(repr=False)
+    fresh_until: float
+
+
+class OAuthCredentials:
+    """Client-credentials tokens, one per agency, cached and fetched single-flight.
+
+    `clock` (monotonic seconds) is injectable so tests can age tokens without sleeping.
+    The per-agency map is an LRU bounded by `max_agencies`.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        token_url: str,
+        client_id: str,
+        client_secret: str | SecretStr,
+        audience: str,
+        default_intermediary_id: str,
+        timeout_s: float,
+        expiry_margin_s: float = 60.0,
+        max_agencies: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._session = session
+        self._token_url = yarl.URL(token_url)
+        self._client_id = client_id
+        self._client_secret = (
+            client_secret if isinstance(client_secret, SecretStr) else SecretStr(client_secret)
+        )
+        self._audience = audience
+        self._default_agency = default_intermediary_id
+        self._timeout_s = timeout_s
+        self._margin_s = expiry_margin_s
+        self._clock = clock
+        self._tokens: LRUCache[str, _Token] = LRUCache(maxsize=max_agencies)
+        self._inflight: dict[str, asyncio.Task[_Token]] = {}
+        self.fetch_count = 0  # token requests made; for diagnostics and tests
+
+    def __repr__(self) -> str:
+        return (
+            f"OAuthCredentials(token_url={str(self._token_url)!r}, client_id={self._client_id!r}, "
+            f"audience={self._audience!r}, agencies={len(self._tokens)})"
+        )
+
+    def _agency(self, caller: Caller) -> str:
+        agency = (caller.intermediary_id or "").strip() or self._default_agency
+        if len(agency) > _MAX_AGENCY_ID_CHARS or not agency.isprintable():
+            raise InvalidInput("the intermediary id must be printable and at most 200 characters")
+        return agency
+
+    def tenant(self, caller: Caller) -> str:
+        return f"agency:{self._agency(caller)}"
+
+    async def authorization(self, caller: Caller) -> str:
+        agency = self._agency(caller)
+        cached = self._tokens.get(agency)
+        if cached is not None and cached.fresh_until > self._clock():
+            return cached.header
+        return await self._shared_fetch(agency)
+
+    async def renew(self, caller: Caller, rejected: str) -> str | None:
+        agency = self._agency(caller)
+        cached = self._tokens.get(agency)
+        if cached is not None and cached.header != rejected and cached.fresh_until > self._clock():
+            return cached.header  # another request has refreshed already
+        if agency not in self._inflight and cached is not None and cached.header == rejected:
+            del self._tokens[agency]
+        return await self._shared_fetch(agency)
+
+    async def aclose(self) -> None:
+        """Cancel token fetches still running (call before closing the session)."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _shared_fetch(self, agency: str) -> str:
+        task = self._inflight.get(agency)
+        if task is None:
+            task = asyncio.create_task(self._fetch(agency), name="v3-token-fetch")
+            self._inflight[agency] = task
+            task.add_done_callback(lambda done: self._forget(agency, done))
+        # Shielded: one waiter giving up must not cancel the fetch the others wait for.
+        token = await asyncio.shield(task)
+        return token.header
+
+    def _forget(self, agency: str, task: asyncio.Task[_Token]) -> None:
+        if self._inflight.get(agency) is task:
+            del self._inflight[agency]
+        if not task.cancelled():
+            task.exception()  # a failure reaches the waiters; it is never cached
+
+    async def _fetch(self, agency: str) -> _Token:
+        self.fetch_count += 1
+        started = self._clock()
+        body = await request(
+            self._session,
+            "POST",
+            self._token_url,
+            upstream=UPSTREAM,
+            endpoint="token",
+            deadline=Deadline.after(self._timeout_s),
+            json={
+                "client_id": self._client_id,
+                "client_secret": self._client_secret.get_secret_value(),
+                "grant_type": "client_credentials",
+                "audience": self._audience,
+                "intermediary_id": agency,
+            },
+            retry=True,
+            log_body=False,  # the body holds the access token
+        )
+        token = self._parse(body)
+        expires_in = _expires_in(body)
+        margin = min(self._margin_s, expires_in / 2)
+        fresh = _Token(header=f"Bearer {token}", fresh_until=started + expires_in - margin)
+        self._tokens[agency] = fresh
+        log.info("fetched a V3 token for agency %r, valid for %.0fs", agency, expires_in)
+        return fresh
+
+    @staticmethod
+    def _parse(body: Any) -> str:
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not _TOKEN_CHARS.match(token):
+            raise UpstreamUnavailable(
+                "classifieds-v3 token: malformed token response (no usable access_token)",
+                upstream=UPSTREAM,
+            )
+        token_type = body.get("token_type")
+        if isinstance(token_type, str) and token_type.lower() != "bearer":
+            log.warning(
+                "V3 token endpoint returned token_type %r; sending it as Bearer", token_type
+            )
+        return token
+
+
+def _expires_in(body: dict[str, Any]) -> float:
+    value = body.get("expires_in")
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            value = None
+    if isinstance(value, int | float) and value > 0:
+        return float(value)
+    log.warning("V3 token response has no usable expires_in; assuming the documented 24 h")
+    return _DEFAULT_EXPIRES_IN_S
+
+
+def build_credentials(
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> V3Credentials:
+    """The credentials `settings.v3_auth` asks for; `session` is used for token requests."""
+    if settings.v3_auth is V3AuthMode.OAUTH:
+        return OAuthCredentials(
+            session,
+            token_url=settings.v3_token_url,
+            client_id=settings.v3_client_id,
+            client_secret=settings.v3_client_secret,
+            audience=settings.v3_audience,
+            default_intermediary_id=settings.v3_intermediary_id,
+            timeout_s=settings.upstream_timeout_s,
+            clock=clock,
+        )
+    if settings.v3_auth is V3AuthMode.STATIC:
+        return StaticCredentials(settings.v3_token)
+    return PassthroughCredentials()

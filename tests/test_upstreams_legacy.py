@@ -1,0 +1,554 @@
+"""The legacy (GoedGeplaatst) client: the `Authentication` header, batching (dedupe, chunks in
+parallel, one call per fully answered chunk, paging), the envelope, failure kinds, force, and
+the lenient parsing of UPSTREAMS 3.2. Against the simulator, plus a loopback app for payloads
+the simulator does not produce."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from gateway.errors import InvalidInput, UpstreamNotFound, UpstreamRejected, UpstreamUnavailable
+from gateway.models import Portal
+from gateway.simulator import SIM_LEGACY_API_KEY, RunningSimulator
+from gateway.upstreams import UNKNOWN_VALUES, LegacyClient, create_session
+from gateway.upstreams.legacy import AMSTERDAM, parse_legacy_date
+
+NO_DATE = "0000-00-00 00:00:00"
+
+# The vendor's example ad (UPSTREAMS 2.3), verbatim.
+MARKTPLAATS = {
+    "portal": "marktplaats",
+    "publish": {
+        "pending": False, "pendingDate": NO_DATE, "processing": False, "processingDate": NO_DATE,
+        "error": False, "active": True, "online": True,
+        "startDate": "2021-06-24 11:50:12", "closeDate": "2021-08-24 11:50:12",
+        "remoteAdId": 1234567890,
+    },
+    "features": [
+        {"feature": "omhoogplaatsen", "pending": True, "pendingDate": "2021-06-24 11:45:57",
+         "processing": False, "processingDate": NO_DATE, "error": False, "active": False,
+         "startDate": NO_DATE},
+    ],
+}  # fmt: skip
+WEBSITE = {
+    "portal": "website",
+    "publish": {
+        "pending": False, "pendingDate": NO_DATE, "processing": False, "processingDate": NO_DATE,
+        "error": False, "active": False, "online": False, "startDate": NO_DATE, "remoteAdId": 0,
+    },
+    "features": False,
+}  # fmt: skip
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with create_session(timeout_s=3) as s:
+        yield s
+
+
+def legacy_client(
+    simulator: RunningSimulator,
+    session: aiohttp.ClientSession,
+    *,
+    max_batch: int = 100,
+    timeout_s: float = 1.0,
+    key: str = SIM_LEGACY_API_KEY,
+) -> LegacyClient:
+    return LegacyClient(session, simulator.legacy_url, key, timeout_s, max_batch)
+
+
+@pytest.fixture
+def legacy(simulator: RunningSimulator, session: aiohttp.ClientSession) -> LegacyClient:
+    return legacy_client(simulator, session)
+
+
+def posts(simulator: RunningSimulator) -> list[Any]:
+    return [r for r in simulator.sim.state.requests if r.endpoint == "status_post"]
+
+
+def install(simulator: RunningSimulator, user_id: int, count: int, first: int = 1) -> list[int]:
+    ids = list(range(first, first + count))
+    for ad_id in ids:
+        simulator.sim.state.put_legacy_ad(user_id, ad_id, [WEBSITE])
+    return ids
+
+
+# --- a loopback app answering whatever the test wants ----------------------------------------
+
+Answer = Callable[[dict[str, Any] | None], Any]
+
+
+class Fake:
+    def __init__(self) -> None:
+        self.bodies: list[Any] = []
+        self.paths: list[str] = []
+
+
+@pytest.fixture
+async def fake(
+    session: aiohttp.ClientSession,
+) -> AsyncIterator[Callable[[Answer], Awaitable[tuple[LegacyClient, Fake]]]]:
+    servers: list[TestServer] = []
+
+    async def start(answer: Answer, status: int = 200) -> tuple[LegacyClient, Fake]:
+        fake_state = Fake()
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            body = await request.json() if request.method == "POST" else None
+            fake_state.bodies.append(body)
+            fake_state.paths.append(request.path)
+            return web.json_response(answer(body), status=status)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        client = LegacyClient(session, str(server.make_url("/rest/v1")), "k3y", 1.0, 100)
+        return client, fake_state
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+def ok(data: Any, errors: list[Any] | None = None) -> dict[str, Any]:
+    return {"result": True, "errors": errors or [], "data": data}
+
+
+# --- headers and the vendor example ------------------------------------------------------------
+
+
+async def test_key_travels_in_the_authentication_header(
+    simulator: RunningSimulator, legacy: LegacyClient
+) -> None:
+    user_id, ads = next(iter(simulator.sim.state.legacy_users().items()))
+    await legacy.ad_status(user_id, ads[0])
+    await legacy.ads_status(user_id, ads[:3])
+    requests = simulator.sim.state.requests
+    assert [r.endpoint for r in requests] == ["status_get", "status_post"]
+    for request in requests:
+        assert request.headers["Authentication"] == SIM_LEGACY_API_KEY
+        assert "Authorization" not in request.headers
+    assert requests[0].path == f"/legacy/rest/v1/status/{user_id}/{ads[0]}"
+    assert requests[1].path == "/legacy/rest/v1/status/"
+    assert requests[1].body == {
+        "userId": user_id, "adId": ads[:3], "force": False, "page": 1, "itemsPerPage": 3,
+    }  # fmt: skip
+
+
+async def test_vendor_example_parses(simulator: RunningSimulator, legacy: LegacyClient) -> None:
+    simulator.sim.state.put_legacy_ad(12311, 659593, [MARKTPLAATS, WEBSITE])
+    ad = await legacy.ad_status(12311, 659593)
+    assert (ad.user_id, ad.ad_id) == (12311, 659593)
+    marktplaats, website = ad.portals
+    assert (marktplaats.portal, marktplaats.raw_portal) == (Portal.MARKTPLAATS, "marktplaats")
+    publish = marktplaats.publish
+    assert (publish.active, publish.online, publish.error, publish.pending) == (
+        True,
+        True,
+        False,
+        False,
+    )
+    assert publish.pending_date is None and publish.processing_date is None
+    assert publish.start_date == datetime(2021, 6, 24, 11, 50, 12, tzinfo=AMSTERDAM)
+    assert publish.start_date.utcoffset() == timedelta(hours=2)  # type: ignore[union-attr]
+    assert publish.close_date == datetime(2021, 8, 24, 11, 50, 12, tzinfo=AMSTERDAM)
+    assert publish.remote_ad_id == 1234567890
+    (feature,) = marktplaats.features
+    assert feature.feature == "omhoogplaatsen" and feature.known
+    assert feature.pending and feature.pending_date == datetime(
+        2021, 6, 24, 11, 45, 57, tzinfo=AMSTERDAM
+    )
+    assert not feature.processing and feature.processing_date is None
+    assert feature.start_date is None
+    assert website.portal is Portal.WEBSITE
+    assert website.features == ()
+    assert website.publish.remote_ad_id is None, "remoteAdId 0 means none"
+    assert website.publish.close_date is None, "closeDate absent"
+    assert website.publish.start_date is None
+
+
+async def test_same_ad_via_get_and_post_is_equal(
+    simulator: RunningSimulator, legacy: LegacyClient
+) -> None:
+    simulator.sim.state.put_legacy_ad(12311, 659593, [MARKTPLAATS, WEBSITE])
+    single = await legacy.ad_status(12311, 659593)
+    batch = await legacy.ads_status(12311, [659593])
+    assert batch.found == {659593: single}
+    assert batch.missing == frozenset()
+
+
+# --- batching ----------------------------------------------------------------------------------
+
+
+async def test_150_ads_of_two_users_cost_three_calls(
+    simulator: RunningSimulator, legacy: LegacyClient
+) -> None:
+    first = install(simulator, 90001, 130)
+    second = install(simulator, 90002, 20, first=500)
+    simulator.sim.state.reset_counters()
+    a, b = await asyncio.gather(legacy.ads_status(90001, first), legacy.ads_status(90002, second))
+    assert simulator.sim.state.calls("legacy") == 3
+    assert sorted(a.found) == first and sorted(b.found) == second
+    assert a.missing == b.missing == frozenset()
+    chunks = sorted(
+        (r.body["userId"], len(r.body["adId"]), r.body["itemsPerPage"], r.body["page"])
+        for r in posts(simulator)
+    )
+    assert chunks == [(90001, 30, 30, 1), (90001, 100, 100, 1), (90002, 20, 20, 1)]
+
+
+async def test_chunks_go_in_parallel(
+    simulator: RunningSimulator, session: aiohttp.ClientSession
+) -> None:
+    ids = install(simulator, 90003, 50)
+    simulator.sim.state.set_latency("legacy", 300)
+    client = legacy_client(simulator, session, max_batch=10)
+    started = time.monotonic()
+    batch = await client.ads_status(90003, ids)
+    elapsed = time.monotonic() - started
+    assert len(batch.found) == 50
+    assert simulator.sim.state.calls("legacy", "status_post") == 5
+    assert elapsed < 0.9, f"five 300 ms chunks took {elapsed:.2f}s: not parallel"
+
+
+async def test_max_batch_is_capped_at_1000(
+    simulator: RunningSimulator, session: aiohttp.ClientSession
+) -> None:
+    ids = install(simulator, 90004, 1005)
+    client = legacy_client(simulator, session, max_batch=5000)
+    batch = await client.ads_status(90004, ids)
+    assert len(batch.found) == 1005
+    sizes = sorted(len(r.body["adId"]) for r in posts(simulator))
+    assert sizes == [5, 1000]
+    assert all(r.body["itemsPerPage"] <= 1000 for r in posts(simulator))
+
+
+async def test_duplicates_are_sent_once(simulator: RunningSimulator, legacy: LegacyClient) -> None:
+    ids = install(simulator, 90005, 3)
+    batch = await legacy.ads_status(90005, [ids[1], ids[0], ids[1], ids[2], ids[0]])
+    (request,) = posts(simulator)
+    assert request.body["adId"] == [ids[1], ids[0], ids[2]]
+    assert set(batch.found) == set(ids)
+
+
+@pytest.mark.parametrize("style", ["object", "string", "mixed"])
+async def test_unknown_ads_are_missing_not_a_failure(
+    simulator: RunningSimulator, legacy: LegacyClient, style: Any
+) -> None:
+    simulator.sim.state.legacy_error_style = style
+    ids = install(simulator, 90006, 4)
+    batch = await legacy.ads_status(90006, [*ids, 777_777, 888_888])
+    assert set(batch.found) == set(ids)
+    assert batch.missing == frozenset({777_777, 888_888})
+    assert simulator.sim.state.calls("legacy") == 1, "a short page ends the chunk"
+
+
+async def test_no_ads_means_no_call(simulator: RunningSimulator, legacy: LegacyClient) -> None:
+    batch = await legacy.ads_status(90007, [])
+    assert (batch.user_id, batch.found, batch.missing) == (90007, {}, frozenset())
+    assert simulator.sim.state.calls("legacy") == 0
+
+
+async def test_paging_within_a_chunk(fake: Any) -> None:
+    """A full page that still lacks requested ads asks for the next page."""
+
+    def answer(body: dict[str, Any] | None) -> Any:
+        assert body is not None
+        if body["page"] == 1:  # a full page, but with an ad nobody asked for
+            return ok(
+                [
+                    {"adId": 1, "portals": []},
+                    {"adId": 99, "portals": []},
+                    {"adId": 2, "portals": []},
+                ]
+            )
+        return ok([{"adId": 3, "portals": []}])
+
+    client, state = await fake(answer)
+    batch = await client.ads_status(7, [1, 2, 3])
+    assert set(batch.found) == {1, 2, 3} and batch.missing == frozenset()
+    assert [(b["page"], b["itemsPerPage"]) for b in state.bodies] == [(1, 3), (2, 3)]
+
+
+async def test_paging_stops_when_a_page_adds_nothing(fake: Any) -> None:
+    """An upstream that ignores `page` cannot loop the client forever."""
+    client, state = await fake(lambda body: ok([{"adId": n, "portals": []} for n in (1, 2, 50)]))
+    batch = await client.ads_status(7, [1, 2, 3])
+    assert batch.missing == frozenset({3})
+    assert len(state.bodies) == 2
+
+
+# --- failures ----------------------------------------------------------------------------------
+
+
+async def test_unknown_ad_is_not_found(simulator: RunningSimulator, legacy: LegacyClient) -> None:
+    user_id, _ = next(iter(simulator.sim.state.legacy_users().items()))
+    with pytest.raises(UpstreamNotFound) as caught:
+        await legacy.ad_status(user_id, 999_999_999)
+    assert caught.value.upstream == "legacy"
+    assert caught.value.code == "NOT_FOUND"
+
+
+async def test_unknown_user_is_not_found(simulator: RunningSimulator, legacy: LegacyClient) -> None:
+    with pytest.raises(UpstreamNotFound):
+        await legacy.ad_status(4242, 1)
+    with pytest.raises(UpstreamNotFound):
+        await legacy.ads_status(4242, [1, 2])
+
+
+async def test_wrong_key_is_rejected_without_leaking_it(
+    simulator: RunningSimulator, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = legacy_client(simulator, session, key="WRONG-key-123")
+    with pytest.raises(UpstreamRejected) as caught:
+        await client.ads_status(12311, [1])
+    assert caught.value.status == 401
+    assert "legacy" in str(caught.value) and "status_post" in str(caught.value)
+    for text in (str(caught.value), repr(caught.value), repr(client), caplog.text):
+        assert "WRONG-key-123" not in text
+    assert simulator.sim.state.calls("legacy") == 1
+
+
+async def test_5xx_is_retried_then_unavailable(
+    simulator: RunningSimulator, legacy: LegacyClient
+) -> None:
+    ids = install(simulator, 90008, 2)
+    simulator.sim.state.add_fault("legacy", "error", status=503)
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await legacy.ads_status(90008, ids)
+    assert caught.value.status == 503
+    assert simulator.sim.state.calls("legacy") == 3
+
+
+async def test_one_failure_is_retried(simulator: RunningSimulator, legacy: LegacyClient) -> None:
+    ids = install(simulator, 90009, 2)
+    simulator.sim.state.add_fault("legacy", "error", status=500, count=1)
+    batch = await legacy.ads_status(90009, ids)
+    assert set(batch.found) == set(ids)
+    assert simulator.sim.state.calls("legacy") == 2
+
+
+async def test_one_failing_chunk_fails_the_whole_call(
+    simulator: RunningSimulator, session: aiohttp.ClientSession
+) -> None:
+    ids = install(simulator, 90010, 20)
+    simulator.sim.state.add_fault("legacy", "error", status=400)
+    with pytest.raises(UpstreamRejected):
+        await legacy_client(simulator, session, max_batch=10).ads_status(90010, ids)
+
+
+async def test_truncated_body_is_unavailable(
+    simulator: RunningSimulator, legacy: LegacyClient
+) -> None:
+    simulator.sim.state.add_fault("legacy", "malformed")
+    with pytest.raises(UpstreamUnavailable, match="malformed"):
+        await legacy.ads_status(12311, [1])
+
+
+async def test_hang_is_cut_at_the_deadline(
+    simulator: RunningSimulator, legacy: LegacyClient
+) -> None:
+    simulator.sim.state.add_fault("legacy", "timeout", delay_s=5)
+    started = time.monotonic()
+    with pytest.raises(UpstreamUnavailable):
+        await legacy.ad_status(12311, 1)
+    assert time.monotonic() - started < 1.3
+
+
+@pytest.mark.parametrize(
+    ("errors", "expected", "status"),
+    [
+        ([{"code": 404, "message": "Advertisement 1 not found"}], UpstreamNotFound, 404),
+        ([{"code": 500, "message": "database down"}], UpstreamUnavailable, None),
+        ([{"code": 403, "message": "not your ad"}], UpstreamRejected, 403),
+        (["something went wrong"], UpstreamRejected, None),
+        ([], UpstreamRejected, None),
+    ],
+)
+async def test_result_false_fails_the_whole_call(
+    fake: Any, errors: list[Any], expected: type[Exception], status: int | None
+) -> None:
+    client, _ = await fake(lambda body: {"result": False, "errors": errors, "data": []})
+    with pytest.raises(expected) as caught:
+        await client.ads_status(7, [1, 2])
+    assert caught.value.status == status  # type: ignore[attr-defined]
+    for error in errors:
+        text = error if isinstance(error, str) else error["message"]
+        assert text not in str(caught.value), "upstream text stays out of the message"
+
+
+@pytest.mark.parametrize("body", [[], "OK", {"errors": [], "data": []}, None])
+async def test_bad_envelopes_are_unavailable(fake: Any, body: Any) -> None:
+    client, _ = await fake(lambda _: body)
+    with pytest.raises(UpstreamUnavailable, match="malformed"):
+        await client.ad_status(7, 1)
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "12", 1.0, None])
+async def test_bad_ids_are_invalid_input_before_any_call(
+    simulator: RunningSimulator, legacy: LegacyClient, bad: Any
+) -> None:
+    with pytest.raises(InvalidInput):
+        await legacy.ad_status(bad, 1)
+    with pytest.raises(InvalidInput):
+        await legacy.ad_status(12311, bad)
+    with pytest.raises(InvalidInput):
+        await legacy.ads_status(bad, [1])
+    with pytest.raises(InvalidInput):
+        await legacy.ads_status(12311, [1, bad])
+    assert simulator.sim.state.calls("legacy") == 0
+
+
+# --- force -------------------------------------------------------------------------------------
+
+
+async def test_force_is_sent_and_gets_a_longer_deadline(
+    simulator: RunningSimulator, session: aiohttp.ClientSession
+) -> None:
+    legacy = legacy_client(simulator, session, timeout_s=0.5)
+    ids = install(simulator, 90011, 2)
+    # Slower than any attempt a 0.5 s budget allows, well within three times that.
+    simulator.sim.state.set_latency("legacy", 350)
+    with pytest.raises(UpstreamUnavailable):
+        await legacy.ad_status(90011, ids[0])
+    simulator.sim.state.reset_counters()
+    ad = await legacy.ad_status(90011, ids[0], force=True)
+    assert ad.ad_id == ids[0]
+    batch = await legacy.ads_status(90011, ids, force=True)
+    assert set(batch.found) == set(ids)
+    assert [r.body["force"] for r in posts(simulator)] == [True, True]
+    assert simulator.sim.state.calls("legacy", "status_get") == 0, (
+        "force is only documented on POST"
+    )
+
+
+async def test_forced_single_ad_not_found(
+    simulator: RunningSimulator, legacy: LegacyClient
+) -> None:
+    install(simulator, 90012, 1)
+    with pytest.raises(UpstreamNotFound):
+        await legacy.ad_status(90012, 5555, force=True)
+
+
+# --- lenient parsing (UPSTREAMS 3.2) ---------------------------------------------------------------
+
+
+async def test_loose_payloads_parse(fake: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.upstreams")
+    before = (
+        UNKNOWN_VALUES[("legacy.portal", "immoweb")],
+        UNKNOWN_VALUES[("legacy.feature", "superboost")],
+    )
+    data = [
+        {"adId": "659594", "portals": [
+            {"portal": "Marktplaats",
+             "publish": {"pending": "1", "error": 0, "active": "true", "online": 1,
+                         "remoteAdId": "123", "startDate": "2021-13-45 99:99:99",
+                         "closeDate": "", "pendingDate": None, "processingDate": "0000-00-00"},
+             "features": [{"feature": "superboost", "processing": True,
+                           "processingDate": "2024-01-15 08:00:00"},
+                          {"pending": True}, "junk"]},
+            {"portal": "immoweb", "publish": {"remoteAdId": False}, "features": None},
+            {"portal": "tweedehands", "features": []},
+            {"portal": "website", "publish": {"remoteAdId": ""}},
+            "not-a-portal",
+        ]},
+        {"adId": False, "portals": []},
+        {"adId": "2", "portals": False},
+    ]  # fmt: skip
+    client, _ = await fake(lambda _: ok(data))
+    batch = await client.ads_status(7, [659594, 2])
+    assert batch.missing == frozenset()
+    ad = batch.found[659594]
+    marktplaats, immoweb, tweedehands, website = ad.portals
+    assert marktplaats.portal is Portal.MARKTPLAATS
+    publish = marktplaats.publish
+    assert (publish.pending, publish.error, publish.active, publish.online) == (
+        True,
+        False,
+        True,
+        True,
+    )
+    assert publish.remote_ad_id == 123
+    assert publish.start_date is None, "an unparseable date is None, not a crash"
+    assert "2021-13-45 99:99:99" in caplog.text, "... and logged"
+    assert (
+        publish.close_date is None
+        and publish.pending_date is None
+        and publish.processing_date is None
+    )
+    (feature,) = marktplaats.features
+    assert feature.feature == "superboost" and not feature.known
+    assert feature.processing and feature.processing_date == datetime(
+        2024, 1, 15, 8, 0, tzinfo=AMSTERDAM
+    )
+    assert feature.processing_date.utcoffset() == timedelta(hours=1)  # type: ignore[union-attr]
+    assert (immoweb.portal, immoweb.raw_portal) == (None, "immoweb")
+    assert immoweb.publish.remote_ad_id is None and immoweb.features == ()
+    assert tweedehands.portal is Portal.TWEEDEHANDS
+    assert tweedehands.publish.active is False and tweedehands.publish.remote_ad_id is None
+    assert website.publish.remote_ad_id is None
+    assert batch.found[2].portals == ()
+    after = (
+        UNKNOWN_VALUES[("legacy.portal", "immoweb")],
+        UNKNOWN_VALUES[("legacy.feature", "superboost")],
+    )
+    assert after == (before[0] + 1, before[1] + 1)
+
+
+async def test_single_ad_answer_as_an_object(fake: Any) -> None:
+    client, state = await fake(lambda _: ok({"adId": 5, "portals": [WEBSITE]}))
+    ad = await client.ad_status(9, 5)
+    assert ad.portals[0].portal is Portal.WEBSITE
+    assert state.paths == ["/rest/v1/status/9/5"]
+
+
+async def test_get_answer_without_the_ad_is_not_found(fake: Any) -> None:
+    client, _ = await fake(lambda _: ok([], errors=["Advertisement 5 not found"]))
+    with pytest.raises(UpstreamNotFound):
+        await client.ad_status(9, 5)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (NO_DATE, None),
+        ("0000-00-00", None),
+        ("0000-00-00 00:00:00.000", None),
+        ("", None),
+        (None, None),
+        (False, None),
+        (0, None),
+        ("not a date", None),
+        ("2021-02-30 10:00:00", None),
+        ("2021-06-24 11:50:12", datetime(2021, 6, 24, 11, 50, 12, tzinfo=AMSTERDAM)),
+        ("2021-06-24T11:50:12", datetime(2021, 6, 24, 11, 50, 12, tzinfo=AMSTERDAM)),
+        (" 2024-01-15 08:00:00 ", datetime(2024, 1, 15, 8, 0, tzinfo=AMSTERDAM)),
+    ],
+)
+def test_legacy_dates(raw: object, expected: datetime | None) -> None:
+    parsed = parse_legacy_date(raw)
+    assert parsed == expected
+    if parsed is not None:
+        assert parsed.tzinfo is AMSTERDAM
+
+
+def test_legacy_dates_follow_amsterdam_daylight_saving() -> None:
+    summer = parse_legacy_date("2024-07-01 12:00:00")
+    winter = parse_legacy_date("2024-01-01 12:00:00")
+    assert summer is not None and winter is not None
+    assert summer.utcoffset() == timedelta(hours=2)
+    assert winter.utcoffset() == timedelta(hours=1)
