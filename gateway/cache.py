@@ -77,14 +77,13 @@ class PageCache(Generic[V]):
             self.stats.coalesced += 1
         else:
             self.stats.misses += 1
-            task = asyncio.ensure_future(self._load(key, load))
+            task = asyncio.ensure_future(self._load(key, load, self._generation))
             self._inflight[key] = task
             task.add_done_callback(functools.partial(self._forget, key))
         # Shielded: one caller giving up must not cancel the load the others wait for.
         return await asyncio.shield(task)
 
-    async def _load(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
-        generation = self._generation
+    async def _load(self, key: Hashable, load: Callable[[], Awaitable[V]], generation: int) -> V:
         try:
             value = await load()
         except BaseException:

@@ -7,7 +7,10 @@ of it (checked by a test) names listings that exist on a fresh demo.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 import uvicorn
@@ -88,11 +91,14 @@ async def run_demo(
     async with simulator.serve(host="127.0.0.1", port=sim_port) as running:
         print(f"  simulator: {running.base_url} (V3 and legacy APIs)", file=out, flush=True)
         settings = demo_settings(running, host=host, http_port=port)
-        server = uvicorn.Server(
+        server = _Server(
             uvicorn.Config(
                 create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
             )
         )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, server.request_exit)
         serving = asyncio.create_task(server.serve())
         # uvicorn offers no "started" event to wait on.
         while not server.started and not serving.done():  # noqa: ASYNC110
@@ -107,6 +113,18 @@ async def run_demo(
         print("Press Ctrl-C to stop.", file=out, flush=True)
         await serving
     print("Stopped.", file=out, flush=True)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises a captured Ctrl-C when it stops; the demo stops the simulator
+    after the gateway instead, so it handles the signals itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def request_exit(self) -> None:
+        self.should_exit = True
 
 
 def _bound_port(server: uvicorn.Server, configured: int) -> int:

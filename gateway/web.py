@@ -110,5 +110,3 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
-
-

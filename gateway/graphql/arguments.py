@@ -1,13 +1,16 @@
 """Argument checks that run before execution, so a bad request costs no upstream call.
 
 graphql-core validation rules cannot see variables, so this runs as an `on_execute`
-hook: it walks the chosen operation (and its fragments) with the coerced variables and
-applies the service's own checks to the arguments of the fields that need them.
+hook. Which fields of a document need checking is worked out once per document (the
+parser cache hands back the same document object for the same text); each request
+then only coerces those fields' arguments with its own variables.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
@@ -16,6 +19,7 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     GraphQLError,
+    GraphQLField,
     GraphQLSchema,
     OperationDefinitionNode,
     TypeInfo,
@@ -27,6 +31,7 @@ from graphql import (
 from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
 
+from gateway import ids
 from gateway.errors import InvalidInput
 from gateway.graphql.inputs import ref_from_arguments
 from gateway.service import DEFAULT_PAGE_SIZE, check_page_args, check_ref, check_refs
@@ -42,6 +47,10 @@ def _check_listings(args: dict[str, Any], max_listings: int) -> None:
     check_refs([ref_from_arguments(ref) for ref in args["refs"]], max_listings)
 
 
+def _check_node(args: dict[str, Any], _max: int) -> None:
+    check_ref(ids.listing_ref(str(args["id"])))
+
+
 def _check_page(args: dict[str, Any], _max: int) -> None:
     first = args.get("first")
     check_page_args(DEFAULT_PAGE_SIZE if first is None else first, args.get("after"))
@@ -50,10 +59,58 @@ def _check_page(args: dict[str, Any], _max: int) -> None:
 CHECKS: dict[str, Check] = {
     "Query.listing": _check_listing,
     "Query.listings": _check_listings,
+    "Query.node": _check_node,
     "Mutation.refreshListing": _check_listing,
     "Classified.statuses": _check_page,
     "Media.statuses": _check_page,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class _Site:
+    """A field in the document whose arguments need a check."""
+
+    node: FieldNode
+    field: GraphQLField
+    check: Check
+
+
+_plans: weakref.WeakKeyDictionary[DocumentNode, dict[str | None, list[_Site]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sites(
+    schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
+) -> list[_Site]:
+    per_operation = _plans.setdefault(document, {})
+    key = operation.name.value if operation.name else None
+    sites = per_operation.get(key)
+    if sites is None:
+        sites = []
+        definitions: list[OperationDefinitionNode | FragmentDefinitionNode] = [operation]
+        definitions += [d for d in document.definitions if isinstance(d, FragmentDefinitionNode)]
+        for definition in definitions:
+            type_info = TypeInfo(schema)
+            visit(definition, TypeInfoVisitor(type_info, _Collector(type_info, sites)))
+        per_operation[key] = sites
+    return sites
+
+
+class _Collector(Visitor):
+    def __init__(self, type_info: TypeInfo, sites: list[_Site]) -> None:
+        super().__init__()
+        self.type_info = type_info
+        self.sites = sites
+
+    def enter_field(self, node: FieldNode, *_: Any) -> None:
+        parent = self.type_info.get_parent_type()
+        field = self.type_info.get_field_def()
+        if parent is None or field is None:
+            return
+        check = CHECKS.get(f"{parent.name}.{node.name.value}")
+        if check is not None:
+            self.sites.append(_Site(node, field, check))
 
 
 def argument_errors(
@@ -66,49 +123,21 @@ def argument_errors(
     operation = get_operation_ast(document, operation_name)
     if operation is None:
         return []
+    sites = _sites(schema, document, operation)
+    if not sites:
+        return []
     coerced = get_variable_values(schema, operation.variable_definitions or (), variables or {})
     if isinstance(coerced, list):
         return []  # bad variables: execution reports them itself
     errors: list[GraphQLError] = []
-    definitions: list[OperationDefinitionNode | FragmentDefinitionNode] = [operation]
-    definitions += [d for d in document.definitions if isinstance(d, FragmentDefinitionNode)]
-    for definition in definitions:
-        type_info = TypeInfo(schema)
-        visit(
-            definition,
-            TypeInfoVisitor(type_info, _Checker(type_info, coerced, max_listings, errors)),
-        )
-    return errors
-
-
-class _Checker(Visitor):
-    def __init__(
-        self,
-        type_info: TypeInfo,
-        variables: Any,
-        max_listings: int,
-        errors: list[GraphQLError],
-    ) -> None:
-        super().__init__()
-        self.type_info = type_info
-        self.variables = variables
-        self.max_listings = max_listings
-        self.errors = errors
-
-    def enter_field(self, node: FieldNode, *_: Any) -> None:
-        parent = self.type_info.get_parent_type()
-        field = self.type_info.get_field_def()
-        if parent is None or field is None:
-            return
-        check = CHECKS.get(f"{parent.name}.{node.name.value}")
-        if check is None:
-            return
+    for site in sites:
         try:
-            check(get_argument_values(field, node, self.variables), self.max_listings)
+            site.check(get_argument_values(site.field, site.node, coerced), max_listings)
         except InvalidInput as exc:
-            self.errors.append(GraphQLError(exc.message, node, extensions={"code": exc.code}))
+            errors.append(GraphQLError(exc.message, site.node, extensions={"code": exc.code}))
         except GraphQLError:
-            return  # an argument graphql-core cannot coerce: execution reports it
+            continue  # an argument graphql-core cannot coerce: execution reports it
+    return errors
 
 
 class ArgumentChecks(SchemaExtension):

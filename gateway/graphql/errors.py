@@ -64,8 +64,36 @@ def translate(error: GraphQLError) -> GraphQLError:
     )
 
 
+def _is_request_input_error(error: GraphQLError) -> bool:
+    # graphql-core wraps its own coercion error when a variable's value does not fit.
+    return error.path is None and (
+        error.original_error is None or isinstance(error.original_error, GraphQLError)
+    )
+
+
+def _bad_user_input(error: GraphQLError) -> GraphQLError:
+    if (error.extensions or {}).get("code") or not _is_request_input_error(error):
+        return error
+    return GraphQLError(
+        error.message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        extensions={**(error.extensions or {}), "code": "BAD_USER_INPUT"},
+    )
+
+
 class ErrorCodes(SchemaExtension):
     """Rewrites every outgoing error into its caller-safe, coded form."""
+
+    def on_execute(self) -> Iterator[None]:
+        yield
+        # Past validation, an error without a path is about the request's input: a
+        # variable that is missing or does not coerce, or an unknown operation name.
+        result = self.execution_context.result
+        errors = getattr(result, "errors", None)
+        if result is not None and errors:
+            result.errors = [_bad_user_input(error) for error in errors]
 
     def on_operation(self) -> Iterator[None]:
         yield
@@ -81,7 +109,7 @@ def log_errors(errors: list[GraphQLError]) -> None:
         original = error.original_error
         if isinstance(original, GatewayError):
             log.info("%s at %s: %s", original.code, error.path, original.message)
-        elif original is not None:
+        elif original is not None and not _is_request_input_error(error):
             log.error("unexpected error at %s", error.path, exc_info=original)
         else:
             log.debug("request refused: %s", error.message)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, ParserCache, QueryDepthLimiter, ValidationCache
+from graphql import ASTValidationRule, GraphQLError
+from strawberry.extensions import AddValidationRules, ParserCache, ValidationCache
+from strawberry.extensions.max_aliases import create_validator as alias_rule
+from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 from strawberry.types import ExecutionContext
 
 from gateway.graphql.arguments import ArgumentChecks
@@ -25,13 +27,16 @@ class GatewaySchema(strawberry.Schema):
 def build_schema(
     *, max_listings: int = 200, max_depth: int = 20, max_aliases: int = 200
 ) -> strawberry.Schema:
+    # The rule classes are made once: the validation cache is keyed by them, and
+    # QueryDepthLimiter/MaxAliasesLimiter would make new ones for every request.
+    rules: list[type[ASTValidationRule]] = [depth_rule(max_depth, None), alias_rule(max_aliases)]
+    # Factories, not instances: strawberry builds fresh extensions for every request.
     extensions: list[Any] = [
         ErrorCodes,
-        ParserCache(maxsize=1024),
-        ValidationCache(maxsize=1024),
-        QueryDepthLimiter(max_depth=max_depth),
-        MaxAliasesLimiter(max_alias_count=max_aliases),
-        ArgumentChecks(max_listings=max_listings),
+        lambda: ParserCache(maxsize=1024),
+        lambda: ValidationCache(maxsize=1024),
+        lambda: AddValidationRules(rules),
+        lambda: ArgumentChecks(max_listings=max_listings),
     ]
     return GatewaySchema(query=Query, mutation=Mutation, types=[Listing], extensions=extensions)
 

@@ -298,7 +298,10 @@ class LegacyPublishStatus:
     online: bool
     start_date: datetime | None
     close_date: datetime | None
-    remote_ad_id: int | None = strawberry.field(description="The portal's own id; null when none.")
+    # An ID, not an Int: portal ids outgrow GraphQL's 32-bit Int.
+    remote_ad_id: strawberry.ID | None = strawberry.field(
+        description="The portal's own id for the ad; null when none (upstream 0)."
+    )
 
 
 @strawberry.type(
@@ -336,7 +339,12 @@ class LegacyAd:
             portals=[
                 LegacyPortalStatus(
                     portal=entry.portal,
-                    publish=LegacyPublishStatus(**_fields(entry.publish)),
+                    publish=LegacyPublishStatus(
+                        **{
+                            **_fields(entry.publish),
+                            "remote_ad_id": _id(entry.publish.remote_ad_id),
+                        }
+                    ),
                     features=[LegacyFeatureStatus(**_fields(f)) for f in entry.features],
                 )
                 for entry in ad.portals
@@ -347,6 +355,10 @@ class LegacyAd:
 
 def _first(first: int | None) -> int:
     return DEFAULT_PAGE_SIZE if first is None else first
+
+
+def _id(value: int | None) -> strawberry.ID | None:
+    return None if value is None else strawberry.ID(str(value))
 
 
 def _fields(obj: object) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 
 from gateway.graphql.context import GatewayContext
+from gateway.graphql.errors import translate
 from gateway.models import Caller
 from gateway.service import ListingService
 
@@ -83,6 +84,10 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
+        if result.errors:
+            # A parse error escapes the schema's ErrorCodes extension (strawberry raises it
+            # from the parser cache's hook, outside the operation): code it here as well.
+            result.errors = [translate(error) for error in result.errors]
         processed = process_result(result)
         context = getattr(request.state, "gateway_context", None)
         if (context is not None and context.request_error) or (

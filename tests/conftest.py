@@ -1,0 +1,25 @@
+"""Shared fixtures: a running upstream simulator on a free loopback port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.simulator import RunningSimulator, Simulator
+
+from gateway_harness import RunningGateway, run_gateway
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[RunningSimulator]:
+    """Both upstream APIs served over real HTTP (seed 7); `.sim` reaches the `Simulator`."""
+    async with Simulator(seed=7).serve() as running:
+        yield running
+
+
+@pytest.fixture
+async def gateway(simulator: RunningSimulator) -> AsyncIterator[RunningGateway]:
+    """The real gateway (uvicorn on a free loopback port) wired to `simulator`, agency-1."""
+    async with run_gateway(simulator) as running:
+        yield running

@@ -1,0 +1,77 @@
+"""Starts the real gateway (uvicorn, real sockets) against a running simulator."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import uvicorn
+
+from gateway.demo import demo_settings
+from gateway.simulator import RunningSimulator, Simulator
+from gateway.web import create_app
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    client: httpx.AsyncClient
+    running_sim: RunningSimulator
+    app: Any
+
+    @property
+    def sim(self) -> Simulator:
+        return self.running_sim.sim
+
+    async def query(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """POST a query; returns the decoded body (asserting a JSON answer)."""
+        response = await self.client.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+        )
+        assert response.headers["content-type"].startswith("application/"), response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def calls(self, upstream: str, endpoint: str | None = None) -> int:
+        return self.sim.state.calls(upstream, endpoint)
+
+
+@asynccontextmanager
+async def serve_app(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port; yields its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # uvicorn offers no event to wait on
+        if task.done():
+            await task
+            raise RuntimeError("uvicorn did not start")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@asynccontextmanager
+async def run_gateway(
+    running_sim: RunningSimulator, **overrides: Any
+) -> AsyncIterator[RunningGateway]:
+    """The gateway in oauth mode for agency-1, pointed at `running_sim`."""
+    settings = demo_settings(running_sim, **overrides)
+    app = create_app(settings)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        yield RunningGateway(url=url, client=client, running_sim=running_sim, app=app)

@@ -1,0 +1,116 @@
+"""Status connections page through the upstream with its own tokens, to the end."""
+
+from __future__ import annotations
+
+from gateway_harness import RunningGateway
+
+STATUSES = """query($id: ID!, $first: Int, $after: String, $status: [ClassifiedStatusCode!], $portal: [Portal!]) {
+  listing(ref: {classifiedId: $id}) { classified {
+    statuses(first: $first, after: $after, status: $status, portal: $portal) {
+      nodes { id status date portals }
+      edges { cursor node { id } }
+      pageInfo { hasNextPage endCursor }
+    }
+  } }
+}"""
+
+
+async def read_all(
+    gateway: RunningGateway, classified_id: str, first: int, **filters: object
+) -> list[dict]:
+    tenant = {"x-intermediary-id": gateway.sim.data.tenant_of(classified_id)}
+    nodes: list[dict] = []
+    after = None
+    for _ in range(100):
+        body = await gateway.query(
+            STATUSES,
+            {"id": classified_id, "first": first, "after": after, **filters},
+            headers=tenant,
+        )
+        assert "errors" not in body, body
+        connection = body["data"]["listing"]["classified"]["statuses"]
+        assert len(connection["nodes"]) <= first
+        assert [edge["node"]["id"] for edge in connection["edges"]] == [
+            n["id"] for n in connection["nodes"]
+        ]
+        nodes += connection["nodes"]
+        if not connection["pageInfo"]["hasNextPage"]:
+            assert connection["pageInfo"]["endCursor"] is None
+            return nodes
+        after = connection["pageInfo"]["endCursor"]
+    raise AssertionError("pagination did not end")
+
+
+async def test_pages_to_the_end_without_gaps_or_duplicates(gateway: RunningGateway) -> None:
+    classified_id = gateway.sim.data.multi_page[0]
+    record = gateway.sim.state.classified(classified_id)
+    assert record is not None
+    nodes = await read_all(gateway, classified_id, first=100)
+    assert len(nodes) == len(record.statuses) > 100
+    assert len({node["id"] for node in nodes}) == len(nodes)
+    dates = [node["date"] for node in nodes]
+    assert dates == sorted(dates, reverse=True)
+    # The endCursor went upstream untouched as nextToken.
+    tokens = [
+        dict(r.query).get("nextToken")
+        for r in gateway.sim.state.requests
+        if r.endpoint == "classified_statuses"
+    ]
+    assert tokens[0] is None and all(tokens[1:])
+
+
+async def test_small_pages_and_filters_map_to_upstream_parameters(gateway: RunningGateway) -> None:
+    classified_id = gateway.sim.data.multi_page[0]
+    everything = await read_all(gateway, classified_id, first=100)
+    created = await read_all(
+        gateway, classified_id, first=7, status=["CREATED", "UPDATED"], portal=["SL"]
+    )
+    expected = [
+        n for n in everything if n["status"] in {"CREATED", "UPDATED"} and "SL" in n["portals"]
+    ]
+    assert [n["id"] for n in created] == [n["id"] for n in expected]
+    filtered = [r.query for r in gateway.sim.state.requests if ("limit", "7") in r.query]
+    assert filtered and all(
+        ("status", "CREATED") in q and ("status", "UPDATED") in q and ("portal", "SL") in q
+        for q in filtered
+    )
+
+
+async def test_edge_cursors_are_opaque_and_distinct_from_end_cursors(
+    gateway: RunningGateway,
+) -> None:
+    classified_id = gateway.sim.data.multi_page[0]
+    tenant = {"x-intermediary-id": gateway.sim.data.tenant_of(classified_id)}
+    body = await gateway.query(STATUSES, {"id": classified_id, "first": 5}, headers=tenant)
+    connection = body["data"]["listing"]["classified"]["statuses"]
+    cursors = [edge["cursor"] for edge in connection["edges"]]
+    assert len(set(cursors)) == 5
+    assert connection["pageInfo"]["endCursor"] not in cursors
+
+
+async def test_media_statuses_page_and_latest(gateway: RunningGateway) -> None:
+    classified_id, media_id = next(
+        (cid, media[0])
+        for cid in gateway.sim.data.tenants["agency-1"]
+        if (media := gateway.sim.data.media_of(cid))
+    )
+    query = """query($id: ID!, $media: ID!, $after: String) { listing(ref: {classifiedId: $id}) { classified {
+        media(mediaId: $media) { id latestStatus { status date actionRequired }
+          statuses(first: 1, after: $after) { nodes { id status date } pageInfo { hasNextPage endCursor } } }
+    } } }"""
+    seen: list[dict] = []
+    after = None
+    latest = None
+    for _ in range(50):
+        body = await gateway.query(query, {"id": classified_id, "media": media_id, "after": after})
+        assert "errors" not in body, body
+        media = body["data"]["listing"]["classified"]["media"]
+        latest = media["latestStatus"]
+        seen += media["statuses"]["nodes"]
+        if not media["statuses"]["pageInfo"]["hasNextPage"]:
+            break
+        after = media["statuses"]["pageInfo"]["endCursor"]
+    record = gateway.sim.state.classified(classified_id)
+    assert record is not None
+    assert len(seen) == len(record.media[media_id])
+    assert latest is not None and latest["date"] == max(node["date"] for node in seen)

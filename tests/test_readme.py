@@ -1,0 +1,168 @@
+"""The README stays true: its commands run and its query answers as shown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.demo import demo_query
+from gateway.simulator import RunningSimulator
+
+from gateway_harness import RunningGateway
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+GATEWAY = str(Path(sys.executable).parent / "gateway")
+
+
+def fenced_after(marker: str, language: str) -> str:
+    start = README.index(marker)
+    match = re.compile(rf"```{language}\n(.*?)```", re.S).search(README, start)
+    assert match is not None
+    return match.group(1)
+
+
+def test_readme_leads_with_the_two_commands() -> None:
+    top = README[: README.index("## ")]
+    assert "uv run gateway demo" in top
+    assert "uv run pytest" in top
+
+
+async def test_readme_query_and_answer_match_a_fresh_demo(gateway: RunningGateway) -> None:
+    query = fenced_after("ready to paste", "graphql")
+    assert query == demo_query(gateway.sim.data)
+    shown = json.loads(fenced_after("<!-- demo-answer -->", "json"))
+    body = await gateway.query(query)
+    assert "errors" not in body
+    assert body["data"]["listings"][0] == shown["data"]["listings"][0]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+async def test_readme_curl_commands_against_the_simulator(simulator: RunningSimulator) -> None:
+    script = fenced_after("can be seen with curl", "sh").replace(
+        "http://127.0.0.1:8100", simulator.base_url
+    )
+    lines = [line for line in script.split("\n") if line.strip()]
+    # Run the block as written, printing a separator after each command's output.
+    commands = "\n".join(lines).replace("\\\n", "")
+    program = "set -e\n" + "\n".join(
+        f"{command}\necho; echo '=== end'" for command in commands.split("\n")
+    )
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-c", program, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    outputs = [part.strip() for part in out.decode().split("=== end") if part.strip()]
+    catalog, legacy, statuses = (json.loads(part) for part in outputs)  # TOKEN=… prints nothing
+    assert "agency-1" in catalog["tenants"]
+    assert legacy["result"] is True and legacy["data"][0]["portals"]
+    assert len(statuses["items"]) == 2 and statuses["nextToken"]
+
+
+def test_every_command_in_the_readme_exists() -> None:
+    shown = set(re.findall(r"`gateway (\w+)", README))
+    assert shown == {"demo", "serve", "simulate", "schema"}
+    for command in shown:
+        result = subprocess.run(
+            [GATEWAY, command, "--help"], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+
+
+def test_serve_refuses_a_bad_setting_with_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env |= {"GATEWAY_V3_URL": "http://127.0.0.1:1/v3", "GATEWAY_LEGACY_URL": "http://127.0.0.1:1/rest/v1",
+            "GATEWAY_LEGACY_API_KEY": "k", "GATEWAY_V3_AUTH": "static", "GATEWAY_V3_TOKEN": "t",
+            "GATEWAY_HTTP_PORT": "not-a-port"}  # fmt: skip
+    result = subprocess.run(
+        [GATEWAY, "serve"], capture_output=True, text=True, env=env, cwd=tmp_path, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "GATEWAY_HTTP_PORT" in result.stderr
+
+
+async def _read_until(stream: asyncio.StreamReader, marker: str) -> str:
+    seen = ""
+    async with asyncio.timeout(30):
+        while marker not in seen:
+            line = await stream.readline()
+            if not line:
+                raise AssertionError(f"stream ended before {marker!r}:\n{seen}")
+            seen += line.decode()
+    return seen
+
+
+async def test_demo_command_serves_the_printed_query_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        GATEWAY, "demo", "--port", "0", "--move-every", "0",
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        printed = await _read_until(process.stdout, "Press Ctrl-C")
+        url = re.search(r"GraphiQL: (http://127\.0\.0\.1:\d+/graphql)", printed)
+        assert url is not None, printed
+        query = printed[printed.index("query Demo") : printed.index("Press Ctrl-C")].strip() + "\n"
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = (await client.post(url.group(1), json={"query": query})).json()
+            page = await client.get(url.group(1), headers={"accept": "text/html"})
+        assert "errors" not in answer
+        assert len(answer["data"]["listings"]) == 3
+        assert "graphiql" in page.text.lower()
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest = await asyncio.wait_for(process.stdout.read(), 30)
+        await process.wait()
+    assert process.returncode == 0, rest.decode()
+    assert "Stopped." in rest.decode()
+
+
+async def test_simulate_command_serves_the_catalog(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        GATEWAY,
+        "simulate",
+        "--port",
+        "0",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    assert process.stdout is not None
+    try:
+        printed = await _read_until(process.stdout, "Press Ctrl-C")
+        base = re.search(r"listening on (http://127\.0\.0\.1:\d+)", printed)
+        assert base is not None, printed
+        async with httpx.AsyncClient() as client:
+            catalog = (await client.get(f"{base.group(1)}/_sim/catalog")).json()
+        assert catalog["listings"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), 30)
+    assert process.returncode == 0
+
+
+def test_benchmark_script_prints_figures_for_each_size() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "listings.py"), "--repeat", "2", "--latency-ms", "0"],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [(row[0], row[1]) for row in rows] == [
+        (size, phase) for size in ("1", "50", "200") for phase in ("cold", "warm")
+    ]
+    warm_200 = rows[-1]
+    assert float(warm_200[5]) == 0.0  # V3 pages come from the cache
+    assert float(warm_200[6]) <= 5  # one legacy call per user
