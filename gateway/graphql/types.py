@@ -9,7 +9,7 @@ read synchronously. The few async fields are per listing or per media, never per
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import strawberry
 from strawberry import UNSET, Private
@@ -168,52 +168,32 @@ class PageInfo:
     )
 
 
-@strawberry.type(description="A classified status and its cursor.")
-class ClassifiedStatusEdge:
+class _Identified(Protocol):
+    id: strawberry.ID
+
+
+N = TypeVar("N", bound=_Identified)
+
+
+# Generic, so strawberry names each use after its node: ClassifiedStatusEdge,
+# MediaStatusConnection and so on.
+@strawberry.type(description="A status and its cursor.")
+class Edge(Generic[N]):
     cursor: str = strawberry.field(description="Opaque; not accepted as `after`.")
-    node: ClassifiedStatus
+    node: N
 
 
-@strawberry.type(description="A page of a classified's status history, newest first.")
-class ClassifiedStatusConnection:
-    nodes: list[ClassifiedStatus]
-    edges: list[ClassifiedStatusEdge]
+@strawberry.type(description="A page of a status history, newest first.")
+class Connection(Generic[N]):
+    nodes: list[N]
+    edges: list[Edge[N]]
     page_info: PageInfo
 
     @classmethod
-    def from_domain(
-        cls, page: models.StatusSlice[models.ClassifiedStatusItem], classified_id: str
-    ) -> ClassifiedStatusConnection:
-        nodes = [ClassifiedStatus.from_domain(item, classified_id) for item in page.items]
+    def of(cls, nodes: list[N], page: models.StatusSlice[Any]) -> Connection[N]:
         return cls(
             nodes=nodes,
-            edges=[
-                ClassifiedStatusEdge(cursor=ids.edge_cursor(node.id), node=node) for node in nodes
-            ],
-            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
-        )
-
-
-@strawberry.type(description="A media status and its cursor.")
-class MediaStatusEdge:
-    cursor: str = strawberry.field(description="Opaque; not accepted as `after`.")
-    node: MediaStatus
-
-
-@strawberry.type(description="A page of a media's status history, newest first.")
-class MediaStatusConnection:
-    nodes: list[MediaStatus]
-    edges: list[MediaStatusEdge]
-    page_info: PageInfo
-
-    @classmethod
-    def from_domain(
-        cls, page: models.StatusSlice[models.MediaStatusItem], media_id: str
-    ) -> MediaStatusConnection:
-        nodes = [MediaStatus.from_domain(item, media_id) for item in page.items]
-        return cls(
-            nodes=nodes,
-            edges=[MediaStatusEdge(cursor=ids.edge_cursor(node.id), node=node) for node in nodes],
+            edges=[Edge(cursor=ids.edge_cursor(node.id), node=node) for node in nodes],
             page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
         )
 
@@ -238,11 +218,12 @@ class Media:
         self,
         first: Annotated[int | None, strawberry.argument(description=_FIRST)] = DEFAULT_PAGE_SIZE,
         after: Annotated[str | None, strawberry.argument(description=_AFTER)] = UNSET,
-    ) -> MediaStatusConnection | None:
+    ) -> Connection[MediaStatus] | None:
         page = await self._request.media_statuses(
             self._classified_id, str(self.id), first=_first(first), after=after or None
         )
-        return MediaStatusConnection.from_domain(page, str(self.id))
+        media_id = str(self.id)
+        return Connection.of([MediaStatus.from_domain(item, media_id) for item in page.items], page)
 
 
 @strawberry.type(description="The Classifieds V3 view of a listing.")
@@ -272,7 +253,7 @@ class Classified:
             list[Portal] | None,  # type: ignore[valid-type]
             strawberry.argument(description="Keep only statuses listing one of these portals."),
         ] = UNSET,
-    ) -> ClassifiedStatusConnection | None:
+    ) -> Connection[ClassifiedStatus] | None:
         page = await self._request.classified_statuses(
             str(self.id),
             first=_first(first),
@@ -280,7 +261,10 @@ class Classified:
             statuses=status or (),
             portals=portal or (),
         )
-        return ClassifiedStatusConnection.from_domain(page, str(self.id))
+        classified_id = str(self.id)
+        return Connection.of(
+            [ClassifiedStatus.from_domain(item, classified_id) for item in page.items], page
+        )
 
     @strawberry.field(description="One media of this classified.")
     def media(self, media_id: strawberry.ID) -> Media:

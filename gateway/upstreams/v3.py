@@ -359,13 +359,13 @@ class ClassifiedsV3Client:
         query = _query(params)
         url = yarl.URL(f"{self._base}{path}{'?' + query if query else ''}", encoded=True)
         expect_json = method == "GET"
-        authorization = await self._credentials.authorization(caller)
-        headers = {
-            "User-Agent": self._user_agent,
-            "Authorization": authorization,
-            "traceparent": child_traceparent(caller.traceparent),
-        }
-        try:
+
+        async def send(authorization: str) -> Any:
+            headers = {
+                "User-Agent": self._user_agent,
+                "Authorization": authorization,
+                "traceparent": child_traceparent(caller.traceparent),
+            }
             return await request(
                 self._session,
                 method,
@@ -378,6 +378,10 @@ class ClassifiedsV3Client:
                 retry=retry,
                 expect_json=expect_json,
             )
+
+        authorization = await self._credentials.authorization(caller)
+        try:
+            return await send(authorization)
         except UpstreamRejected as exc:
             if exc.status != 401:
                 raise
@@ -385,20 +389,7 @@ class ClassifiedsV3Client:
             if renewed is None:
                 raise
             log.info("%s %s: 401, retrying once with renewed credentials", UPSTREAM, endpoint)
-        headers["Authorization"] = renewed
-        headers["traceparent"] = child_traceparent(caller.traceparent)
-        return await request(
-            self._session,
-            method,
-            url,
-            upstream=UPSTREAM,
-            endpoint=endpoint,
-            deadline=deadline,
-            headers=headers,
-            json=payload,
-            retry=retry,
-            expect_json=expect_json,
-        )
+        return await send(renewed)
 
 
 def _many(values: Sequence[str] | str, what: str) -> Sequence[str]:
