@@ -73,9 +73,9 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.demo import DemoError, run_demo
 
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(
             run_demo(
                 host=args.host,
@@ -84,6 +84,11 @@ def _demo(args: argparse.Namespace) -> int:
                 move_every_s=args.move_every or None,
             )
         )
+    except DemoError as exc:
+        print(f"gateway demo: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before the gateway took over the signals
+        pass
     return 0
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -86,6 +88,12 @@ async def run_demo(
     move_every_s: float | None,
     out: TextIO = sys.stdout,
 ) -> None:
+    # Bound before anything starts, so a busy port is one clear line, not a traceback.
+    try:
+        listener = socket.create_server((host, port))
+    except OSError as exc:
+        reason = "in use" if exc.errno == errno.EADDRINUSE else "unavailable"
+        raise DemoError(f"{host}:{port} is {reason}; pick another with --port") from None
     simulator = Simulator(seed=DEMO_SEED, move_every_s=move_every_s)
     print("Starting the upstream simulator…", file=out, flush=True)
     async with simulator.serve(host="127.0.0.1", port=sim_port) as running:
@@ -99,14 +107,14 @@ async def run_demo(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, server.request_exit)
-        serving = asyncio.create_task(server.serve())
+        serving = asyncio.create_task(server.serve(sockets=[listener]))
         # uvicorn offers no "started" event to wait on.
         while not server.started and not serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         if serving.done():
             await serving  # re-raise why it could not start
-            raise SystemExit(f"the gateway could not listen on {host}:{port}")
-        url = f"http://{host}:{_bound_port(server, port)}/graphql"
+            raise DemoError("the gateway did not start")
+        url = f"http://{host}:{listener.getsockname()[1]}/graphql"
         print(f"Gateway ready. GraphiQL: {url}", file=out)
         print("Paste this query into GraphiQL:\n", file=out)
         print(demo_query(simulator.data), file=out)
@@ -127,8 +135,5 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def _bound_port(server: uvicorn.Server, configured: int) -> int:
-    for listener in server.servers:
-        for sock in listener.sockets:
-            return int(sock.getsockname()[1])
-    return configured
+class DemoError(Exception):
+    """The demo cannot start; the message is one line for the command line."""

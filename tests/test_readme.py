@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -166,3 +167,14 @@ def test_benchmark_script_prints_figures_for_each_size() -> None:
     warm_200 = rows[-1]
     assert float(warm_200[5]) == 0.0  # V3 pages come from the cache
     assert float(warm_200[6]) <= 5  # one legacy call per user
+
+
+def test_demo_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [GATEWAY, "demo", "--port", str(port)],
+            capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"gateway demo: 127.0.0.1:{port} is in use; pick another with --port"
