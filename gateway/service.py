@@ -138,12 +138,9 @@ class ClassifiedHistory:
 class ListingNeeds:
     """What a caller asked of a listing, so the service reads only what answers it."""
 
-    legacy: bool = False
-    history: bool = False  # the unified view (portals, state) reads the V3 history
-
-    @property
-    def unified(self) -> bool:
-        return self.history
+    legacy: bool = False  # the legacy view itself
+    unified: bool = False  # portals and state: both sources, the whole V3 history
+    history: bool = False  # the whole V3 history, to answer several classified fields at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +224,7 @@ class ListingRequest:
         )
         history_task = (
             _outcome(self.history(ref.classified_id, refresh=refresh))
-            if ref.classified_id is not None and (needs.history or refresh)
+            if ref.classified_id is not None and (needs.unified or needs.history or refresh)
             else None
         )
         legacy = await legacy_task if legacy_task is not None else None

@@ -130,3 +130,52 @@ async def test_failures_are_not_cached(gateway: RunningGateway) -> None:
     assert {e["extensions"]["code"] for e in failed["errors"]} == {"UPSTREAM_UNAVAILABLE"}
     healed = await gateway.query(STATE_QUERY, {"id": classified_id})
     assert "errors" not in healed
+
+
+async def test_latest_status_and_a_page_together_cost_one_read(gateway: RunningGateway) -> None:
+    classified_id = short_history_classified(gateway)
+    body = await gateway.query(
+        """query($id: ID!) { listing(ref: {classifiedId: $id}) { classified {
+             latestStatus { id }
+             recent: statuses(first: 20) { nodes { id } pageInfo { hasNextPage } }
+             created: statuses(status: [CREATED]) { nodes { id status } }
+        } } }""",
+        {"id": classified_id},
+    )
+    assert "errors" not in body, body
+    classified = body["data"]["listing"]["classified"]
+    assert classified["latestStatus"]["id"] == classified["recent"]["nodes"][0]["id"]
+    assert all(node["status"] == "CREATED" for node in classified["created"]["nodes"])
+    [query] = v3_queries(gateway)
+    assert ("limit", "100") in query and ("filter", "latest") not in query
+
+
+async def test_a_page_alone_asks_for_just_that_page(gateway: RunningGateway) -> None:
+    classified_id = short_history_classified(gateway)
+    body = await gateway.query(
+        "query($id: ID!) { listing(ref: {classifiedId: $id}) { classified { statuses(first: 3) { nodes { id } } } } }",
+        {"id": classified_id},
+    )
+    assert len(body["data"]["listing"]["classified"]["statuses"]["nodes"]) == 3
+    [query] = v3_queries(gateway)
+    assert ("limit", "3") in query
+
+
+async def test_pages_cut_from_the_history_match_what_v3_answers(gateway: RunningGateway) -> None:
+    """A filtered page derived from the history equals the one V3 itself filters."""
+    classified_id = short_history_classified(gateway)
+    selection = (
+        "statuses(status: [CREATED, UPDATED, RECEIVED], portal: [SL, LI]) { nodes { id date } }"
+    )
+    derived = await gateway.query(
+        f"query($id: ID!) {{ listing(ref: {{classifiedId: $id}}) {{ state classified {{ {selection} }} }} }}",
+        {"id": classified_id},
+    )
+    direct = await gateway.query(
+        f"query($id: ID!) {{ listing(ref: {{classifiedId: $id}}) {{ classified {{ {selection} }} }} }}",
+        {"id": classified_id},
+    )
+    assert gateway.calls("v3", "classified_statuses") == 2  # the history, then the filtered page
+    pages = [body["data"]["listing"]["classified"]["statuses"] for body in (derived, direct)]
+    assert pages[0]["nodes"]
+    assert pages[0] == pages[1]

@@ -7,7 +7,7 @@ synchronously from what was read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import strawberry
 from strawberry.types import Info
@@ -23,23 +23,37 @@ from gateway.service import ListingNeeds
 GraphQLInfo = Info[GatewayContext, None]
 
 
-def _listing_fields(selections: Iterable[Selection]) -> set[str]:
-    """Names of the fields selected on a listing, through fragments of any depth."""
-    names: set[str] = set()
+def _fields(selections: Iterable[Selection]) -> Iterator[SelectedField]:
+    """The fields of a selection set, through fragments of any depth."""
     for selection in selections:
         if isinstance(selection, SelectedField):
-            names.add(selection.name)
+            yield selection
         elif isinstance(selection, FragmentSpread | InlineFragment):
-            names |= _listing_fields(selection.selections)
-    return names
+            yield from _fields(selection.selections)
+
+
+# Classified fields that each read V3 on their own when no history is at hand.
+_CLASSIFIED_READS = frozenset({"latestStatus", "statuses"})
 
 
 def needs_of(info: GraphQLInfo) -> ListingNeeds:
     """What the current root field asks of its listings."""
     names: set[str] = set()
-    for field in info.selected_fields:
-        names |= _listing_fields(field.selections)
-    return ListingNeeds(legacy="legacy" in names, history=bool(names & {"portals", "state"}))
+    classified_reads = 0
+    for root in info.selected_fields:
+        for field in _fields(root.selections):
+            names.add(field.name)
+            if field.name == "classified":
+                classified_reads += sum(
+                    1 for sub in _fields(field.selections) if sub.name in _CLASSIFIED_READS
+                )
+    return ListingNeeds(
+        legacy="legacy" in names,
+        unified=bool(names & {"portals", "state"}),
+        # Two or more reads of one classified cost one history read instead: the
+        # latest status and short pages are then cut from it.
+        history=classified_reads >= 2,
+    )
 
 
 async def load_listings(
