@@ -16,13 +16,13 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 from strawberry.dataloader import DataLoader
 
 from gateway.cache import PageCache
 from gateway.errors import GatewayError, InvalidInput, UpstreamNotFound
+from gateway.histories import MAX_PAGE_SIZE, History, page_slice, read_history
 from gateway.ids import EDGE_CURSOR_PREFIX
 from gateway.models import (
     Caller,
@@ -46,19 +46,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Outcome: TypeAlias = T | GatewayError
 
-
-class _Dated(Protocol):
-    @property
-    def status_date(self) -> datetime: ...
-
-
-D = TypeVar("D", bound=_Dated)
-
-MAX_PAGE_SIZE = 100  # the largest page the gateway asks of V3
 DEFAULT_PAGE_SIZE = 20
-HISTORY_PAGE_SIZE = MAX_PAGE_SIZE
-# A history longer than this many pages is cut short rather than read without bound.
-MAX_HISTORY_PAGES = 50
 
 
 class V3Reader(Protocol):
@@ -126,15 +114,6 @@ def check_page_args(first: int, after: str | None) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class ClassifiedHistory:
-    """As much of a classified's status history as was read, newest first."""
-
-    classified_id: str
-    items: tuple[ClassifiedStatusItem, ...]
-    complete: bool  # every page was read
-
-
-@dataclass(frozen=True, slots=True)
 class ListingNeeds:
     """What a caller asked of a listing, so the service reads only what answers it."""
 
@@ -149,7 +128,7 @@ class ListingData:
 
     ref: ListingRef
     legacy: Outcome[LegacyAdStatus] | None
-    history: Outcome[ClassifiedHistory] | None
+    history: Outcome[History[ClassifiedStatusItem]] | None
     portals: Outcome[tuple[PortalState, ...]] | None
     state: Outcome[PublicationState] | None
 
@@ -181,6 +160,12 @@ class ListingService:
         return self.cache.invalidate(lambda key: _classified_of(key) == classified_id)
 
 
+def _tenant_of(key: Hashable) -> str | None:
+    if isinstance(key, tuple) and key and isinstance(key[0], str):
+        return key[0]
+    return None
+
+
 def _classified_of(key: Hashable) -> str | None:
     if isinstance(key, tuple) and len(key) > 2 and isinstance(key[2], str):
         return key[2]
@@ -198,7 +183,8 @@ class ListingRequest:
         self._legacy_forced = DataLoader[LegacyAdKey, LegacyAdStatus](
             load_fn=self._load_legacy_forced
         )
-        self._histories: dict[str, asyncio.Task[ClassifiedHistory]] = {}
+        self._histories: dict[str, asyncio.Task[History[ClassifiedStatusItem]]] = {}
+        self._media_histories: dict[tuple[str, str], asyncio.Task[History[MediaStatusItem]]] = {}
 
     @property
     def tenant(self) -> str:
@@ -282,31 +268,29 @@ class ListingRequest:
 
     def history(
         self, classified_id: str, *, refresh: bool = False
-    ) -> asyncio.Task[ClassifiedHistory]:
-        """The classified's history as far as it goes, read once per request."""
+    ) -> asyncio.Task[History[ClassifiedStatusItem]]:
+        """The classified's whole history, read once per request."""
         task = self._histories.get(classified_id)
         if task is None or refresh:
             task = asyncio.ensure_future(self._read_history(classified_id, refresh))
             self._histories[classified_id] = task
         return task
 
-    async def _read_history(self, classified_id: str, refresh: bool) -> ClassifiedHistory:
+    async def _read_history(
+        self, classified_id: str, refresh: bool
+    ) -> History[ClassifiedStatusItem]:
         if refresh:
+            tenant = self.tenant
             self.service.cache.invalidate(
-                lambda key: _classified_of(key) == classified_id and key[0] == self.tenant  # type: ignore[index]
+                lambda key: _classified_of(key) == classified_id and _tenant_of(key) == tenant
             )
-        items: list[ClassifiedStatusItem] = []
-        token: str | None = None
-        for _ in range(MAX_HISTORY_PAGES):
-            page = await self._classified_page(
-                classified_id, limit=HISTORY_PAGE_SIZE, next_token=token, refresh=refresh
+
+        def load_page(token: str | None) -> Awaitable[StatusPage[ClassifiedStatusItem]]:
+            return self._classified_page(
+                classified_id, limit=MAX_PAGE_SIZE, next_token=token, refresh=refresh
             )
-            items.extend(page.items)
-            token = page.next_token
-            if token is None:
-                return ClassifiedHistory(classified_id, _newest_first(items), complete=True)
-        log.warning("history of %s cut at %d pages", classified_id, MAX_HISTORY_PAGES)
-        return ClassifiedHistory(classified_id, _newest_first(items), complete=False)
+
+        return await read_history(load_page, f"classified {classified_id}")
 
     async def _classified_page(
         self,
@@ -354,7 +338,7 @@ class ListingRequest:
         """
         task = self._histories.get(classified_id)
         if task is not None:
-            return latest_item((await task).items)
+            return (await task).latest()
         page = await self._classified_page(classified_id, latest=True)
         return latest_item(page.items)
 
@@ -372,9 +356,9 @@ class ListingRequest:
         portal_codes = sorted({portal.value for portal in portals})
         task = self._histories.get(classified_id)
         if task is not None and after is None:
-            derived = _slice_of_history(await task, first, set(status_codes), set(portal_codes))
-            if derived is not None:
-                return derived
+            cut = (await task).cut(first, _status_filter(status_codes, portal_codes))
+            if cut is not None:
+                return cut
         page = await self._classified_page(
             classified_id,
             limit=first,
@@ -382,9 +366,26 @@ class ListingRequest:
             portals=portal_codes,
             next_token=after,
         )
-        return StatusSlice(_newest_first(page.items), page.next_token is not None, page.next_token)
+        return page_slice(page)
 
     # --- V3 media -------------------------------------------------------------------
+
+    def media_history(
+        self, classified_id: str, media_id: str
+    ) -> asyncio.Task[History[MediaStatusItem]]:
+        """The media's whole history, read once per request."""
+        key = (classified_id, media_id)
+        task = self._media_histories.get(key)
+        if task is None:
+
+            def load_page(token: str | None) -> Awaitable[StatusPage[MediaStatusItem]]:
+                return self._media_page(
+                    classified_id, media_id, limit=MAX_PAGE_SIZE, next_token=token
+                )
+
+            task = asyncio.ensure_future(read_history(load_page, f"media {media_id}"))
+            self._media_histories[key] = task
+        return task
 
     async def _media_page(
         self, classified_id: str, media_id: str, *, limit: int, next_token: str | None
@@ -400,61 +401,56 @@ class ListingRequest:
         return page
 
     async def media_statuses(
-        self, classified_id: str, media_id: str, *, first: int, after: str | None = None
+        self,
+        classified_id: str,
+        media_id: str,
+        *,
+        first: int,
+        after: str | None = None,
+        from_history: bool = False,
     ) -> StatusSlice[MediaStatusItem]:
+        """A page of the media's history; cut from the whole history when this request
+        reads it anyway (`from_history`: the caller also asked for the latest status)."""
         check_page_args(first, after)
-        page = await self._media_page(classified_id, media_id, limit=first, next_token=after)
-        return StatusSlice(_newest_first(page.items), page.next_token is not None, page.next_token)
+        if after is None and (from_history or (classified_id, media_id) in self._media_histories):
+            cut = (await self.media_history(classified_id, media_id)).cut(first)
+            if cut is not None:
+                return cut
+        return page_slice(
+            await self._media_page(classified_id, media_id, limit=first, next_token=after)
+        )
 
     async def latest_media_status(
         self, classified_id: str, media_id: str
     ) -> MediaStatusItem | None:
-        """Media have no latest filter upstream: read the history and take the newest item."""
-        newest: MediaStatusItem | None = None
-        token: str | None = None
-        for _ in range(MAX_HISTORY_PAGES):
-            page = await self._media_page(
-                classified_id, media_id, limit=HISTORY_PAGE_SIZE, next_token=token
-            )
-            for item in page.items:
-                if newest is None or item.status_date > newest.status_date:
-                    newest = item
-            token = page.next_token
-            if token is None:
-                break
-        return newest
+        """Media have no latest filter upstream: the newest item of the whole history."""
+        return (await self.media_history(classified_id, media_id)).latest()
 
 
-def _newest_first(items: Sequence[D]) -> tuple[D, ...]:
-    # Upstream order is not trusted; a stable sort keeps upstream order among equal dates.
-    return tuple(sorted(items, key=lambda item: item.status_date, reverse=True))
-
-
-def _slice_of_history(
-    history: ClassifiedHistory, first: int, statuses: set[str], portals: set[str]
-) -> StatusSlice[ClassifiedStatusItem] | None:
-    """A statuses page cut from a fully read history, when it needs no upstream cursor."""
-    if not history.complete:
+def _status_filter(
+    statuses: Sequence[str], portals: Sequence[str]
+) -> Callable[[ClassifiedStatusItem], bool] | None:
+    """What V3's `status` and `portal` parameters keep, for pages cut from a history."""
+    if not statuses and not portals:
         return None
-    items = [
-        item
-        for item in history.items
-        if (not statuses or item.raw_status in statuses)
-        and (not portals or any(portal.value in portals for portal in item.portals))
-    ]
-    if len(items) > first:
-        return None  # a further page needs the upstream's own nextToken
-    return StatusSlice(tuple(items), False, None)
+    wanted_statuses, wanted_portals = set(statuses), set(portals)
+
+    def keep(item: ClassifiedStatusItem) -> bool:
+        return (not wanted_statuses or item.raw_status in wanted_statuses) and (
+            not wanted_portals or any(portal.value in wanted_portals for portal in item.portals)
+        )
+
+    return keep
 
 
 def _unified_portals(
-    history: Outcome[ClassifiedHistory] | None, legacy: Outcome[LegacyAdStatus] | None
+    history: Outcome[History[ClassifiedStatusItem]] | None, legacy: Outcome[LegacyAdStatus] | None
 ) -> Outcome[tuple[PortalState, ...]]:
     for source in (history, legacy):
         if isinstance(source, GatewayError):
             return source
     portals: list[PortalState] = []
-    if isinstance(history, ClassifiedHistory):
+    if isinstance(history, History):
         portals.extend(v3_portal_states(history.items))
     if isinstance(legacy, LegacyAdStatus):
         portals.extend(legacy_portal_states(legacy))

@@ -179,3 +179,24 @@ async def test_pages_cut_from_the_history_match_what_v3_answers(gateway: Running
     pages = [body["data"]["listing"]["classified"]["statuses"] for body in (derived, direct)]
     assert pages[0]["nodes"]
     assert pages[0] == pages[1]
+
+
+async def test_a_media_latest_status_and_page_together_cost_one_read(
+    gateway: RunningGateway,
+) -> None:
+    classified_id, media_id = next(
+        (cid, media[0])
+        for cid in gateway.sim.data.tenants["agency-1"]
+        if (media := gateway.sim.data.media_of(cid))
+    )
+    body = await gateway.query(
+        """query($id: ID!, $media: ID!) { listing(ref: {classifiedId: $id}) { classified {
+             media(mediaId: $media) { statuses { nodes { id } } latestStatus { id } }
+        } } }""",
+        {"id": classified_id, "media": media_id},
+    )
+    assert "errors" not in body, body
+    media = body["data"]["listing"]["classified"]["media"]
+    assert media["latestStatus"]["id"] == media["statuses"]["nodes"][0]["id"]
+    reads = [r.query for r in gateway.sim.state.requests if r.endpoint == "media_statuses"]
+    assert reads == [[("limit", "100")]]

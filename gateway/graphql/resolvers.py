@@ -7,29 +7,20 @@ synchronously from what was read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 
 import strawberry
 from strawberry.types import Info
-from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField, Selection
 
 from gateway import ids
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.inputs import ListingRefInput
+from gateway.graphql.selections import fields_of, selected_below
 from gateway.graphql.types import Listing, Node
 from gateway.models import ListingRef
 from gateway.service import ListingNeeds
 
 GraphQLInfo = Info[GatewayContext, None]
-
-
-def _fields(selections: Iterable[Selection]) -> Iterator[SelectedField]:
-    """The fields of a selection set, through fragments of any depth."""
-    for selection in selections:
-        if isinstance(selection, SelectedField):
-            yield selection
-        elif isinstance(selection, FragmentSpread | InlineFragment):
-            yield from _fields(selection.selections)
 
 
 # Classified fields that each read V3 on their own when no history is at hand.
@@ -40,13 +31,12 @@ def needs_of(info: GraphQLInfo) -> ListingNeeds:
     """What the current root field asks of its listings."""
     names: set[str] = set()
     classified_reads = 0
-    for root in info.selected_fields:
-        for field in _fields(root.selections):
-            names.add(field.name)
-            if field.name == "classified":
-                classified_reads += sum(
-                    1 for sub in _fields(field.selections) if sub.name in _CLASSIFIED_READS
-                )
+    for field in selected_below(info):
+        names.add(field.name)
+        if field.name == "classified":
+            classified_reads += sum(
+                1 for sub in fields_of(field.selections) if sub.name in _CLASSIFIED_READS
+            )
     return ListingNeeds(
         legacy="legacy" in names,
         unified=bool(names & {"portals", "state"}),

@@ -16,6 +16,7 @@ from strawberry import UNSET, Private
 
 from gateway import ids, models
 from gateway.errors import GatewayError
+from gateway.graphql.selections import selected_below
 from gateway.service import DEFAULT_PAGE_SIZE, ListingData, ListingRequest
 
 _FIRST = "Page size, 1 to 100 (default 20)."
@@ -203,6 +204,8 @@ class Media:
     id: strawberry.ID
     _classified_id: Private[str]
     _request: Private[ListingRequest]
+    # Set when the latest status is asked too: one history read then answers both.
+    _from_history: Private[bool] = False
 
     @strawberry.field(
         description="The newest status (greatest date). Null with an error when V3 failed."
@@ -220,7 +223,11 @@ class Media:
         after: Annotated[str | None, strawberry.argument(description=_AFTER)] = UNSET,
     ) -> Connection[MediaStatus] | None:
         page = await self._request.media_statuses(
-            self._classified_id, str(self.id), first=_first(first), after=after or None
+            self._classified_id,
+            str(self.id),
+            first=_first(first),
+            after=after or None,
+            from_history=self._from_history,
         )
         media_id = str(self.id)
         return Connection.of([MediaStatus.from_domain(item, media_id) for item in page.items], page)
@@ -267,8 +274,14 @@ class Classified:
         )
 
     @strawberry.field(description="One media of this classified.")
-    def media(self, media_id: strawberry.ID) -> Media:
-        return Media(id=media_id, _classified_id=str(self.id), _request=self._request)
+    def media(self, info: strawberry.Info, media_id: strawberry.ID) -> Media:
+        latest_too = any(field.name == "latestStatus" for field in selected_below(info))
+        return Media(
+            id=media_id,
+            _classified_id=str(self.id),
+            _request=self._request,
+            _from_history=latest_too,
+        )
 
 
 @strawberry.type(description="Publish status of an ad on a legacy portal: every upstream field.")
