@@ -16,7 +16,8 @@ Messages are written for callers: they never hold tokens, keys or upstream bodie
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Awaitable
+from typing import ClassVar, Literal, TypeAlias, TypeVar
 
 UpstreamName = Literal["classifieds-v3", "legacy"]
 
@@ -78,3 +79,17 @@ class UpstreamRejected(UpstreamError):
     """The upstream refused the call (4xx other than 404): retrying unchanged will not help."""
 
     code = "UPSTREAM_REJECTED"
+
+
+T = TypeVar("T")
+
+# A result that may have failed on its own: one listing's source, one user's batch.
+Outcome: TypeAlias = T | GatewayError
+
+
+async def capture(awaitable: Awaitable[T]) -> T | GatewayError:
+    """Await `awaitable`, returning a `GatewayError` instead of raising it."""
+    try:
+        return await awaitable
+    except GatewayError as exc:
+        return exc

@@ -12,25 +12,21 @@ Outcomes that may fail on their own (a source of one listing) are returned as
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, TypeVar
-
-from strawberry.dataloader import DataLoader
+from typing import Any, Protocol
 
 from gateway.cache import PageCache
-from gateway.errors import GatewayError, InvalidInput, UpstreamNotFound
+from gateway.checks import check_page_args, check_refs
+from gateway.errors import GatewayError, Outcome, capture
 from gateway.histories import MAX_PAGE_SIZE, History, page_slice, read_history
-from gateway.ids import EDGE_CURSOR_PREFIX
+from gateway.loaders import LegacyReader, legacy_loader
 from gateway.models import (
     Caller,
     ClassifiedStatusCode,
     ClassifiedStatusItem,
     LegacyAdKey,
     LegacyAdStatus,
-    LegacyBatch,
     ListingRef,
     MediaStatusItem,
     Portal,
@@ -40,13 +36,6 @@ from gateway.models import (
     StatusSlice,
 )
 from gateway.state import latest_item, legacy_portal_states, overall_state, v3_portal_states
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-Outcome: TypeAlias = T | GatewayError
-
-DEFAULT_PAGE_SIZE = 20
 
 
 class V3Reader(Protocol):
@@ -74,40 +63,6 @@ class V3Reader(Protocol):
         limit: int | None = None,
         next_token: str | None = None,
     ) -> StatusPage[MediaStatusItem]: ...
-
-
-class LegacyReader(Protocol):
-    """What the service needs of the legacy client."""
-
-    async def ads_status(
-        self, user_id: int, ad_ids: Sequence[int], *, force: bool = False
-    ) -> LegacyBatch: ...
-
-
-# --- argument checks, shared by every edge and run before any upstream call ---------
-
-
-def check_ref(ref: ListingRef) -> None:
-    if ref.classified_id is None and ref.legacy is None:
-        raise InvalidInput("a ListingRef needs classifiedId, legacy, or both")
-    if ref.classified_id is not None and not ref.classified_id.strip():
-        raise InvalidInput("classifiedId must not be empty")
-    if ref.legacy is not None and (ref.legacy.user_id <= 0 or ref.legacy.ad_id <= 0):
-        raise InvalidInput("legacy userId and adId must be positive")
-
-
-def check_refs(refs: Sequence[ListingRef], max_listings: int) -> None:
-    if len(refs) > max_listings:
-        raise InvalidInput(f"at most {max_listings} refs in one listings query, got {len(refs)}")
-    for ref in refs:
-        check_ref(ref)
-
-
-def check_page_args(first: int, after: str | None) -> None:
-    if not 1 <= first <= MAX_PAGE_SIZE:
-        raise InvalidInput(f"first must be between 1 and {MAX_PAGE_SIZE}, got {first}")
-    if after is not None and (not after or after.startswith(EDGE_CURSOR_PREFIX)):
-        raise InvalidInput("after takes a pageInfo.endCursor")
 
 
 # --- results ------------------------------------------------------------------------
@@ -179,10 +134,8 @@ class ListingRequest:
         self.service = service
         self.caller = caller
         self._tenant: str | None = None
-        self._legacy = DataLoader[LegacyAdKey, LegacyAdStatus](load_fn=self._load_legacy)
-        self._legacy_forced = DataLoader[LegacyAdKey, LegacyAdStatus](
-            load_fn=self._load_legacy_forced
-        )
+        self._legacy = legacy_loader(service.legacy, force=False)
+        self._legacy_forced = legacy_loader(service.legacy, force=True)
         self._histories: dict[str, asyncio.Task[History[ClassifiedStatusItem]]] = {}
         self._media_histories: dict[tuple[str, str], asyncio.Task[History[MediaStatusItem]]] = {}
 
@@ -204,12 +157,12 @@ class ListingRequest:
 
     async def _listing(self, ref: ListingRef, needs: ListingNeeds, refresh: bool) -> ListingData:
         legacy_task = (
-            _outcome(self.legacy_ad(ref.legacy, force=refresh))
+            capture(self.legacy_ad(ref.legacy, force=refresh))
             if ref.legacy is not None and (needs.legacy or needs.unified or refresh)
             else None
         )
         history_task = (
-            _outcome(self.history(ref.classified_id, refresh=refresh))
+            capture(self.history(ref.classified_id, refresh=refresh))
             if ref.classified_id is not None and (needs.unified or needs.history or refresh)
             else None
         )
@@ -225,44 +178,6 @@ class ListingRequest:
     async def legacy_ad(self, key: LegacyAdKey, *, force: bool = False) -> LegacyAdStatus:
         loader = self._legacy_forced if force else self._legacy
         return await loader.load(key)
-
-    async def _load_legacy(self, keys: list[LegacyAdKey]) -> list[LegacyAdStatus | BaseException]:
-        return await self._load_legacy_batch(keys, force=False)
-
-    async def _load_legacy_forced(
-        self, keys: list[LegacyAdKey]
-    ) -> list[LegacyAdStatus | BaseException]:
-        return await self._load_legacy_batch(keys, force=True)
-
-    async def _load_legacy_batch(
-        self, keys: list[LegacyAdKey], *, force: bool
-    ) -> list[LegacyAdStatus | BaseException]:
-        by_user: dict[int, list[int]] = defaultdict(list)
-        for key in keys:
-            by_user[key.user_id].append(key.ad_id)
-        users = list(by_user)
-        # The client chunks each user's ads and sends the chunks in parallel.
-        batches = await asyncio.gather(
-            *(
-                _outcome(self.service.legacy.ads_status(user, by_user[user], force=force))
-                for user in users
-            )
-        )
-        answers = dict(zip(users, batches, strict=True))
-        results: list[LegacyAdStatus | BaseException] = []
-        for key in keys:
-            batch = answers[key.user_id]
-            if isinstance(batch, GatewayError):
-                results.append(batch)
-            elif key.ad_id in batch.found:
-                results.append(batch.found[key.ad_id])
-            else:
-                results.append(
-                    UpstreamNotFound(
-                        f"legacy ad {key.ad_id} of user {key.user_id} not found", upstream="legacy"
-                    )
-                )
-        return results
 
     # --- V3 classified history ------------------------------------------------------
 
@@ -455,10 +370,3 @@ def _unified_portals(
     if isinstance(legacy, LegacyAdStatus):
         portals.extend(legacy_portal_states(legacy))
     return tuple(portals)
-
-
-async def _outcome(awaitable: Awaitable[T]) -> T | GatewayError:
-    try:
-        return await awaitable
-    except GatewayError as exc:
-        return exc

@@ -32,9 +32,9 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
 
 from gateway import ids
+from gateway.checks import DEFAULT_PAGE_SIZE, check_page_args, check_ref, check_refs
 from gateway.errors import InvalidInput
 from gateway.graphql.inputs import ref_from_arguments
-from gateway.service import DEFAULT_PAGE_SIZE, check_page_args, check_ref, check_refs
 
 Check = Callable[[dict[str, Any], int], None]
 

@@ -15,9 +15,10 @@ import strawberry
 from strawberry import UNSET, Private
 
 from gateway import ids, models
+from gateway.checks import DEFAULT_PAGE_SIZE
 from gateway.errors import GatewayError
 from gateway.graphql.selections import selected_below
-from gateway.service import DEFAULT_PAGE_SIZE, ListingData, ListingRequest
+from gateway.service import ListingData, ListingRequest
 
 _FIRST = "Page size, 1 to 100 (default 20)."
 _AFTER = "Only a pageInfo.endCursor of the previous page."
