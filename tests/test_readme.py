@@ -177,4 +177,56 @@ def test_demo_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
             capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False,
         )  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.strip() == f"gateway demo: 127.0.0.1:{port} is in use; pick another with --port"
+    assert (
+        result.stderr.strip()
+        == f"gateway demo: 127.0.0.1:{port} is in use; pick another with --port"
+    )
+
+
+async def test_serve_command_answers_from_the_configured_upstreams(
+    simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env |= {
+        "GATEWAY_V3_URL": simulator.v3_url,
+        "GATEWAY_V3_TOKEN_URL": simulator.token_url,
+        "GATEWAY_V3_CLIENT_ID": "sim-client",
+        "GATEWAY_V3_CLIENT_SECRET": "sim-secret",
+        "GATEWAY_V3_AUDIENCE": "https://api.aviv-group.com/caas/v3",
+        "GATEWAY_V3_INTERMEDIARY_ID": "agency-1",
+        "GATEWAY_LEGACY_URL": simulator.legacy_url,
+        "GATEWAY_LEGACY_API_KEY": "sim-legacy-key",
+        "GATEWAY_HTTP_PORT": str(port),
+    }
+    process = await asyncio.create_subprocess_exec(
+        GATEWAY, "serve", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path
+    )
+    assert process.stdout is not None
+    listing = simulator.sim.data.listings[0]
+    try:
+        await _read_until(process.stdout, "Gateway listening")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for _ in range(100):  # the banner comes just before uvicorn binds
+                try:
+                    health = await client.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+            assert health.status_code == 200
+            answer = await client.post(
+                "/graphql",
+                json={
+                    "query": "query($u: Int!, $a: Int!) { listing(ref: {legacy: {userId: $u, adId: $a}}) { state } }",
+                    "variables": {"u": listing.user_id, "a": listing.ad_id},
+                },
+            )
+        assert answer.json()["data"]["listing"]["state"] is not None
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest = await asyncio.wait_for(process.stdout.read(), 30)
+        await process.wait()
+    assert process.returncode == 0, rest.decode()
+    assert "Traceback" not in rest.decode()
