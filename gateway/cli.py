@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -59,16 +59,21 @@ def _simulate(args: argparse.Namespace) -> int:
         simulator = Simulator(
             seed=args.seed, latency_ms=args.latency_ms, move_every_s=args.move_every or None
         )
+        stop = asyncio.Event()
+        # Handled explicitly: a process started in the background inherits an ignored SIGINT.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         async with simulator.serve(host=args.host, port=args.port) as running:
             print(f"Simulator listening on {running.base_url}")
             print(f"  V3:     {running.v3_url}   (token: {running.token_url})")
             print(f"  legacy: {running.legacy_url}")
             print(f"  controls and catalog: {running.base_url}/_sim/catalog")
             print("Press Ctrl-C to stop.", flush=True)
-            await asyncio.Event().wait()
+            await stop.wait()
+        print("Stopped.", flush=True)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    asyncio.run(run())
     return 0
 
 

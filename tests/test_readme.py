@@ -150,8 +150,10 @@ async def test_simulate_command_serves_the_catalog(tmp_path: Path) -> None:
         assert catalog["listings"]
     finally:
         process.send_signal(signal.SIGINT)
-        await asyncio.wait_for(process.wait(), 30)
+        rest = await asyncio.wait_for(process.stdout.read(), 30)
+        await process.wait()
     assert process.returncode == 0
+    assert "Stopped." in rest.decode()
 
 
 def test_benchmark_script_prints_figures_for_each_size() -> None:
