@@ -543,6 +543,22 @@ async def test_alias_limit(gateway: RunningGateway) -> None:
     assert total_calls(gateway.sim) == 0
 
 
+async def test_token_limit_refuses_a_document_before_it_is_parsed_whole(
+    gateway: RunningGateway,
+) -> None:
+    # The largest real query, 200 literal refs of both kinds, is far from the limit.
+    refs = ", ".join(
+        f'{{classifiedId: "c-{i}", legacy: {{userId: {i + 1}, adId: {i + 1}}}}}' for i in range(200)
+    )
+    body = await post(gateway, f"{{ listings(refs: [{refs}]) {{ id }} }}")
+    assert len(body["data"]["listings"]) == 200
+    # No aliases, so the alias limit does not see it: the parser stops at the token count.
+    flood = "{ " + " ".join(["__typename"] * 21_000) + " }"
+    refused = await post(gateway, flood)
+    assert "data" not in refused
+    assert [code_of(e) for e in refused["errors"]] == [("QUERY_TOO_COMPLEX", None)]
+
+
 # --- nothing leaks, whatever the upstream does -------------------------------------------------
 
 UNAVAILABLE, REJECTED = "UPSTREAM_UNAVAILABLE", "UPSTREAM_REJECTED"

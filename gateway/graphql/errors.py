@@ -21,7 +21,11 @@ log = logging.getLogger("gateway.graphql")
 
 QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 # The depth and alias limiters report plain validation errors; these recognise them.
-_COMPLEXITY_MARKERS = ("exceeds maximum operation depth", "aliases found. Allowed")
+_COMPLEXITY_MARKERS = (
+    "exceeds maximum operation depth",
+    "aliases found. Allowed",
+    "Document contains more than",
+)
 
 
 def error_code(error: GraphQLError) -> str:

@@ -6,7 +6,12 @@ from typing import Any
 
 import strawberry
 from graphql import ASTValidationRule, GraphQLError
-from strawberry.extensions import AddValidationRules, ParserCache, ValidationCache
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxTokensLimiter,
+    ParserCache,
+    ValidationCache,
+)
 from strawberry.extensions.max_aliases import create_validator as alias_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 from strawberry.types import ExecutionContext
@@ -25,7 +30,11 @@ class GatewaySchema(strawberry.Schema):
 
 
 def build_schema(
-    *, max_listings: int = 200, max_depth: int = 20, max_aliases: int = 200
+    *,
+    max_listings: int = 200,
+    max_depth: int = 20,
+    max_aliases: int = 200,
+    max_tokens: int = 20_000,
 ) -> strawberry.Schema:
     # The rule classes are made once: the validation cache is keyed by them, and
     # QueryDepthLimiter/MaxAliasesLimiter would make new ones for every request.
@@ -33,6 +42,8 @@ def build_schema(
     # Factories, not instances: strawberry builds fresh extensions for every request.
     extensions: list[Any] = [
         ErrorCodes,
+        # Parsing stops past this many tokens; the largest real query (200 refs) has ~3,000.
+        lambda: MaxTokensLimiter(max_token_count=max_tokens),
         lambda: ParserCache(maxsize=1024),
         lambda: ValidationCache(maxsize=1024),
         lambda: AddValidationRules(rules),
