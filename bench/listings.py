@@ -5,7 +5,8 @@
 Runs the upstream simulator and the gateway in two child processes on loopback and
 queries the gateway over HTTP from this one, so the CPU figure is the gateway's own
 (read from /proc). Each size is measured cold (first request, empty cache) and warm
-(the same request repeated; V3 pages come from the cache, legacy is read every time).
+(the same request repeated; V3 pages come from the cache, legacy is read every time),
+then warm throughput with several concurrent clients.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ async def measure(args: argparse.Namespace, gateway_pid: int, gw_url: str, sim_u
         print(
             f"{'listings':>8} {'phase':>5} {'p50 ms':>8} {'p95 ms':>8} {'CPU ms/req':>11} {'V3/req':>7} {'legacy/req':>10} {'token/req':>9}"
         )
+        throughputs: list[tuple[int, float]] = []
         for size in SIZES:
             refs: list[dict[str, Any]] = [
                 {"classifiedId": classifieds[i], "legacy": {"userId": ads[i][0], "adId": ads[i][1]}}
@@ -129,12 +131,36 @@ async def measure(args: argparse.Namespace, gateway_pid: int, gw_url: str, sim_u
                     f"{cpu_ms:>11.1f} {calls.get('v3', 0) / count:>7.1f} "
                     f"{calls.get('legacy', 0) / count:>10.1f} {calls.get('token', 0) / count:>9.1f}"
                 )
+            throughputs.append((size, await _throughput(client, f"{gw_url}/graphql", body, args)))
+        print(f"\nthroughput, {args.concurrency} concurrent clients, warm:")
+        for size, per_second in throughputs:
+            print(f"{size:>8} listings {per_second:>8.1f} requests/s")
+
+
+async def _throughput(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], args: argparse.Namespace
+) -> float:
+    """Requests per second with `args.concurrency` clients sending `args.requests` in all."""
+    remaining = args.requests
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            response = await client.post(url, json=body)
+            assert response.status_code == 200
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    return args.requests / (time.perf_counter() - started)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=80, help="per size, for throughput")
     args = parser.parse_args()
     sim_port, gw_port = _free_port(), _free_port()
     context = multiprocessing.get_context("spawn")

@@ -158,17 +158,25 @@ async def test_simulate_command_serves_the_catalog(tmp_path: Path) -> None:
 
 def test_benchmark_script_prints_figures_for_each_size() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "listings.py"), "--repeat", "2", "--latency-ms", "0"],
+        [sys.executable, str(ROOT / "bench" / "listings.py"), "--repeat", "2", "--latency-ms", "0",
+         "--requests", "4"],
         capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    rows = [line.split() for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
+    rows = [
+        line.split()
+        for line in result.stdout.splitlines()
+        if line.strip()[:1].isdigit() and ("cold" in line or "warm" in line)
+    ]
     assert [(row[0], row[1]) for row in rows] == [
         (size, phase) for size in ("1", "50", "200") for phase in ("cold", "warm")
     ]
     warm_200 = rows[-1]
     assert float(warm_200[5]) == 0.0  # V3 pages come from the cache
     assert float(warm_200[6]) <= 5  # one legacy call per user
+    rates = re.findall(r"^\s+(\d+) listings\s+([\d.]+) requests/s$", result.stdout, re.M)
+    assert [size for size, _ in rates] == ["1", "50", "200"]
+    assert all(float(rate) > 0 for _, rate in rates)
 
 
 def test_demo_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
