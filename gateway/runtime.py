@@ -19,7 +19,6 @@ from gateway.upstreams import Upstreams, open_upstreams
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
-    settings: Settings
     service: ListingService
     upstreams: Upstreams
 
@@ -42,4 +41,4 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             tenant_of=upstreams.v3.tenant,
             max_listings=settings.max_listings,
         )
-        yield Runtime(settings, service, upstreams)
+        yield Runtime(service, upstreams)

@@ -83,7 +83,6 @@ class ListingData:
 
     ref: ListingRef
     legacy: Outcome[LegacyAdStatus] | None
-    history: Outcome[History[ClassifiedStatusItem]] | None
     portals: Outcome[tuple[PortalState, ...]] | None
     state: Outcome[PublicationState] | None
 
@@ -173,7 +172,7 @@ class ListingRequest:
         if needs.unified:
             portals = _unified_portals(history, legacy)
             state = portals if isinstance(portals, GatewayError) else overall_state(portals)
-        return ListingData(ref=ref, legacy=legacy, history=history, portals=portals, state=state)
+        return ListingData(ref=ref, legacy=legacy, portals=portals, state=state)
 
     async def legacy_ad(self, key: LegacyAdKey, *, force: bool = False) -> LegacyAdStatus:
         loader = self._legacy_forced if force else self._legacy
