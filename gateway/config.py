@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     public_url: str | None = None
     webhook_secret: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(24)))
 
+    # Live status: the webhook receiver and the event bus behind subscriptions.
+    event_queue_size: int = Field(default=256, ge=1, le=100_000)
+
     host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
     grpc_port: int = Field(default=50051, ge=0, le=65535)

@@ -123,6 +123,18 @@ class ClassifiedStatusItem:
 
 
 @dataclass(frozen=True, slots=True)
+class ClassifiedStatusEvent:
+    """A classified's new status, as pushed by V3's webhook and accepted by the gateway.
+
+    `received_at` is when the gateway accepted it (aware, UTC), not the upstream's statusDate.
+    """
+
+    classified_id: str
+    status: ClassifiedStatusItem
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class MediaStatusItem:
     """One entry of a media's status history (V3 `MediaStatus`)."""
 

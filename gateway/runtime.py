@@ -1,4 +1,4 @@
-"""Composition root: the upstream clients, cache and service built from `Settings`.
+"""Composition root: the upstream clients, cache, service and event bus built from `Settings`.
 
 The HTTP app's lifespan opens one `Runtime` and shares it, so every edge uses the
 same sessions, cache and loaders.
@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.cache import PageCache
 from gateway.config import Settings
+from gateway.events import EventBus, LocalEventBus
 from gateway.service import ListingService
 from gateway.upstreams import Upstreams, open_upstreams
 
@@ -21,6 +22,7 @@ from gateway.upstreams import Upstreams, open_upstreams
 class Runtime:
     service: ListingService
     upstreams: Upstreams
+    events: EventBus
 
     @property
     def ready(self) -> bool:
@@ -41,4 +43,5 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             tenant_of=upstreams.v3.tenant,
             max_listings=settings.max_listings,
         )
-        yield Runtime(service, upstreams)
+        events = LocalEventBus(max_queue=settings.event_queue_size)
+        yield Runtime(service, upstreams, events)
