@@ -4,6 +4,12 @@
 `cachetools.TTLCache`, and coalesces concurrent misses on one key into one load:
 the first caller starts the load as a task, later callers await the same task.
 A load that fails is not cached and every waiter sees the failure.
+
+Keys are `PageKey`s: named fields, so the cache can index them by classified.
+Dropping a classified (a webhook event, a refresh) then costs the pages of that
+classified, not a scan of the cache, and discards only the loads in flight for
+the keys it dropped: each load is its key's current *flight*, and a flight that
+was dropped or overtaken (by a refresh) does not store what it read.
 """
 
 from __future__ import annotations
@@ -11,13 +17,37 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from cachetools import TTLCache
 
 V = TypeVar("V")
+
+ParamValue = str | int | bool | tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PageKey:
+    """One upstream page as the cache knows it.
+
+    `tenant` keeps one caller's pages from another's; `params` holds every other
+    query parameter of the read (sorted by name, empty values left out), so two
+    reads share a key exactly when they would ask the upstream the same thing.
+    """
+
+    tenant: str
+    kind: str  # what was read: "classified" or "media"
+    classified_id: str
+    media_id: str | None = None
+    params: tuple[tuple[str, ParamValue], ...] = ()
+    next_token: str | None = None
+
+    @staticmethod
+    def query(params: Mapping[str, ParamValue | None]) -> tuple[tuple[str, ParamValue], ...]:
+        """`params` in key form: sorted, without unset (None, False, empty) values."""
+        return tuple(sorted((name, value) for name, value in params.items() if value))
 
 
 @dataclass(slots=True)
@@ -28,7 +58,43 @@ class CacheStats:
     misses: int = 0
     coalesced: int = 0
     loads_failed: int = 0
-    invalidated: int = 0
+    invalidated: int = 0  # stored pages dropped by drop_classified
+    loads_discarded: int = 0  # loads that finished after their key was dropped or refreshed
+
+
+@dataclass(eq=False, slots=True)
+class _Flight(Generic[V]):
+    """One load of one key; stores its value only while it is the key's current flight."""
+
+    key: PageKey
+    task: asyncio.Task[V] | None = None
+    current: bool = True
+
+
+class _Entries(TTLCache[PageKey, Any]):
+    """A TTLCache that says which keys it lets go on its own (expiry, the size bound)."""
+
+    def __init__(
+        self,
+        *,
+        maxsize: int,
+        ttl: float,
+        timer: Callable[[], float],
+        gone: Callable[[PageKey], None],
+    ) -> None:
+        super().__init__(maxsize=maxsize, ttl=ttl, timer=timer)
+        self._gone = gone
+
+    def expire(self, time: float | None = None) -> list[tuple[PageKey, Any]]:
+        expired: list[tuple[PageKey, Any]] = list(super().expire(time))
+        for key, _ in expired:
+            self._gone(key)
+        return expired
+
+    def popitem(self) -> tuple[PageKey, Any]:
+        key, value = super().popitem()
+        self._gone(key)
+        return key, value
 
 
 class PageCache(Generic[V]):
@@ -36,6 +102,7 @@ class PageCache(Generic[V]):
 
     >>> cache = PageCache(ttl_s=30, max_entries=10_000)
     >>> page = await cache.get_or_load(key, lambda: client.fetch(...))
+    >>> cache.drop_classified("c1")  # every tenant's pages of c1
     """
 
     def __init__(
@@ -46,72 +113,119 @@ class PageCache(Generic[V]):
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl_s = ttl_s
-        self._entries: TTLCache[Hashable, V] | None = (
-            TTLCache(maxsize=max_entries, ttl=ttl_s, timer=timer) if ttl_s > 0 else None
+        self._entries: _Entries | None = (
+            _Entries(maxsize=max_entries, ttl=ttl_s, timer=timer, gone=self._unindex)
+            if ttl_s > 0
+            else None
         )
-        self._inflight: dict[Hashable, asyncio.Task[V]] = {}
-        # Bumped by invalidation, so a load that started before it does not store a stale page.
-        self._generation = 0
+        self._inflight: dict[PageKey, _Flight[V]] = {}
+        # classified id -> every key of it that is stored or loading.
+        self._index: dict[str, set[PageKey]] = {}
         self.stats = CacheStats()
 
     def __len__(self) -> int:
         return 0 if self._entries is None else len(self._entries)
 
     async def get_or_load(
-        self, key: Hashable, load: Callable[[], Awaitable[V]], *, refresh: bool = False
+        self, key: PageKey, load: Callable[[], Awaitable[V]], *, refresh: bool = False
     ) -> V:
         """The cached value for `key`, or the result of `load()` (stored on success).
 
-        With `refresh`, the cached value is ignored and replaced by a fresh load.
+        With `refresh`, the cached value and any load in flight are passed over and
+        replaced by a fresh load.
         """
         if not refresh and self._entries is not None:
             try:
-                value = self._entries[key]
+                value: V = self._entries[key]
             except KeyError:
                 pass
             else:
                 self.stats.hits += 1
                 return value
-        task = self._inflight.get(key)
-        if task is not None and not refresh:
+        flight = self._inflight.get(key)
+        if flight is not None and not refresh:
             self.stats.coalesced += 1
         else:
+            if flight is not None:
+                flight.current = False  # overtaken: the refresh stores its own value
             self.stats.misses += 1
-            task = asyncio.ensure_future(self._load(key, load, self._generation))
-            self._inflight[key] = task
-            task.add_done_callback(functools.partial(self._forget, key))
+            flight = _Flight(key)
+            flight.task = asyncio.ensure_future(self._load(flight, load))
+            flight.task.add_done_callback(functools.partial(self._landed, flight))
+            self._inflight[key] = flight
+            self._index.setdefault(key.classified_id, set()).add(key)
+        assert flight.task is not None
         # Shielded: one caller giving up must not cancel the load the others wait for.
-        return await asyncio.shield(task)
+        return await asyncio.shield(flight.task)
 
-    async def _load(self, key: Hashable, load: Callable[[], Awaitable[V]], generation: int) -> V:
+    async def _load(self, flight: _Flight[V], load: Callable[[], Awaitable[V]]) -> V:
         try:
             value = await load()
         except BaseException:
             self.stats.loads_failed += 1
             raise
-        if self._entries is not None and generation == self._generation:
-            self._entries[key] = value
+        if not flight.current:
+            self.stats.loads_discarded += 1
+        elif self._entries is not None:
+            self._entries[flight.key] = value
         return value
 
-    def _forget(self, key: Hashable, task: asyncio.Task[Any]) -> None:
-        if self._inflight.get(key) is task:
+    def _landed(self, flight: _Flight[V], task: asyncio.Task[Any]) -> None:
+        key = flight.key
+        if self._inflight.get(key) is flight:
             del self._inflight[key]
+            if self._entries is None or key not in self._entries:
+                self._unindex(key)
         if not task.cancelled():
             # Mark the exception retrieved: waiters may all have gone away.
             task.exception()
 
-    def invalidate(self, predicate: Callable[[Hashable], bool]) -> int:
-        """Drop every entry whose key matches; returns how many were dropped."""
-        self._generation += 1
-        if self._entries is None:
+    def _unindex(self, key: PageKey) -> None:
+        if key in self._inflight:
+            return  # still loading: the index must keep finding it
+        keys = self._index.get(key.classified_id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._index[key.classified_id]
+
+    def drop_classified(self, classified_id: str, tenant: str | None = None) -> int:
+        """Forget the classified's pages (of one tenant, or of every tenant) and discard
+        the loads in flight for them; returns how many stored pages were dropped.
+
+        Costs the number of pages of that classified, whatever the size of the cache.
+        """
+        keys = self._index.get(classified_id)
+        if not keys:
             return 0
-        doomed = [key for key in list(self._entries.keys()) if predicate(key)]
-        for key in doomed:
-            self._entries.pop(key, None)
-        self.stats.invalidated += len(doomed)
-        return len(doomed)
+        doomed = [key for key in keys if tenant is None or key.tenant == tenant]
+        return self._drop(doomed)
 
     def clear(self) -> None:
-        self._generation += 1
+        """Forget every page and discard every load in flight."""
+        for flight in self._inflight.values():
+            flight.current = False
+        self._inflight.clear()
+        self._index.clear()
         if self._entries is not None:
             self._entries.clear()
+
+    def _drop(self, keys: Iterable[PageKey]) -> int:
+        dropped = 0
+        for key in keys:
+            flight = self._inflight.pop(key, None)
+            if flight is not None:
+                flight.current = False
+            if self._entries is not None:
+                try:
+                    del self._entries[key]
+                except KeyError:
+                    pass  # not stored, or stored but already expired (deleted all the same)
+                else:
+                    dropped += 1
+            self._unindex(key)
+        self.stats.invalidated += dropped
+        return dropped
+
+
+__all__ = ["CacheStats", "PageCache", "PageKey", "ParamValue"]

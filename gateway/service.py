@@ -12,11 +12,11 @@ Outcomes that may fail on their own (a source of one listing) are returned as
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gateway.cache import PageCache
+from gateway.cache import PageCache, PageKey
 from gateway.checks import check_page_args, check_refs
 from gateway.errors import GatewayError, Outcome, capture
 from gateway.histories import MAX_PAGE_SIZE, History, page_slice, read_history
@@ -111,19 +111,7 @@ class ListingService:
 
     def drop_classified(self, classified_id: str) -> int:
         """Forget every cached page of a classified, for every tenant (ids are unique)."""
-        return self.cache.invalidate(lambda key: _classified_of(key) == classified_id)
-
-
-def _tenant_of(key: Hashable) -> str | None:
-    if isinstance(key, tuple) and key and isinstance(key[0], str):
-        return key[0]
-    return None
-
-
-def _classified_of(key: Hashable) -> str | None:
-    if isinstance(key, tuple) and len(key) > 2 and isinstance(key[2], str):
-        return key[2]
-    return None
+        return self.cache.drop_classified(classified_id)
 
 
 class ListingRequest:
@@ -194,10 +182,8 @@ class ListingRequest:
         self, classified_id: str, refresh: bool
     ) -> History[ClassifiedStatusItem]:
         if refresh:
-            tenant = self.tenant
-            self.service.cache.invalidate(
-                lambda key: _classified_of(key) == classified_id and _tenant_of(key) == tenant
-            )
+            # This tenant's pages only: later pages of the old history must not outlive it.
+            self.service.cache.drop_classified(classified_id, tenant=self.tenant)
 
         def load_page(token: str | None) -> Awaitable[StatusPage[ClassifiedStatusItem]]:
             return self._classified_page(
@@ -217,15 +203,19 @@ class ListingRequest:
         next_token: str | None = None,
         refresh: bool = False,
     ) -> StatusPage[ClassifiedStatusItem]:
-        key = (
+        key = PageKey(
             self.tenant,
             "classified",
             classified_id,
-            limit,
-            latest,
-            tuple(statuses),
-            tuple(portals),
-            next_token,
+            params=PageKey.query(
+                {
+                    "limit": limit,
+                    "latest": latest,
+                    "status": tuple(statuses),
+                    "portal": tuple(portals),
+                }
+            ),
+            next_token=next_token,
         )
 
         def load() -> Awaitable[StatusPage[ClassifiedStatusItem]]:
@@ -304,7 +294,14 @@ class ListingRequest:
     async def _media_page(
         self, classified_id: str, media_id: str, *, limit: int, next_token: str | None
     ) -> StatusPage[MediaStatusItem]:
-        key = (self.tenant, "media", classified_id, media_id, limit, next_token)
+        key = PageKey(
+            self.tenant,
+            "media",
+            classified_id,
+            media_id,
+            params=PageKey.query({"limit": limit}),
+            next_token=next_token,
+        )
 
         def load() -> Awaitable[StatusPage[MediaStatusItem]]:
             return self.service.v3.media_statuses(

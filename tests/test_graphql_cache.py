@@ -200,3 +200,17 @@ async def test_a_media_latest_status_and_page_together_cost_one_read(
     assert media["latestStatus"]["id"] == media["statuses"]["nodes"][0]["id"]
     reads = [r.query for r in gateway.sim.state.requests if r.endpoint == "media_statuses"]
     assert reads == [[("limit", "100")]]
+
+
+async def test_drop_classified_rereads_that_classified_only(gateway: RunningGateway) -> None:
+    first, second = gateway.sim.data.tenants["agency-1"][1:3]
+    for classified_id in (first, second):
+        assert "errors" not in await gateway.query(STATE_QUERY, {"id": classified_id})
+    reads = gateway.calls("v3", "classified_statuses")
+    service = gateway.app.state.runtime.service
+    assert service.drop_classified(first) >= 1
+    assert service.drop_classified(first) == 0
+    for classified_id in (first, second):
+        assert "errors" not in await gateway.query(STATE_QUERY, {"id": classified_id})
+    paths = [r.path for r in gateway.sim.state.requests if r.endpoint == "classified_statuses"]
+    assert paths[reads:] and all(first in path for path in paths[reads:])
