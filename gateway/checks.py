@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gateway.cursors import decode_cursor
 from gateway.errors import InvalidInput
 from gateway.histories import MAX_PAGE_SIZE
-from gateway.ids import EDGE_CURSOR_PREFIX
 from gateway.models import ListingRef
 
 DEFAULT_PAGE_SIZE = 20
@@ -31,5 +31,5 @@ def check_refs(refs: Sequence[ListingRef], max_listings: int) -> None:
 def check_page_args(first: int, after: str | None) -> None:
     if not 1 <= first <= MAX_PAGE_SIZE:
         raise InvalidInput(f"first must be between 1 and {MAX_PAGE_SIZE}, got {first}")
-    if after is not None and (not after or after.startswith(EDGE_CURSOR_PREFIX)):
-        raise InvalidInput("after takes a pageInfo.endCursor")
+    if after is not None:
+        decode_cursor(after)  # raises InvalidInput for anything but a pageInfo.endCursor

@@ -1,6 +1,7 @@
 """The gateway's error tree: what can go wrong, independent of any transport.
 
     GatewayError
+    ├── InternalError         a bug failed one read; logged with its cause, callers see nothing of it
     ├── InvalidInput          the caller's arguments are wrong; fix the request
     ├── Unauthenticated       the caller presented no valid credential
     ├── NotFound              the named listing, classified or ad does not exist
@@ -31,6 +32,18 @@ class GatewayError(Exception):
         super().__init__(message)
         self.message = message
         self.upstream: UpstreamName | None = upstream
+
+
+class InternalError(GatewayError):
+    """Something other than a `GatewayError` failed one read: a bug. Not worth retrying.
+
+    The cause stays in `__cause__` for the log; callers only ever see "Unexpected error".
+    """
+
+    code = "INTERNAL_SERVER_ERROR"
+
+    def __init__(self) -> None:
+        super().__init__("Unexpected error")
 
 
 class InvalidInput(GatewayError):
@@ -88,8 +101,16 @@ Outcome: TypeAlias = T | GatewayError
 
 
 async def capture(awaitable: Awaitable[T]) -> T | GatewayError:
-    """Await `awaitable`, returning a `GatewayError` instead of raising it."""
+    """Await `awaitable`, returning a `GatewayError` instead of raising it.
+
+    Anything else becomes an `InternalError` (its cause kept): reads are gathered
+    together, and one read that fails on a bug must fail only what needed it.
+    """
     try:
         return await awaitable
     except GatewayError as exc:
         return exc
+    except Exception as exc:
+        error = InternalError()
+        error.__cause__ = exc
+        return error

@@ -2,8 +2,9 @@
 
 A V3 history is read in pages of 100 until the upstream's nextToken runs out (or a
 bound is reached, so a runaway history cannot hold a request forever). Upstream
-order is not trusted, so items are kept newest first by statusDate. A page that
-needs no upstream cursor can then be cut from a whole history instead of being read.
+order is not trusted, so items are kept newest first by statusDate. Any page can then
+be cut from a history read whole, continuing with a keyset cursor (the date and id of
+its last item) instead of an upstream token, so further pages cost no further read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
+from gateway.cursors import KeysetCursor, UpstreamCursor, encode_cursor
 from gateway.models import StatusPage, StatusSlice
 
 log = logging.getLogger(__name__)
@@ -41,14 +43,27 @@ class History(Generic[D]):
     def latest(self) -> D | None:
         return self.items[0] if self.items else None
 
-    def cut(self, first: int, keep: Callable[[D], bool] | None = None) -> StatusSlice[D] | None:
-        """The first page of the (filtered) history, when it needs no upstream cursor."""
-        if not self.complete:
+    def cut(
+        self,
+        first: int,
+        id_of: Callable[[D], str],
+        keep: Callable[[D], bool] | None = None,
+        after: KeysetCursor | None = None,
+    ) -> StatusSlice[D] | None:
+        """A page of the (filtered) history, after `after`; None when only V3 can answer it.
+
+        A history cut short at its page bound answers a first page only when it holds
+        more than the page; a keyset page past its end is the end (V3 gave no way further).
+        """
+        items = self.items if keep is None else tuple(item for item in self.items if keep(item))
+        start = 0 if after is None else _position_after(items, after, id_of)
+        page = items[start : start + first]
+        more = len(items) > start + first
+        if not self.complete and not more and after is None:
             return None
-        items = tuple(item for item in self.items if keep is None or keep(item))
-        if len(items) > first:
-            return None  # a further page needs the upstream's own nextToken
-        return StatusSlice(items, has_next_page=False, end_cursor=None)
+        ids = tuple(id_of(item) for item in page)
+        end = encode_cursor(KeysetCursor(page[-1].status_date, ids[-1])) if more else None
+        return StatusSlice(page, has_next_page=more, end_cursor=end, ids=ids)
 
 
 async def read_history(
@@ -72,6 +87,19 @@ def newest_first(items: Iterable[D]) -> tuple[D, ...]:
     return tuple(sorted(items, key=lambda item: item.status_date, reverse=True))
 
 
-def page_slice(page: StatusPage[D]) -> StatusSlice[D]:
-    """An upstream page as callers see it: newest first, the upstream token as cursor."""
-    return StatusSlice(newest_first(page.items), page.next_token is not None, page.next_token)
+def _position_after(items: tuple[D, ...], after: KeysetCursor, id_of: Callable[[D], str]) -> int:
+    """Where a page after the keyset position starts in newest-first `items`."""
+    for index, item in enumerate(items):
+        if item.status_date == after.status_date and id_of(item) == after.status_id:
+            return index + 1
+        if item.status_date < after.status_date:
+            # The item itself is gone (or filtered out): continue with anything older.
+            return index
+    return len(items)
+
+
+def page_slice(page: StatusPage[D], id_of: Callable[[D], str]) -> StatusSlice[D]:
+    """An upstream page as callers see it: newest first, the upstream token wrapped as cursor."""
+    items = newest_first(page.items)
+    cursor = None if page.next_token is None else encode_cursor(UpstreamCursor(page.next_token))
+    return StatusSlice(items, cursor is not None, cursor, ids=tuple(id_of(item) for item in items))

@@ -11,7 +11,7 @@ import hashlib
 from datetime import datetime
 
 from gateway.errors import InvalidInput
-from gateway.models import LegacyAdKey, ListingRef
+from gateway.models import ClassifiedStatusItem, LegacyAdKey, ListingRef, MediaStatusItem
 
 _LISTING_PREFIX = "Listing:"
 EDGE_CURSOR_PREFIX = "e:"
@@ -59,6 +59,11 @@ def derived_status_id(owner_id: str, date: datetime, status: str) -> str:
     """A stable id for a status item the upstream sent without a statusId."""
     digest = hashlib.sha256(f"{owner_id}\x00{date.isoformat()}\x00{status}".encode()).hexdigest()
     return f"s-{digest[:32]}"
+
+
+def status_item_id(owner_id: str, item: ClassifiedStatusItem | MediaStatusItem) -> str:
+    """The public id of a status item of a classified or media named `owner_id`."""
+    return item.status_id or derived_status_id(owner_id, item.status_date, item.raw_status)
 
 
 def edge_cursor(item_id: str) -> str:

@@ -285,3 +285,4 @@ class StatusSlice(Generic[T]):
     items: tuple[T, ...]
     has_next_page: bool = False
     end_cursor: str | None = None
+    ids: tuple[str, ...] = ()  # the public id of each item, in the same order

@@ -12,12 +12,14 @@ Outcomes that may fail on their own (a source of one listing) are returned as
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
+from gateway import ids
 from gateway.cache import PageCache, PageKey
 from gateway.checks import check_page_args, check_refs
+from gateway.cursors import KeysetCursor, UpstreamCursor
 from gateway.errors import GatewayError, Outcome, capture
 from gateway.histories import MAX_PAGE_SIZE, History, page_slice, read_history
 from gateway.loaders import LegacyReader, legacy_loader
@@ -35,7 +37,10 @@ from gateway.models import (
     StatusPage,
     StatusSlice,
 )
+from gateway.selection import ClassifiedSelection, ListingSelection, MediaSelection, PageArgs
 from gateway.state import latest_item, legacy_portal_states, overall_state, v3_portal_states
+
+T = TypeVar("T")
 
 
 class V3Reader(Protocol):
@@ -69,12 +74,36 @@ class V3Reader(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class ListingNeeds:
-    """What a caller asked of a listing, so the service reads only what answers it."""
+class MediaData:
+    """Everything read for one media; each read fails on its own."""
 
-    legacy: bool = False  # the legacy view itself
-    unified: bool = False  # portals and state: both sources, the whole V3 history
-    history: bool = False  # the whole V3 history, to answer several classified fields at once
+    media_id: str
+    latest: Outcome[MediaStatusItem | None] | None = None
+    pages: Mapping[PageArgs, Outcome[StatusSlice[MediaStatusItem]]] = field(default_factory=dict)
+
+    def page(self, args: PageArgs) -> StatusSlice[MediaStatusItem]:
+        return _gathered(self.pages, args)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifiedData:
+    """Everything read for one classified; each read fails on its own."""
+
+    classified_id: str
+    latest: Outcome[ClassifiedStatusItem | None] | None = None
+    pages: Mapping[PageArgs, Outcome[StatusSlice[ClassifiedStatusItem]]] = field(
+        default_factory=dict
+    )
+    media: Mapping[str, MediaData] = field(default_factory=dict)
+
+    def page(self, args: PageArgs) -> StatusSlice[ClassifiedStatusItem]:
+        return _gathered(self.pages, args)
+
+    def media_data(self, media_id: str) -> MediaData:
+        try:
+            return self.media[media_id]
+        except KeyError:
+            raise NotGathered(f"media {media_id} was not gathered") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +114,21 @@ class ListingData:
     legacy: Outcome[LegacyAdStatus] | None
     portals: Outcome[tuple[PortalState, ...]] | None
     state: Outcome[PublicationState] | None
+    classified: ClassifiedData | None = None
+
+
+class NotGathered(LookupError):
+    """A projection asked for something its selection did not name: a planning bug."""
+
+
+def _gathered(pages: Mapping[PageArgs, Outcome[StatusSlice[T]]], args: PageArgs) -> StatusSlice[T]:
+    try:
+        outcome = pages[args]
+    except KeyError:
+        raise NotGathered(f"no page was gathered for {args}") from None
+    if isinstance(outcome, GatewayError):
+        raise outcome
+    return outcome
 
 
 class ListingService:
@@ -123,8 +167,8 @@ class ListingRequest:
         self._tenant: str | None = None
         self._legacy = legacy_loader(service.legacy, force=False)
         self._legacy_forced = legacy_loader(service.legacy, force=True)
-        self._histories: dict[str, asyncio.Task[History[ClassifiedStatusItem]]] = {}
-        self._media_histories: dict[tuple[str, str], asyncio.Task[History[MediaStatusItem]]] = {}
+        self._histories: dict[str, asyncio.Future[History[ClassifiedStatusItem]]] = {}
+        self._media_histories: dict[tuple[str, str], asyncio.Future[History[MediaStatusItem]]] = {}
 
     @property
     def tenant(self) -> str:
@@ -133,44 +177,126 @@ class ListingRequest:
             self._tenant = self.service.tenant_of(self.caller)
         return self._tenant
 
-    # --- listings -----------------------------------------------------------------
+    # --- listings: the one entry point of the edges ---------------------------------
 
     async def listings(
-        self, refs: Sequence[ListingRef], needs: ListingNeeds, *, refresh: bool = False
+        self, refs: Sequence[ListingRef], selection: ListingSelection, *, refresh: bool = False
     ) -> list[ListingData]:
-        """Read what `needs` asks for, for all refs at once: one async step per request."""
-        check_refs(refs, self.service.max_listings)
-        return list(await asyncio.gather(*(self._listing(ref, needs, refresh) for ref in refs)))
+        """Read what `selection` asks of every ref, all at once: one async step.
 
-    async def _listing(self, ref: ListingRef, needs: ListingNeeds, refresh: bool) -> ListingData:
-        legacy_task = (
-            capture(self.legacy_ad(ref.legacy, force=refresh))
-            if ref.legacy is not None and (needs.legacy or needs.unified or refresh)
-            else None
+        Legacy ads go through this request's loader (so they batch per user), V3 pages
+        through the page cache; a classified's history is read once however many things
+        need it, and the latest status and pages are then cut from it.
+        """
+        check_refs(refs, self.service.max_listings)
+        for page in _pages_of(selection):
+            check_page_args(page.first, page.after)
+        return list(await asyncio.gather(*(self._listing(ref, selection, refresh) for ref in refs)))
+
+    async def classified_statuses(
+        self, classified_id: str, args: PageArgs
+    ) -> StatusSlice[ClassifiedStatusItem]:
+        """One page of a classified's history (a convenience over `listings`)."""
+        selection = ListingSelection(classified=ClassifiedSelection(pages=(args,)))
+        [data] = await self.listings([ListingRef(classified_id=classified_id)], selection)
+        assert data.classified is not None
+        return data.classified.page(args)
+
+    async def _listing(
+        self, ref: ListingRef, selection: ListingSelection, refresh: bool
+    ) -> ListingData:
+        wants_legacy = selection.legacy or selection.unified or refresh
+        legacy_read = (
+            capture(self._legacy_ad(ref.legacy, force=refresh))
+            if ref.legacy is not None and wants_legacy
+            else _none()
         )
-        history_task = (
-            capture(self.history(ref.classified_id, refresh=refresh))
-            if ref.classified_id is not None and (needs.unified or needs.history or refresh)
-            else None
+        classified_read = (
+            self._classified(ref.classified_id, selection, refresh)
+            if ref.classified_id is not None
+            else _none()
         )
-        legacy = await legacy_task if legacy_task is not None else None
-        history = await history_task if history_task is not None else None
+        legacy, classified = await asyncio.gather(legacy_read, classified_read)
         portals: Outcome[tuple[PortalState, ...]] | None = None
         state: Outcome[PublicationState] | None = None
-        if needs.unified:
+        if selection.unified:
+            history = None if classified is None else classified[0]
             portals = _unified_portals(history, legacy)
             state = portals if isinstance(portals, GatewayError) else overall_state(portals)
-        return ListingData(ref=ref, legacy=legacy, portals=portals, state=state)
+        return ListingData(
+            ref=ref,
+            legacy=legacy,
+            portals=portals,
+            state=state,
+            classified=None if classified is None else classified[1],
+        )
 
-    async def legacy_ad(self, key: LegacyAdKey, *, force: bool = False) -> LegacyAdStatus:
+    async def _legacy_ad(self, key: LegacyAdKey, *, force: bool = False) -> LegacyAdStatus:
         loader = self._legacy_forced if force else self._legacy
         return await loader.load(key)
 
-    # --- V3 classified history ------------------------------------------------------
+    # --- V3 classified ----------------------------------------------------------------
 
-    def history(
+    async def _classified(
+        self, classified_id: str, selection: ListingSelection, refresh: bool
+    ) -> tuple[Outcome[History[ClassifiedStatusItem]] | None, ClassifiedData]:
+        """The classified's reads, planned: its history when it answers two or more asks."""
+        asked = selection.classified
+        fresh = [args for args in asked.pages if args.after is None]
+        keyset = any(isinstance(args.cursor, KeysetCursor) for args in asked.pages)
+        use_history = (
+            selection.unified
+            or refresh
+            or keyset
+            or asked.latest + len(fresh) >= 2
+            or classified_id in self._histories
+        )
+        history = self._history(classified_id, refresh=refresh) if use_history else None
+
+        def id_of(item: ClassifiedStatusItem) -> str:
+            return ids.status_item_id(classified_id, item)
+
+        async def latest() -> ClassifiedStatusItem | None:
+            if history is not None:
+                return (await history).latest()
+            page = await self._classified_page(classified_id, latest=True)
+            return latest_item(page.items)
+
+        async def page(args: PageArgs) -> StatusSlice[ClassifiedStatusItem]:
+            cursor = args.cursor
+            keep = _status_filter(args.statuses, args.portals)
+            if history is not None and not isinstance(cursor, UpstreamCursor):
+                cut = (await history).cut(args.first, id_of, keep, cursor)
+                if cut is not None:
+                    return cut
+            read = await self._classified_page(
+                classified_id,
+                limit=args.first,
+                statuses=[code.value for code in args.statuses],
+                portals=[portal.value for portal in args.portals],
+                next_token=cursor.token if isinstance(cursor, UpstreamCursor) else None,
+            )
+            return page_slice(read, id_of)
+
+        history_read = capture(_shared(history)) if history is not None else _none()
+        latest_read = capture(latest()) if asked.latest else _none()
+        history_outcome, latest_outcome, pages, media = await asyncio.gather(
+            history_read,
+            latest_read,
+            asyncio.gather(*(capture(page(args)) for args in asked.pages)),
+            asyncio.gather(*(self._media(classified_id, media) for media in asked.media)),
+        )
+        data = ClassifiedData(
+            classified_id=classified_id,
+            latest=latest_outcome,
+            pages=dict(zip(asked.pages, pages, strict=True)),
+            media={item.media_id: item for item in media},
+        )
+        return history_outcome, data
+
+    def _history(
         self, classified_id: str, *, refresh: bool = False
-    ) -> asyncio.Task[History[ClassifiedStatusItem]]:
+    ) -> asyncio.Future[History[ClassifiedStatusItem]]:
         """The classified's whole history, read once per request."""
         task = self._histories.get(classified_id)
         if task is None or refresh:
@@ -234,49 +360,49 @@ class ListingRequest:
         )
         return page
 
-    async def latest_classified_status(self, classified_id: str) -> ClassifiedStatusItem | None:
-        """The item with the greatest statusDate.
-
-        Taken from the history when this request reads it anyway; otherwise one
-        `filter=latest` read.
-        """
-        task = self._histories.get(classified_id)
-        if task is not None:
-            return (await task).latest()
-        page = await self._classified_page(classified_id, latest=True)
-        return latest_item(page.items)
-
-    async def classified_statuses(
-        self,
-        classified_id: str,
-        *,
-        first: int,
-        after: str | None = None,
-        statuses: Sequence[ClassifiedStatusCode] = (),
-        portals: Sequence[Portal] = (),
-    ) -> StatusSlice[ClassifiedStatusItem]:
-        check_page_args(first, after)
-        status_codes = sorted({code.value for code in statuses})
-        portal_codes = sorted({portal.value for portal in portals})
-        task = self._histories.get(classified_id)
-        if task is not None and after is None:
-            cut = (await task).cut(first, _status_filter(status_codes, portal_codes))
-            if cut is not None:
-                return cut
-        page = await self._classified_page(
-            classified_id,
-            limit=first,
-            statuses=status_codes,
-            portals=portal_codes,
-            next_token=after,
-        )
-        return page_slice(page)
-
     # --- V3 media -------------------------------------------------------------------
 
-    def media_history(
+    async def _media(self, classified_id: str, asked: MediaSelection) -> MediaData:
+        """A media's reads, planned: its whole history when the latest status or two or
+        more pages are asked (media have no latest filter upstream)."""
+        media_id = asked.media_id
+        fresh = [args for args in asked.pages if args.after is None]
+        keyset = any(isinstance(args.cursor, KeysetCursor) for args in asked.pages)
+        use_history = asked.latest or keyset or len(fresh) >= 2
+        history = self._media_history(classified_id, media_id) if use_history else None
+
+        def id_of(item: MediaStatusItem) -> str:
+            return ids.status_item_id(media_id, item)
+
+        async def latest() -> MediaStatusItem | None:
+            assert history is not None
+            return (await history).latest()
+
+        async def page(args: PageArgs) -> StatusSlice[MediaStatusItem]:
+            cursor = args.cursor
+            if history is not None and not isinstance(cursor, UpstreamCursor):
+                cut = (await history).cut(args.first, id_of, after=cursor)
+                if cut is not None:
+                    return cut
+            token = cursor.token if isinstance(cursor, UpstreamCursor) else None
+            read = await self._media_page(
+                classified_id, media_id, limit=args.first, next_token=token
+            )
+            return page_slice(read, id_of)
+
+        latest_read = capture(latest()) if asked.latest else _none()
+        latest_outcome, pages = await asyncio.gather(
+            latest_read, asyncio.gather(*(capture(page(args)) for args in asked.pages))
+        )
+        return MediaData(
+            media_id=media_id,
+            latest=latest_outcome,
+            pages=dict(zip(asked.pages, pages, strict=True)),
+        )
+
+    def _media_history(
         self, classified_id: str, media_id: str
-    ) -> asyncio.Task[History[MediaStatusItem]]:
+    ) -> asyncio.Future[History[MediaStatusItem]]:
         """The media's whole history, read once per request."""
         key = (classified_id, media_id)
         task = self._media_histories.get(key)
@@ -311,44 +437,33 @@ class ListingRequest:
         page: StatusPage[MediaStatusItem] = await self.service.cache.get_or_load(key, load)
         return page
 
-    async def media_statuses(
-        self,
-        classified_id: str,
-        media_id: str,
-        *,
-        first: int,
-        after: str | None = None,
-        from_history: bool = False,
-    ) -> StatusSlice[MediaStatusItem]:
-        """A page of the media's history; cut from the whole history when this request
-        reads it anyway (`from_history`: the caller also asked for the latest status)."""
-        check_page_args(first, after)
-        if after is None and (from_history or (classified_id, media_id) in self._media_histories):
-            cut = (await self.media_history(classified_id, media_id)).cut(first)
-            if cut is not None:
-                return cut
-        return page_slice(
-            await self._media_page(classified_id, media_id, limit=first, next_token=after)
-        )
 
-    async def latest_media_status(
-        self, classified_id: str, media_id: str
-    ) -> MediaStatusItem | None:
-        """Media have no latest filter upstream: the newest item of the whole history."""
-        return (await self.media_history(classified_id, media_id)).latest()
+async def _none() -> None:
+    return None
+
+
+async def _shared(future: Awaitable[T]) -> T:
+    return await future
+
+
+def _pages_of(selection: ListingSelection) -> Iterator[PageArgs]:
+    yield from selection.classified.pages
+    for media in selection.classified.media:
+        yield from media.pages
 
 
 def _status_filter(
-    statuses: Sequence[str], portals: Sequence[str]
+    statuses: Sequence[ClassifiedStatusCode], portals: Sequence[Portal]
 ) -> Callable[[ClassifiedStatusItem], bool] | None:
     """What V3's `status` and `portal` parameters keep, for pages cut from a history."""
     if not statuses and not portals:
         return None
-    wanted_statuses, wanted_portals = set(statuses), set(portals)
+    wanted_statuses = {code.value for code in statuses}
+    wanted_portals = set(portals)
 
     def keep(item: ClassifiedStatusItem) -> bool:
         return (not wanted_statuses or item.raw_status in wanted_statuses) and (
-            not wanted_portals or any(portal.value in wanted_portals for portal in item.portals)
+            not wanted_portals or any(portal in wanted_portals for portal in item.portals)
         )
 
     return keep

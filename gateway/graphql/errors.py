@@ -15,7 +15,7 @@ from typing import Any
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InternalError
 
 log = logging.getLogger("gateway.graphql")
 
@@ -111,7 +111,9 @@ def log_errors(errors: list[GraphQLError]) -> None:
     """Expected failures are logged briefly; anything else with its traceback."""
     for error in errors:
         original = error.original_error
-        if isinstance(original, GatewayError):
+        if isinstance(original, InternalError):
+            log.error("unexpected error at %s", error.path, exc_info=original.__cause__)
+        elif isinstance(original, GatewayError):
             log.info("%s at %s: %s", original.code, error.path, original.message)
         elif original is not None and not _is_request_input_error(error):
             log.error("unexpected error at %s", error.path, exc_info=original)

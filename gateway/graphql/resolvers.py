@@ -1,8 +1,8 @@
 """Root resolvers: parse arguments, call the service once, convert the result.
 
-The selection is looked at once, up front, so that one async step reads everything
-the listings need (legacy batches, V3 histories) and every field below resolves
-synchronously from what was read.
+The selection below the root field is read once, up front, into the service's domain
+terms (`ListingSelection`); the service plans and gathers every read in one async step,
+and every field below resolves synchronously from what was gathered.
 """
 
 from __future__ import annotations
@@ -10,48 +10,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import strawberry
+from graphql.execution.values import VariableValues
 from strawberry.types import Info
 
 from gateway import ids
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.inputs import ListingRefInput
-from gateway.graphql.selections import fields_of, selected_below
+from gateway.graphql.selections import listing_selection
 from gateway.graphql.types import Listing, Node
 from gateway.models import ListingRef
-from gateway.service import ListingNeeds
+from gateway.selection import ListingSelection
 
 GraphQLInfo = Info[GatewayContext, None]
 
 
-# Classified fields that each read V3 on their own when no history is at hand.
-_CLASSIFIED_READS = frozenset({"latestStatus", "statuses"})
-
-
-def needs_of(info: GraphQLInfo) -> ListingNeeds:
+def selection_of(info: GraphQLInfo) -> ListingSelection:
     """What the current root field asks of its listings."""
-    names: set[str] = set()
-    classified_reads = 0
-    for field in selected_below(info):
-        names.add(field.name)
-        if field.name == "classified":
-            classified_reads += sum(
-                1 for sub in fields_of(field.selections) if sub.name in _CLASSIFIED_READS
-            )
-    return ListingNeeds(
-        legacy="legacy" in names,
-        unified=bool(names & {"portals", "state"}),
-        # Two or more reads of one classified cost one history read instead: the
-        # latest status and short pages are then cut from it.
-        history=classified_reads >= 2,
-    )
+    raw = info._raw_info
+    variables = raw.variable_values
+    if not isinstance(variables, VariableValues):
+        # strawberry hands resolvers the plain coerced dict.
+        variables = VariableValues({}, dict(variables or {}))
+    return listing_selection(raw.schema, raw.fragments, variables, raw.field_nodes)
 
 
 async def load_listings(
     info: GraphQLInfo, refs: Sequence[ListingRef], *, refresh: bool = False
 ) -> list[Listing]:
     scope = info.context.listings
-    data = await scope.listings(refs, needs_of(info), refresh=refresh)
-    return [Listing.from_domain(item, scope) for item in data]
+    data = await scope.listings(refs, selection_of(info), refresh=refresh)
+    return [Listing.from_domain(item) for item in data]
 
 
 @strawberry.type

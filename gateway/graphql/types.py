@@ -1,9 +1,9 @@
 """Strawberry types of the public GraphQL contract: a thin layer over the domain models.
 
-Fields are plain attributes filled by `from_domain` wherever possible: graphql-core
-runs sync attribute fields far faster than resolvers, so the data of a whole listing
-set is gathered in one async step (see `resolvers.py`) and everything below it is
-read synchronously. The few async fields are per listing or per media, never per item.
+Every field below the root is a plain synchronous projection of what the service
+gathered in one async step (see `resolvers.py`). Fields with arguments look up the
+result gathered for their argument set and raise the stored `GatewayError` when that
+read failed, so the error lands on that field alone.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from strawberry import UNSET, Private
 from gateway import ids, models
 from gateway.checks import DEFAULT_PAGE_SIZE
 from gateway.errors import GatewayError
-from gateway.graphql.selections import selected_below
-from gateway.service import ListingData, ListingRequest
+from gateway.selection import PageArgs
+from gateway.service import ClassifiedData, ListingData, MediaData
 
 _FIRST = "Page size, 1 to 100 (default 20)."
 _AFTER = "Only a pageInfo.endCursor of the previous page."
@@ -110,12 +110,9 @@ class ClassifiedStatus:
     )
 
     @classmethod
-    def from_domain(cls, item: models.ClassifiedStatusItem, classified_id: str) -> ClassifiedStatus:
+    def from_domain(cls, item: models.ClassifiedStatusItem, status_id: str) -> ClassifiedStatus:
         return cls(
-            id=strawberry.ID(
-                item.status_id
-                or ids.derived_status_id(classified_id, item.status_date, item.raw_status)
-            ),
+            id=strawberry.ID(status_id),
             status=item.status,
             raw_status=item.raw_status,
             sub_status=item.sub_status,
@@ -147,11 +144,9 @@ class MediaStatus:
     date: datetime | None = strawberry.field(description="The upstream statusDate.")
 
     @classmethod
-    def from_domain(cls, item: models.MediaStatusItem, media_id: str) -> MediaStatus:
+    def from_domain(cls, item: models.MediaStatusItem, status_id: str) -> MediaStatus:
         return cls(
-            id=strawberry.ID(
-                item.status_id or ids.derived_status_id(media_id, item.status_date, item.raw_status)
-            ),
+            id=strawberry.ID(status_id),
             portal=item.portal,
             status=item.status,
             raw_status=item.raw_status,
@@ -166,7 +161,7 @@ class MediaStatus:
 class PageInfo:
     has_next_page: bool = strawberry.field(description="True when a further page exists.")
     end_cursor: str | None = strawberry.field(
-        description="Pass as `after` to get the next page (the upstream's own token, untouched)."
+        description="Pass as `after` to get the next page (opaque)."
     )
 
 
@@ -203,53 +198,51 @@ class Connection(Generic[N]):
 @strawberry.type(description="A media (photo, plan…) of a classified, with its processing status.")
 class Media:
     id: strawberry.ID
-    _classified_id: Private[str]
-    _request: Private[ListingRequest]
-    # Set when the latest status is asked too: one history read then answers both.
-    _from_history: Private[bool] = False
+    _data: Private[MediaData]
 
     @strawberry.field(
         description="The newest status (greatest date). Null with an error when V3 failed."
     )
-    async def latest_status(self) -> MediaStatus | None:
-        item = await self._request.latest_media_status(self._classified_id, str(self.id))
-        return MediaStatus.from_domain(item, str(self.id)) if item is not None else None
+    def latest_status(self) -> MediaStatus | None:
+        item = _value(self._data.latest)
+        if item is None:
+            return None
+        return MediaStatus.from_domain(item, ids.status_item_id(self._data.media_id, item))
 
     @strawberry.field(
         description="The media's status history, newest first. Null with an error when V3 failed."
     )
-    async def statuses(
+    def statuses(
         self,
         first: Annotated[int | None, strawberry.argument(description=_FIRST)] = DEFAULT_PAGE_SIZE,
         after: Annotated[str | None, strawberry.argument(description=_AFTER)] = UNSET,
     ) -> Connection[MediaStatus] | None:
-        page = await self._request.media_statuses(
-            self._classified_id,
-            str(self.id),
-            first=_first(first),
-            after=after or None,
-            from_history=self._from_history,
-        )
-        media_id = str(self.id)
-        return Connection.of([MediaStatus.from_domain(item, media_id) for item in page.items], page)
+        page = self._data.page(PageArgs.of(first, after or None))
+        nodes = [
+            MediaStatus.from_domain(item, status_id)
+            for item, status_id in zip(page.items, page.ids, strict=True)
+        ]
+        return Connection.of(nodes, page)
 
 
 @strawberry.type(description="The Classifieds V3 view of a listing.")
 class Classified:
     id: strawberry.ID = strawberry.field(description="The V3 classifiedId.")
-    _request: Private[ListingRequest]
+    _data: Private[ClassifiedData]
 
     @strawberry.field(
         description="The status with the greatest date. Null with an error when V3 failed."
     )
-    async def latest_status(self) -> ClassifiedStatus | None:
-        item = await self._request.latest_classified_status(str(self.id))
-        return ClassifiedStatus.from_domain(item, str(self.id)) if item is not None else None
+    def latest_status(self) -> ClassifiedStatus | None:
+        item = _value(self._data.latest)
+        if item is None:
+            return None
+        return ClassifiedStatus.from_domain(item, ids.status_item_id(str(self.id), item))
 
     @strawberry.field(
         description="The status history, newest first. Null with an error when V3 failed."
     )
-    async def statuses(
+    def statuses(
         self,
         first: Annotated[int | None, strawberry.argument(description=_FIRST)] = DEFAULT_PAGE_SIZE,
         after: Annotated[str | None, strawberry.argument(description=_AFTER)] = UNSET,
@@ -262,27 +255,16 @@ class Classified:
             strawberry.argument(description="Keep only statuses listing one of these portals."),
         ] = UNSET,
     ) -> Connection[ClassifiedStatus] | None:
-        page = await self._request.classified_statuses(
-            str(self.id),
-            first=_first(first),
-            after=after or None,
-            statuses=status or (),
-            portals=portal or (),
-        )
-        classified_id = str(self.id)
-        return Connection.of(
-            [ClassifiedStatus.from_domain(item, classified_id) for item in page.items], page
-        )
+        page = self._data.page(PageArgs.of(first, after or None, status or (), portal or ()))
+        nodes = [
+            ClassifiedStatus.from_domain(item, status_id)
+            for item, status_id in zip(page.items, page.ids, strict=True)
+        ]
+        return Connection.of(nodes, page)
 
     @strawberry.field(description="One media of this classified.")
-    def media(self, info: strawberry.Info, media_id: strawberry.ID) -> Media:
-        latest_too = any(field.name == "latestStatus" for field in selected_below(info))
-        return Media(
-            id=media_id,
-            _classified_id=str(self.id),
-            _request=self._request,
-            _from_history=latest_too,
-        )
+    def media(self, media_id: strawberry.ID) -> Media:
+        return Media(id=media_id, _data=self._data.media_data(str(media_id)))
 
 
 @strawberry.type(description="Publish status of an ad on a legacy portal: every upstream field.")
@@ -351,10 +333,6 @@ class LegacyAd:
         )
 
 
-def _first(first: int | None) -> int:
-    return DEFAULT_PAGE_SIZE if first is None else first
-
-
 def _id(value: int | None) -> strawberry.ID | None:
     return None if value is None else strawberry.ID(str(value))
 
@@ -397,7 +375,7 @@ class Listing(Node):
         return None if ad is None else LegacyAd.from_domain(ad)
 
     @classmethod
-    def from_domain(cls, data: ListingData, request: ListingRequest) -> Listing:
+    def from_domain(cls, data: ListingData) -> Listing:
         ref = data.ref
         return cls(
             id=strawberry.ID(ids.listing_id(ref)),
@@ -408,8 +386,8 @@ class Listing(Node):
                 else None
             ),
             classified=(
-                Classified(id=strawberry.ID(ref.classified_id), _request=request)
-                if ref.classified_id
+                Classified(id=strawberry.ID(ref.classified_id), _data=data.classified)
+                if ref.classified_id and data.classified is not None
                 else None
             ),
             _data=data,
