@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from gateway.cli import build_parser
 from gateway.models import PublicationState
@@ -366,3 +368,13 @@ def test_schema_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     # ... and the current text passes, so the refusals above are about the content.
     stale.write_text(current, encoding="utf-8")
     assert check(stale) == 0
+
+
+async def test_websocket_messages_are_text_frames(gateway: RunningGateway) -> None:
+    # Browser clients (graphql-ws) cannot read binary frames.
+    url = gateway.url.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as socket:
+        await socket.send(json.dumps({"type": "connection_init"}))
+        ack = await socket.recv()
+        assert isinstance(ack, str)
+        assert json.loads(ack) == {"type": "connection_ack"}

@@ -115,8 +115,10 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
                 response.headers[key] = value
         return response
 
-    def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
+    def encode_json(self, data: object) -> str:
+        # Used for WebSocket messages: bytes would go out as binary frames, which the
+        # GraphQL-over-WebSocket protocols do not allow and browser clients cannot parse.
+        return orjson.dumps(data).decode()
 
 
 def _is_request_error(result: ExecutionResult) -> bool:
