@@ -56,6 +56,7 @@ def v3(simulator: RunningSimulator, session: aiohttp.ClientSession) -> Classifie
         client_secret=SIM_CLIENT_SECRET,
         audience=SIM_AUDIENCE,
         default_intermediary_id=TENANT,
+        user_agent=USER_AGENT,
         timeout_s=1,
     )
     return ClassifiedsV3Client(session, simulator.v3_url, credentials, USER_AGENT, 1.0)

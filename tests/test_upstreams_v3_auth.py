@@ -25,6 +25,7 @@ from gateway.simulator import (
 )
 from gateway.upstreams import (
     ClassifiedsV3Client,
+    Deadline,
     OAuthCredentials,
     PassthroughCredentials,
     StaticCredentials,
@@ -68,6 +69,7 @@ def oauth(
         "client_secret": SIM_CLIENT_SECRET,
         "audience": SIM_AUDIENCE,
         "default_intermediary_id": "agency-1",
+        "user_agent": USER_AGENT,
         "timeout_s": 1.0,
     }
     if clock is not None:
@@ -101,6 +103,7 @@ async def test_token_request_is_json_with_all_five_fields(
     (token_request,) = [r for r in simulator.sim.state.requests if r.upstream == "token"]
     assert token_request.method == "POST"
     assert token_request.headers["Content-Type"].startswith("application/json")
+    assert token_request.headers["User-Agent"] == USER_AGENT
     body = token_request.body
     assert set(body) == {"client_id", "client_secret", "grant_type", "audience", "intermediary_id"}
     assert body["client_id"] == SIM_CLIENT_ID
@@ -280,6 +283,43 @@ async def test_renew_reuses_a_token_someone_else_refreshed(
     # A request that still holds the old token learns of the refresh without a new fetch.
     assert await credentials.renew(Caller(), old) == new
     assert simulator.sim.state.calls("token") == 2
+
+
+async def test_a_renewal_ends_with_the_operation_that_asked_for_it(
+    simulator: RunningSimulator, session: aiohttp.ClientSession
+) -> None:
+    """401 -> renew -> retry fits in one deadline: a slow token endpoint cannot stretch it."""
+    state = simulator.sim.state
+    credentials = oauth(simulator, session)
+    v3 = ClassifiedsV3Client(session, simulator.v3_url, credentials, USER_AGENT, 0.5)
+    classified = classified_of(simulator, "agency-1")
+    await v3.classified_statuses(Caller(), classified)
+    state.revoke_tokens()
+    state.reset_counters()
+    state.set_latency("v3", 150)  # the 401 comes after 0.15 s of the operation's 0.5 s
+    state.add_fault("token", "timeout", delay_s=0.4, count=1)  # a token at 0.55 s at the earliest
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await v3.classified_statuses(Caller(), classified)
+    assert "token" in str(caught.value), "the renewal, not a later step, ran out of time"
+    assert state.calls("v3") == 1
+    assert state.calls("token") == 1
+    state.set_latency("v3", 0)
+    # The shared fetch went on for later callers: the next call joins it, no new fetch.
+    assert (await v3.classified_statuses(Caller(), classified)).items
+    assert state.calls("token") == 1
+
+
+async def test_a_caller_waits_for_a_shared_token_only_until_its_own_deadline(
+    simulator: RunningSimulator, session: aiohttp.ClientSession
+) -> None:
+    state = simulator.sim.state
+    state.add_fault("token", "timeout", delay_s=0.4, count=1)
+    credentials = oauth(simulator, session)
+    patient = asyncio.ensure_future(credentials.authorization(Caller()))
+    with pytest.raises(UpstreamUnavailable, match="token"):
+        await credentials.authorization(Caller(), Deadline.after(0.05))
+    assert (await patient).startswith("Bearer ")  # the shared fetch was not cancelled
+    assert state.calls("token") == 1
 
 
 async def test_wrong_client_secret_is_rejected_without_leaking_it(

@@ -379,13 +379,13 @@ class ClassifiedsV3Client:
                 expect_json=expect_json,
             )
 
-        authorization = await self._credentials.authorization(caller)
+        authorization = await self._credentials.authorization(caller, deadline)
         try:
             return await send(authorization)
         except UpstreamRejected as exc:
             if exc.status != 401:
                 raise
-            renewed = await self._credentials.renew(caller, authorization)
+            renewed = await self._credentials.renew(caller, authorization, deadline)
             if renewed is None:
                 raise
             log.info("%s %s: 401, retrying once with renewed credentials", UPSTREAM, endpoint)

@@ -4,7 +4,8 @@ Three modes (DESIGN.md, `GATEWAY_V3_AUTH`):
 
 - `oauth`: the OAuth 2.0 client-credentials flow of UPSTREAMS.md 1.2, one token per agency
   (intermediary id), cached for its lifetime less a margin, fetched once for all concurrent
-  callers (single-flight), refreshed once after a 401;
+  callers (single-flight), refreshed once after a 401. A caller waits for a token only
+  until the deadline of its own operation; the shared fetch goes on for the others;
 - `static`: one fixed token from the settings;
 - `passthrough`: the caller's own `Authorization: Bearer ...` header.
 
@@ -59,11 +60,14 @@ class V3Credentials(Protocol):
         """The cache scope of the caller's V3 data: `agency:<id>` or `token:<16 hex>`."""
         ...
 
-    async def authorization(self, caller: Caller) -> str:
-        """The `Authorization` header value (`Bearer ...`) for a call made for `caller`."""
+    async def authorization(self, caller: Caller, deadline: Deadline | None = None) -> str:
+        """The `Authorization` header value (`Bearer ...`) for a call made for `caller`,
+        within the operation's `deadline`."""
         ...
 
-    async def renew(self, caller: Caller, rejected: str) -> str | None:
+    async def renew(
+        self, caller: Caller, rejected: str, deadline: Deadline | None = None
+    ) -> str | None:
         """After V3 answered 401 to `rejected`: a fresh header value, or None if impossible."""
         ...
 
@@ -103,10 +107,12 @@ class StaticCredentials:
     def tenant(self, caller: Caller) -> str:
         return self._tenant
 
-    async def authorization(self, caller: Caller) -> str:
+    async def authorization(self, caller: Caller, deadline: Deadline | None = None) -> str:
         return self._header
 
-    async def renew(self, caller: Caller, rejected: str) -> str | None:
+    async def renew(
+        self, caller: Caller, rejected: str, deadline: Deadline | None = None
+    ) -> str | None:
         return None
 
 
@@ -128,10 +134,12 @@ class PassthroughCredentials:
     def tenant(self, caller: Caller) -> str:
         return token_fingerprint(self._token(caller))
 
-    async def authorization(self, caller: Caller) -> str:
+    async def authorization(self, caller: Caller, deadline: Deadline | None = None) -> str:
         return f"Bearer {self._token(caller)}"
 
-    async def renew(self, caller: Caller, rejected: str) -> str | None:
+    async def renew(
+        self, caller: Caller, rejected: str, deadline: Deadline | None = None
+    ) -> str | None:
         return None
 
 
@@ -145,7 +153,8 @@ class OAuthCredentials:
     """Client-credentials tokens, one per agency, cached and fetched single-flight.
 
     `clock` (monotonic seconds) is injectable so tests can age tokens without sleeping.
-    The per-agency map is an LRU bounded by `max_agencies`.
+    The per-agency map is an LRU bounded by `max_agencies`. Token requests carry
+    `user_agent` (V3's validated three-token User-Agent, as every V3 call does).
     """
 
     def __init__(
@@ -157,6 +166,7 @@ class OAuthCredentials:
         client_secret: str | SecretStr,
         audience: str,
         default_intermediary_id: str,
+        user_agent: str,
         timeout_s: float,
         expiry_margin_s: float = 60.0,
         max_agencies: int = 1024,
@@ -170,6 +180,7 @@ class OAuthCredentials:
         )
         self._audience = audience
         self._default_agency = default_intermediary_id
+        self._user_agent = user_agent
         self._timeout_s = timeout_s
         self._margin_s = expiry_margin_s
         self._clock = clock
@@ -192,21 +203,23 @@ class OAuthCredentials:
     def tenant(self, caller: Caller) -> str:
         return f"agency:{self._agency(caller)}"
 
-    async def authorization(self, caller: Caller) -> str:
+    async def authorization(self, caller: Caller, deadline: Deadline | None = None) -> str:
         agency = self._agency(caller)
         cached = self._tokens.get(agency)
         if cached is not None and cached.fresh_until > self._clock():
             return cached.header
-        return await self._shared_fetch(agency)
+        return await self._shared_fetch(agency, deadline)
 
-    async def renew(self, caller: Caller, rejected: str) -> str | None:
+    async def renew(
+        self, caller: Caller, rejected: str, deadline: Deadline | None = None
+    ) -> str | None:
         agency = self._agency(caller)
         cached = self._tokens.get(agency)
         if cached is not None and cached.header != rejected and cached.fresh_until > self._clock():
             return cached.header  # another request has refreshed already
         if agency not in self._inflight and cached is not None and cached.header == rejected:
             del self._tokens[agency]
-        return await self._shared_fetch(agency)
+        return await self._shared_fetch(agency, deadline)
 
     async def aclose(self) -> None:
         """Cancel token fetches still running (call before closing the session)."""
@@ -215,14 +228,27 @@ class OAuthCredentials:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _shared_fetch(self, agency: str) -> str:
+    async def _shared_fetch(self, agency: str, deadline: Deadline | None) -> str:
         task = self._inflight.get(agency)
         if task is None:
+            # The fetch has a budget of its own: it serves every waiter, and a token that
+            # arrives after one waiter's deadline is still wanted by the next.
             task = asyncio.create_task(self._fetch(agency), name="v3-token-fetch")
             self._inflight[agency] = task
             task.add_done_callback(lambda done: self._forget(agency, done))
-        # Shielded: one waiter giving up must not cancel the fetch the others wait for.
-        token = await asyncio.shield(task)
+        if deadline is None:
+            deadline = Deadline.after(self._timeout_s)
+        try:
+            # Each waiter waits only until its operation's deadline (one deadline covers
+            # token, call, 401, renewal and retry). Shielded: one waiter giving up must not
+            # cancel the fetch the others wait for.
+            async with asyncio.timeout_at(deadline.at):
+                token = await asyncio.shield(task)
+        except TimeoutError:
+            raise UpstreamUnavailable(
+                f"{UPSTREAM} token: no answer within the operation's {deadline.seconds:g}s",
+                upstream=UPSTREAM,
+            ) from None
         return token.header
 
     def _forget(self, agency: str, task: asyncio.Task[_Token]) -> None:
@@ -241,6 +267,7 @@ class OAuthCredentials:
             upstream=UPSTREAM,
             endpoint="token",
             deadline=Deadline.after(self._timeout_s),
+            headers={"User-Agent": self._user_agent},
             json={
                 "client_id": self._client_id,
                 "client_secret": self._client_secret.get_secret_value(),
@@ -305,6 +332,7 @@ def build_credentials(
             client_secret=settings.v3_client_secret,
             audience=settings.v3_audience,
             default_intermediary_id=settings.v3_intermediary_id,
+            user_agent=settings.user_agent,
             timeout_s=settings.upstream_timeout_s,
             clock=clock,
         )
