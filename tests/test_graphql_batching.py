@@ -100,3 +100,24 @@ async def test_listings_without_legacy_fields_do_not_call_legacy(gateway: Runnin
     )
     assert body["data"]["listing"]["legacyAd"]["adId"] == listing.ad_id
     assert gateway.calls("legacy") == 0
+
+
+async def test_result_false_for_one_missing_ad_fails_only_that_ad(
+    gateway: RunningGateway, simulator: RunningSimulator
+) -> None:
+    simulator.sim.state.legacy_missing_ads = "refuse"  # the upstream refuses, naming the ad
+    ads = install_ads(simulator, USER_A, 3, 1)
+    missing = 999
+    body = await gateway.query(
+        f"{{ listings(refs: [{refs_literal(USER_A, [ads[0], missing, *ads[1:]])}]) "
+        "{ state legacy { adId } } }"
+    )
+    listings = body["data"]["listings"]
+    assert [item["legacy"] and item["legacy"]["adId"] for item in listings] == [
+        ads[0], None, *ads[1:]
+    ]  # fmt: skip
+    assert [item["state"] for item in listings] == ["ONLINE", None, "ONLINE", "ONLINE"]
+    assert {(tuple(e["path"][:2]), e["extensions"]["code"]) for e in body["errors"]} == {
+        (("listings", 1), "NOT_FOUND")
+    }
+    assert gateway.calls("legacy", "status_post") == 2  # the batch, then once more without 999

@@ -371,7 +371,9 @@ async def test_hang_is_cut_at_the_deadline(
 @pytest.mark.parametrize(
     ("errors", "expected", "status"),
     [
-        ([{"code": 404, "message": "Advertisement 1 not found"}], UpstreamNotFound, 404),
+        ([{"code": 404, "message": "User 7 not found"}], UpstreamNotFound, 404),
+        ([{"code": 404, "message": "Advertisement 9 not found"}], UpstreamNotFound, 404),
+        ([{"code": 400, "message": "Advertisement 1 not found"}], UpstreamRejected, 400),
         ([{"code": 500, "message": "database down"}], UpstreamUnavailable, None),
         ([{"code": 403, "message": "not your ad"}], UpstreamRejected, 403),
         (["something went wrong"], UpstreamRejected, None),
@@ -388,6 +390,61 @@ async def test_result_false_fails_the_whole_call(
     for error in errors:
         text = error if isinstance(error, str) else error["message"]
         assert text not in str(caught.value), "upstream text stays out of the message"
+
+
+@pytest.mark.parametrize("style", ["object", "string"])
+async def test_result_false_naming_missing_ads_asks_once_more_for_the_rest(
+    simulator: RunningSimulator, legacy: LegacyClient, style: Any
+) -> None:
+    state = simulator.sim.state
+    state.legacy_missing_ads = "refuse"
+    state.legacy_error_style = style
+    ids = install(simulator, 90020, 4)
+    batch = await legacy.ads_status(90020, [ids[0], 777_777, *ids[1:], 888_888])
+    assert set(batch.found) == set(ids)
+    assert batch.missing == frozenset({777_777, 888_888})
+    first, second = (request.body["adId"] for request in posts(simulator))
+    assert first == [ids[0], 777_777, *ids[1:], 888_888]
+    assert second == ids
+
+
+async def test_missing_ads_cost_one_extra_call_per_chunk(
+    simulator: RunningSimulator, session: aiohttp.ClientSession
+) -> None:
+    simulator.sim.state.legacy_missing_ads = "refuse"
+    ids = install(simulator, 90021, 6)
+    legacy = legacy_client(simulator, session, max_batch=4)
+    batch = await legacy.ads_status(90021, [*ids[:3], 777_777, *ids[3:], 888_888])
+    assert set(batch.found) == set(ids)
+    assert batch.missing == frozenset({777_777, 888_888})
+    assert simulator.sim.state.calls("legacy", "status_post") == 4
+
+
+async def test_only_missing_ads_cost_one_call(
+    simulator: RunningSimulator, legacy: LegacyClient
+) -> None:
+    simulator.sim.state.legacy_missing_ads = "refuse"
+    install(simulator, 90022, 1)
+    batch = await legacy.ads_status(90022, [777_777, 888_888])
+    assert (batch.found, batch.missing) == ({}, frozenset({777_777, 888_888}))
+    assert simulator.sim.state.calls("legacy") == 1
+
+
+async def test_a_second_refusal_fails_the_chunk(fake: Any) -> None:
+    named = iter([[{"code": 404, "message": "Advertisement 1 not found for user 7"}],
+                  ["Advertisement 2 not found for user 7"]])  # fmt: skip
+    client, calls = await fake(lambda body: {"result": False, "errors": next(named), "data": []})
+    with pytest.raises(UpstreamUnavailable, match="refused again"):
+        await client.ads_status(7, [1, 2, 3])
+    assert [body["adId"] for body in calls.bodies] == [[1, 2, 3], [2, 3]]
+
+
+async def test_a_refusal_naming_an_ad_and_something_else_fails_the_whole_call(fake: Any) -> None:
+    errors = [{"code": 404, "message": "Advertisement 1 not found"}, {"code": 500, "message": "x"}]
+    client, calls = await fake(lambda body: {"result": False, "errors": errors, "data": []})
+    with pytest.raises(UpstreamUnavailable):
+        await client.ads_status(7, [1, 2])
+    assert len(calls.bodies) == 1
 
 
 @pytest.mark.parametrize("body", [[], "OK", {"errors": [], "data": []}, None])

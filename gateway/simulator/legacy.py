@@ -6,7 +6,9 @@ a bad key, `{"code", "message"}` errors, the totals shape). Also chosen here:
 - an unknown user is 404 `result:false`, on GET and POST alike; an unknown ad on GET is 404;
 - POST answers the found ads in the order asked (a repeated adId once), `itemsPerPage`
   defaults to 1000 (the documented maximum; above it is 400) and `page` to 1; ads not found
-  are named in `errors` on every page while `result` stays true;
+  are named in `errors` on every page while `result` stays true (with
+  `State.legacy_missing_ads = "refuse"` such a request answers `result:false`, HTTP 200,
+  naming only the missing ads, as UPSTREAMS.md 2.2's example does);
 - ids must be JSON integers (numeric strings are 400), as the documentation types them;
 - a quarter of the distinct requests (a hash of path and body) render errors as plain strings
   (`State.legacy_error_style` forces one form);
@@ -74,6 +76,8 @@ async def status_post(call: Call) -> web.StreamResponse:
         await asyncio.sleep(call.state.force_delay_s)
     found = [ads[a] for a in ad_ids if a in ads]
     errors = [call.legacy_error_entry(404, _not_found(user_id, a)) for a in ad_ids if a not in ads]
+    if errors and call.state.legacy_missing_ads == "refuse":
+        return web.json_response({"result": False, "errors": errors, "data": []})
     start = (page - 1) * per_page
     return _envelope(found[start : start + per_page], errors)
 

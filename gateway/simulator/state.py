@@ -34,6 +34,7 @@ from .vocabulary import (
 )
 
 LegacyErrorStyle = Literal["mixed", "object", "string"]
+LegacyMissingAds = Literal["errors", "refuse"]
 _MAX_TOKENS = 10_000
 
 
@@ -118,6 +119,9 @@ class State:
         self.webhook_timeout_s = 5.0
         self.force_delay_s = 0.1  # `force=true` asks the portal live, so it is slower
         self.legacy_error_style: LegacyErrorStyle = "mixed"
+        # "refuse": a POST naming an unknown ad answers `result:false`, naming the missing
+        # ads, instead of `result:true` with the found ones (both are seen upstream).
+        self.legacy_missing_ads: LegacyMissingAds = "errors"
         self._clock = clock
         self._counters: Counter[tuple[str, str]] = Counter()
         self._faults = FaultBook()

@@ -7,6 +7,10 @@ other dates are Europe/Amsterdam local time, `features: false` is empty, every p
 feature field is optional, numeric strings are ints and `false`/`""`/`0` ids are None.
 The key travels in the `Authentication` header (not `Authorization`). Depends on `_http`
 and the domain models; catches no aiohttp exception.
+
+A batch answered with `result:false` whose errors all name ads that were not found is not
+a failure of the whole batch: those ads are missing, and the chunk is asked once more
+without them (one extra call per chunk at most). Any other `result:false` fails the call.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -57,6 +61,8 @@ AMSTERDAM: Final = ZoneInfo("Europe/Amsterdam")
 _NOT_SET: Final = "0000-00-00"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$")
 _TRUE_STRINGS: Final = frozenset({"1", "true", "yes"})
+# "Advertisement 659599 not found for user 12311" (UPSTREAMS 2.2), also as "ad 659599".
+_NAMED_AD = re.compile(r"(?:advertisement|\bad(?:id)?)\D{0,3}?(\d+)", re.IGNORECASE)
 
 
 # --- parsing --------------------------------------------------------------------------
@@ -227,8 +233,32 @@ def _error_code(item: object) -> int | None:
     return _int(item.get("code")) if isinstance(item, dict) else None
 
 
-def _envelope(body: Any, endpoint: str) -> tuple[object, list[object]]:
-    """`(data, errors)` of a successful envelope; a refusal raises the matching error."""
+class _MissingAds(Exception):
+    """`result:false` whose every error names an ad of the request that was not found."""
+
+    def __init__(self, error: UpstreamError, ad_ids: frozenset[int]) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.ad_ids = ad_ids
+
+
+def _missing_ad(item: object, asked: Collection[int]) -> int | None:
+    """The ad an error entry reports as not found, when it is one of `asked`."""
+    if _error_code(item) not in (None, 404):
+        return None
+    ad_id = _id(item.get("adId")) if isinstance(item, dict) else None
+    if ad_id is None:
+        text = _error_text(item)
+        match = _NAMED_AD.search(text)
+        if match is None or "not found" not in text.lower():
+            return None
+        ad_id = int(match[1])
+    return ad_id if ad_id in asked else None
+
+
+def _envelope(body: Any, endpoint: str, asked: Collection[int] = ()) -> tuple[object, list[object]]:
+    """`(data, errors)` of a successful envelope; a refusal raises the matching error, or
+    `_MissingAds` when all it says is that some of the `asked` ads do not exist."""
     label = f"{UPSTREAM} {endpoint}"
     if not isinstance(body, dict):
         raise UpstreamUnavailable(f"{label}: malformed response (no envelope)", upstream=UPSTREAM)
@@ -240,7 +270,11 @@ def _envelope(body: Any, endpoint: str) -> tuple[object, list[object]]:
         raise UpstreamUnavailable(f"{label}: malformed response (no result)", upstream=UPSTREAM)
     if not _flag(body.get("result")):
         log.debug("%s: result false: %s", label, "; ".join(map(_error_text, error_items)))
-        raise _refusal(label, [_error_code(item) for item in error_items])
+        refusal = _refusal(label, [_error_code(item) for item in error_items])
+        named = [_missing_ad(item, asked) for item in error_items]
+        if named and None not in named:
+            raise _MissingAds(refusal, frozenset(ad_id for ad_id in named if ad_id is not None))
+        raise refusal
     if error_items:
         log.debug("%s: errors: %s", label, "; ".join(map(_error_text, error_items)))
     return body.get("data"), error_items
@@ -249,10 +283,11 @@ def _envelope(body: Any, endpoint: str) -> tuple[object, list[object]]:
 def _refusal(label: str, codes: list[int | None]) -> UpstreamError:
     """The error for `result:false` with a 2xx status, chosen from the `errors` codes."""
     message = f"{label}: the upstream refused the request (result false)"
-    if 404 in codes:
-        return UpstreamNotFound(message, upstream=UPSTREAM, status=404)
+    # A server error says more about the call than any ad it names as not found.
     if any(code is not None and code >= 500 for code in codes):
         return UpstreamUnavailable(message, upstream=UPSTREAM)
+    if 404 in codes:
+        return UpstreamNotFound(message, upstream=UPSTREAM, status=404)
     status = next((code for code in codes if code is not None and 400 <= code < 500), None)
     return UpstreamRejected(message, upstream=UPSTREAM, status=status)
 
@@ -343,7 +378,8 @@ class LegacyClient:
 
         Duplicates are dropped; ids go in chunks of at most `max_batch` (and 1000), sent in
         parallel; a chunk whose ads all come back on its first page costs exactly one call.
-        Any refused chunk fails the whole call.
+        A chunk refused only for naming missing ads is asked once more without them; any
+        other refusal fails the whole call, and so does a second one (`UpstreamUnavailable`).
         """
         user_id = _positive_int(user_id, "userId")
         unique = list(dict.fromkeys(_positive_int(ad_id, "adId") for ad_id in ad_ids))
@@ -370,12 +406,39 @@ class LegacyClient:
     async def _chunk(
         self, user_id: int, ad_ids: Sequence[int], *, force: bool
     ) -> dict[int, LegacyAdStatus]:
+        """One chunk; ads the upstream refused as missing are left out of the answer."""
+        deadline = self._deadline(force)
+        try:
+            return await self._pages(user_id, ad_ids, force=force, deadline=deadline)
+        except _MissingAds as missing:
+            rest = [ad_id for ad_id in ad_ids if ad_id not in missing.ad_ids]
+            log.info(
+                "%s status_post: user %d has no ads %s; asking once more for the other %d",
+                UPSTREAM,
+                user_id,
+                sorted(missing.ad_ids),
+                len(rest),
+            )
+        if not rest:
+            return {}
+        try:
+            return await self._pages(user_id, rest, force=force, deadline=deadline)
+        except _MissingAds:
+            # Bounded: one extra call per chunk. The other ads exist but went unanswered,
+            # so this is the upstream failing, not those ads missing.
+            raise UpstreamUnavailable(
+                f"{UPSTREAM} status_post: refused again after leaving out the missing ads",
+                upstream=UPSTREAM,
+            ) from None
+
+    async def _pages(
+        self, user_id: int, ad_ids: Sequence[int], *, force: bool, deadline: Deadline
+    ) -> dict[int, LegacyAdStatus]:
         """One chunk, paged until every id is seen, a page is short, or a page adds nothing."""
         url = yarl.URL(f"{self._base}/status/", encoded=True)
         wanted = set(ad_ids)
         per_page = min(len(ad_ids), MAX_ITEMS_PER_PAGE)
         found: dict[int, LegacyAdStatus] = {}
-        deadline = self._deadline(force)
         for page in range(1, _MAX_PAGES_PER_CHUNK + 1):
             body = await request(
                 self._session,
@@ -394,7 +457,7 @@ class LegacyClient:
                 },
                 retry=True,
             )
-            data, _ = _envelope(body, "status_post")
+            data, _ = _envelope(body, "status_post", wanted)
             ads, count = _ads(user_id, data)
             new = [ad for ad in ads if ad.ad_id in wanted and ad.ad_id not in found]
             found.update((ad.ad_id, ad) for ad in new)
