@@ -10,13 +10,22 @@ from gateway.histories import MAX_PAGE_SIZE
 from gateway.models import ListingRef
 
 DEFAULT_PAGE_SIZE = 20
+# V3 ids are UUIDs; anything this long or unprintable cannot be one and is not sent upstream.
+MAX_ID_CHARS = 256
+
+
+def check_id(value: str, what: str) -> None:
+    if not value.strip():
+        raise InvalidInput(f"{what} must not be empty")
+    if len(value) > MAX_ID_CHARS or not value.isprintable():
+        raise InvalidInput(f"{what} must be printable and at most {MAX_ID_CHARS} characters")
 
 
 def check_ref(ref: ListingRef) -> None:
     if ref.classified_id is None and ref.legacy is None:
         raise InvalidInput("a ListingRef needs classifiedId, legacy, or both")
-    if ref.classified_id is not None and not ref.classified_id.strip():
-        raise InvalidInput("classifiedId must not be empty")
+    if ref.classified_id is not None:
+        check_id(ref.classified_id, "classifiedId")
     if ref.legacy is not None and (ref.legacy.user_id <= 0 or ref.legacy.ad_id <= 0):
         raise InvalidInput("legacy userId and adId must be positive")
 

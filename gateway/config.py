@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_query_depth: int = Field(default=20, ge=1)
     max_aliases: int = Field(default=200, ge=1)
+    # Hardening (README "Security"): request-shape limits checked before any parsing.
+    max_variable_depth: int = Field(default=16, ge=1, le=512)
 
     @field_validator("client_tokens", mode="before")
     @classmethod
@@ -145,6 +147,16 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{PREFIX}{name.upper()} is required (GATEWAY_V3_AUTH={self.v3_auth.value})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _check_client_tokens(self) -> Settings:
+        # In passthrough mode the caller's Authorization is the V3 token: it cannot also be
+        # one of ours, and V3 is the judge of it.
+        if self.client_tokens and self.v3_auth is V3AuthMode.PASSTHROUGH:
+            raise ValueError(
+                f"{PREFIX}CLIENT_TOKENS cannot be used with GATEWAY_V3_AUTH=passthrough"
+            )
         return self
 
 

@@ -84,7 +84,9 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_runtime(settings) as runtime:
             app.state.runtime = runtime
-            holder["graphql"] = GatewayGraphQL(schema, runtime.service)
+            holder["graphql"] = GatewayGraphQL(
+                schema, runtime.service, max_variable_depth=settings.max_variable_depth
+            )
             yield
 
     async def healthz(request: Request) -> Response:

@@ -32,7 +32,7 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
 
 from gateway import ids
-from gateway.checks import DEFAULT_PAGE_SIZE, check_page_args, check_ref, check_refs
+from gateway.checks import DEFAULT_PAGE_SIZE, check_id, check_page_args, check_ref, check_refs
 from gateway.errors import InvalidInput
 from gateway.graphql.inputs import ref_from_arguments
 
@@ -56,12 +56,17 @@ def _check_page(args: dict[str, Any], _max: int) -> None:
     check_page_args(DEFAULT_PAGE_SIZE if first is None else first, args.get("after"))
 
 
+def _check_media(args: dict[str, Any], _max: int) -> None:
+    check_id(str(args["mediaId"]), "mediaId")
+
+
 CHECKS: dict[str, Check] = {
     "Query.listing": _check_listing,
     "Query.listings": _check_listings,
     "Query.node": _check_node,
     "Mutation.refreshListing": _check_listing,
     "Classified.statuses": _check_page,
+    "Classified.media": _check_media,
     "Media.statuses": _check_page,
 }
 

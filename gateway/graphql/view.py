@@ -6,6 +6,8 @@ the GraphQL-over-HTTP spec where plain strawberry does not.
   400 without `data`; plain `application/json` callers get 200 with `errors`.
 - A mutation sent over GET answers 405, not 400.
 - Responses are serialised with orjson.
+- A malformed request (not UTF-8 JSON, not one object, wrong content type, variables nested
+  too deep) is refused by `gateway.graphql.request` with a 4xx and a coded GraphQL error.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET
 
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.errors import translate
+from gateway.graphql.request import RequestRefused, check_content_type, check_params, decode_json
 from gateway.models import Caller
 from gateway.service import ListingService
 
@@ -45,9 +49,41 @@ def _wants_graphql_response(request: Request) -> bool:
 
 
 class GatewayGraphQL(GraphQL[GatewayContext, None]):
-    def __init__(self, schema: Any, service: ListingService, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        schema: Any,
+        service: ListingService,
+        *,
+        max_variable_depth: int = 16,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(schema, **kwargs)
         self.service = service
+        self.max_variable_depth = max_variable_depth
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        try:
+            return await super().run(request, context, root_value)
+        except RequestRefused as refused:
+            return refusal_response(request, refused)
+
+    def decode_json(self, data: str | bytes) -> object:
+        return decode_json(data)
+
+    async def parse_http_body(self, request: Any) -> GraphQLRequestData:
+        if request.method == "GET":
+            data: object = self.parse_query_params(request.query_params)
+        else:
+            check_content_type(request.content_type)
+            data = self.decode_json(await request.get_body())
+        params = check_params(data, max_depth=self.max_variable_depth)
+        return GraphQLRequestData(
+            query=params.get("query"),
+            variables=params.get("variables"),
+            operation_name=params.get("operationName"),
+            extensions=params.get("extensions"),
+            protocol="http",
+        )
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -119,6 +155,20 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         # Used for WebSocket messages: bytes would go out as binary frames, which the
         # GraphQL-over-WebSocket protocols do not allow and browser clients cannot parse.
         return orjson.dumps(data).decode()
+
+
+def refusal_response(request: Request, refused: RequestRefused) -> Response:
+    """The answer to a request refused before execution, in the media type it accepts."""
+    graphql_response = _wants_graphql_response(request)
+    status = refused.status
+    if status == 200 and graphql_response:
+        status = 400
+    return Response(
+        orjson.dumps(refused.body()),
+        status_code=status,
+        media_type=GRAPHQL_RESPONSE if graphql_response else "application/json",
+        headers=refused.headers,
+    )
 
 
 def _is_request_error(result: ExecutionResult) -> bool:

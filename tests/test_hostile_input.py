@@ -1,0 +1,399 @@
+"""Hostile input on `/graphql`: every malformed request is a 4xx or a GraphQL error, never a
+5xx or a hang, and an id reaches V3 only percent-encoded, as one path segment."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from hostile import SpiedSimulator, decoded_ids, unencoded_paths
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.demo import demo_settings
+from gateway.simulator import RunningSimulator
+from gateway.web import create_app
+
+from gateway_harness import RunningGateway, run_gateway
+
+JSON = "application/json"
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+
+LISTING = "query($ref: ListingRef!) { listing(ref: $ref) { id state classified { latestStatus { status } } } }"
+MEDIA = (
+    "query($ref: ListingRef!, $media: ID!) { listing(ref: $ref) "
+    "{ classified { media(mediaId: $media) { latestStatus { status } } } } }"
+)
+LISTINGS = "query($refs: [ListingRef!]!) { listings(refs: $refs) { id state } }"
+NODE = "query($id: ID!) { node(id: $id) { id } }"
+
+# Ids that try to leave their path segment, plus the odd and the enormous.
+PATH_TRICKS = [
+    "..",
+    ".",
+    "../../v3/webhooks",
+    "a/b",
+    "a?b=c#d",
+    "%2F",
+    "%2e%2e",
+    "a%00b",
+    "\\..\\x",
+    "x" * 300,
+    "\u202eevil",
+    "ünïcødé",
+    "a b",
+    ";x=1",
+]
+
+
+@dataclass
+class InProcess:
+    """The gateway app served in-process (httpx ASGITransport) against a spied simulator."""
+
+    client: httpx.AsyncClient
+    sim: SpiedSimulator
+    sent_ids: set[str] = field(default_factory=set)
+
+
+async def _start(stack: AsyncExitStack) -> InProcess:
+    sim = SpiedSimulator()
+    running: RunningSimulator = await stack.enter_async_context(sim.serve())
+    app = create_app(demo_settings(running))
+    await stack.enter_async_context(app.router.lifespan_context(app))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    client = await stack.enter_async_context(
+        httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=30)
+    )
+    return InProcess(client=client, sim=sim)
+
+
+@pytest.fixture
+async def inproc() -> AsyncIterator[InProcess]:
+    async with AsyncExitStack() as stack:
+        yield await _start(stack)
+
+
+# --- one case at a time ---------------------------------------------------------------------
+
+CASES: list[tuple[str, dict[str, Any], int]] = [
+    ("invalid JSON", {"content": b'{"query":', "headers": {"content-type": JSON}}, 400),
+    ("invalid UTF-8", {"content": b'{"query":"{ \xff }"}', "headers": {"content-type": JSON}}, 400),
+    (
+        "lone surrogate",
+        {
+            "content": b'{"query":"{ __typename }","variables":{"a":"\\udfff"}}',
+            "headers": {"content-type": JSON},
+        },
+        400,
+    ),
+    ("no content type", {"content": b'{"query":"{ __typename }"}'}, 415),
+    ("text/plain", {"content": b"{ __typename }", "headers": {"content-type": "text/plain"}}, 415),
+    (
+        "latin-1 charset",
+        {
+            "content": b'{"query":"{ __typename }"}',
+            "headers": {"content-type": "application/json; charset=latin-1"},
+        },
+        415,
+    ),
+    ("batched array", {"json": [{"query": "{ __typename }"}]}, 400),
+    ("a string body", {"json": "{ __typename }"}, 400),
+    ("a number body", {"json": 3}, 400),
+    ("no query", {"json": {"variables": {}}}, 400),
+    ("query not a string", {"json": {"query": 3}}, 400),
+    ("operationName not a string", {"json": {"query": "{ __typename }", "operationName": []}}, 400),
+    ("variables a list", {"json": {"query": "{ __typename }", "variables": [1]}}, 400),
+    ("variables a string", {"json": {"query": "{ __typename }", "variables": "{}"}}, 400),
+    ("extensions a list", {"json": {"query": "{ __typename }", "extensions": [1]}}, 400),
+    (
+        "variables nested too deep",
+        {
+            "json": {
+                "query": "{ __typename }",
+                "variables": {"a": [[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]},
+            }
+        },
+        400,
+    ),
+    (
+        "JSON nested past the parser's limit",
+        {
+            "content": b'{"query":"{ __typename }","variables":{"a":'
+            + b"[" * 5000
+            + b"]" * 5000
+            + b"}}",
+            "headers": {"content-type": JSON},
+        },
+        400,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "request_kwargs", "status"), CASES, ids=[c[0] for c in CASES])
+async def test_malformed_requests_are_refused_with_a_coded_error(
+    inproc: InProcess, name: str, request_kwargs: dict[str, Any], status: int
+) -> None:
+    response = await inproc.client.post("/graphql", **request_kwargs)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(JSON)
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert inproc.sim.raw_paths == [], "nothing may reach an upstream"
+
+
+async def test_refusals_use_the_graphql_response_media_type_when_accepted(
+    inproc: InProcess,
+) -> None:
+    response = await inproc.client.post(
+        "/graphql", json=[{"query": "{ __typename }"}], headers={"accept": GRAPHQL_RESPONSE}
+    )
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith(GRAPHQL_RESPONSE)
+    assert "batched" in response.json()["errors"][0]["message"]
+
+
+async def test_bad_variables_over_get_are_refused(inproc: InProcess) -> None:
+    for variables in ("%ff", "[1]", '"x"'):
+        response = await inproc.client.get(
+            "/graphql", params={"query": "{ __typename }", "variables": variables}
+        )
+        assert response.status_code == 400, (variables, response.text)
+        assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+@pytest.mark.parametrize("bad_id", ["", " ", "x" * 257, "a\x00b", "line\nbreak"])
+async def test_ids_that_cannot_be_v3_ids_are_refused_before_any_upstream_call(
+    inproc: InProcess, bad_id: str
+) -> None:
+    for query, variables in (
+        (LISTING, {"ref": {"classifiedId": bad_id}}),
+        (MEDIA, {"ref": {"classifiedId": "c-1"}, "media": bad_id}),
+    ):
+        response = await inproc.client.post(
+            "/graphql", json={"query": query, "variables": variables}
+        )
+        body = response.json()
+        assert response.status_code == 200, body
+        assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body
+    assert inproc.sim.raw_paths == []
+
+
+async def test_path_characters_in_ids_reach_v3_percent_encoded(inproc: InProcess) -> None:
+    for trick in PATH_TRICKS[:9]:
+        response = await inproc.client.post(
+            "/graphql",
+            json={"query": MEDIA, "variables": {"ref": {"classifiedId": trick}, "media": trick}},
+        )
+        assert response.status_code == 200, response.text
+    v3_paths = [p for p in inproc.sim.raw_paths if p.startswith("/v3/")]
+    assert unencoded_paths(inproc.sim.raw_paths) == []
+    assert decoded_ids(v3_paths) == set(PATH_TRICKS[:9])
+    assert "/v3/classifieds/..%2F..%2Fv3%2Fwebhooks/statuses" in {
+        p.replace("/media/..%2F..%2Fv3%2Fwebhooks", "") for p in v3_paths
+    }
+    assert "/v3/classifieds/%2E%2E/media/%2E%2E/statuses" in v3_paths
+
+
+# --- a thousand generated hostile requests, in-process ----------------------------------------
+
+
+@pytest.fixture
+def loop_gateway() -> Iterator[tuple[asyncio.AbstractEventLoop, InProcess]]:
+    """The in-process gateway on a private event loop, for a synchronous hypothesis test."""
+    loop = asyncio.new_event_loop()
+    stack = AsyncExitStack()
+    try:
+        gateway = loop.run_until_complete(_start(stack))
+        yield loop, gateway
+    finally:
+        loop.run_until_complete(stack.aclose())
+        loop.close()
+
+
+ids = st.one_of(st.sampled_from(PATH_TRICKS), st.text(max_size=24))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@st.composite
+def graphql_payloads(draw: st.DrawFn) -> dict[str, Any]:
+    kind = draw(st.sampled_from(["listing", "media", "listings", "node", "free"]))
+    ref = {"classifiedId": draw(ids)}
+    if draw(st.booleans()):
+        ref["legacy"] = {"userId": draw(st.integers()), "adId": draw(st.integers())}
+    payload: dict[str, Any]
+    if kind == "listing":
+        payload = {"query": LISTING, "variables": {"ref": ref}}
+    elif kind == "media":
+        payload = {"query": MEDIA, "variables": {"ref": ref, "media": draw(ids)}}
+    elif kind == "listings":
+        payload = {"query": LISTINGS, "variables": {"refs": [ref] * draw(st.integers(0, 3))}}
+    elif kind == "node":
+        payload = {"query": NODE, "variables": {"id": draw(ids)}}
+    else:
+        payload = {"query": draw(st.text(max_size=60)), "variables": draw(json_values)}
+    for key in ("operationName", "extensions"):
+        if draw(st.integers(0, 4)) == 0:
+            payload[key] = draw(json_values)
+    if draw(st.integers(0, 5)) == 0:
+        payload["variables"] = draw(json_values)
+    return payload
+
+
+def _deep(depth: int) -> bytes:
+    return b'{"query":"{ __typename }","variables":{"a":' + b"[" * depth + b"]" * depth + b"}}"
+
+
+def _dumps(value: Any) -> bytes:
+    # The standard library writes integers of any size, which hostile bodies contain.
+    return json.dumps(value).encode()
+
+
+bodies = st.one_of(
+    graphql_payloads().map(_dumps),
+    graphql_payloads().map(_dumps),
+    graphql_payloads().map(_dumps),
+    st.lists(graphql_payloads(), max_size=3).map(_dumps),
+    json_values.map(_dumps),
+    st.binary(max_size=64),
+    graphql_payloads().map(lambda p: _dumps(p)[: len(_dumps(p)) // 2]),
+    st.integers(1, 3000).map(_deep),
+)
+header_bytes = st.binary(max_size=40).map(
+    lambda b: b.replace(b"\r", b"").replace(b"\n", b"").replace(b"\x00", b"")
+)
+content_types = st.one_of(
+    st.sampled_from(
+        [
+            JSON,
+            JSON,
+            JSON,
+            "application/json; charset=utf-8",
+            "application/json; charset=latin-1",
+            GRAPHQL_RESPONSE,
+            "text/plain",
+            "application/graphql",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ]
+    ),
+    header_bytes,
+)
+
+
+@st.composite
+def hostile_requests(draw: st.DrawFn) -> httpx.Request:
+    headers: dict[str, str | bytes] = {
+        "accept": draw(
+            st.sampled_from([JSON, GRAPHQL_RESPONSE, "*/*", f"{GRAPHQL_RESPONSE}, {JSON}"])
+        )
+    }
+    for name in ("x-intermediary-id", "authorization", "traceparent"):
+        if draw(st.integers(0, 3)) == 0:
+            headers[name] = draw(header_bytes)
+    if draw(st.integers(0, 4)) == 0:
+        payload = draw(graphql_payloads())
+        params = {
+            key: value if isinstance(value, str) else json.dumps(value)
+            for key, value in payload.items()
+        }
+        return httpx.Request("GET", "http://gateway/graphql", params=params, headers=headers)
+    headers["content-type"] = draw(content_types)
+    return httpx.Request("POST", "http://gateway/graphql", content=draw(bodies), headers=headers)
+
+
+def _payload_ids(request: httpx.Request) -> set[str]:
+    try:
+        payload = orjson.loads(request.content) if request.method == "POST" else None
+    except orjson.JSONDecodeError:
+        return set()
+    found: set[str] = set()
+    stack: list[Any] = [payload]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            found.add(value)
+    return found
+
+
+@settings(
+    max_examples=1000,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(request=hostile_requests())
+def test_a_thousand_hostile_requests_get_no_5xx_and_no_unencoded_upstream_path(
+    loop_gateway: tuple[asyncio.AbstractEventLoop, InProcess], request: httpx.Request
+) -> None:
+    loop, gateway = loop_gateway
+    before = len(gateway.sim.raw_paths)
+    response = loop.run_until_complete(gateway.client.send(request))
+    assert response.status_code < 500, response.text
+    if response.headers.get("content-type", "").startswith(("application/json", GRAPHQL_RESPONSE)):
+        body = response.json()
+        assert "data" in body or body.get("errors"), body
+        for error in body.get("errors") or ():
+            assert error["extensions"]["code"], error
+    new_paths = gateway.sim.raw_paths[before:]
+    assert unencoded_paths(new_paths) == []
+    if request.method == "POST":
+        assert decoded_ids(new_paths) <= _payload_ids(request)
+
+
+# --- a few over a real socket -------------------------------------------------------------------
+
+
+async def _raw_exchange(url: str, raw: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(raw)
+        await writer.drain()
+        return await reader.readline()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_hostile_requests_over_a_real_socket(simulator: RunningSimulator) -> None:
+    async with run_gateway(simulator) as gw:
+        gateway: RunningGateway = gw
+        for content, content_type in (
+            (b"\xff\xfe\xfd", JSON),
+            (b'[{"query":"{ __typename }"}]', JSON),
+            (b'{"query":"{ __typename }"}', "text/plain"),
+        ):
+            response = await gateway.client.post(
+                "/graphql", content=content, headers={"content-type": content_type}
+            )
+            assert 400 <= response.status_code < 500, response.text
+        for header in (
+            b"X-Intermediary-Id: a\x01b",
+            b"Traceparent: \x7f\x1b[0m",
+            b"Authorization: \x08",
+        ):
+            status_line = await _raw_exchange(
+                gateway.url,
+                b"POST /graphql HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+                + header
+                + b'\r\nContent-Length: 26\r\nConnection: close\r\n\r\n{"query":"{ __typename }"}',
+            )
+            status = int(status_line.split()[1])
+            assert status < 500, status_line
