@@ -12,7 +12,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.client_auth import ClientTokens
 from gateway.config import Settings
+from gateway.graphql.guard import ClientAuthGuard
 from gateway.graphql.schema import build_schema
 from gateway.graphql.view import GatewayGraphQL
 from gateway.runtime import Runtime, open_runtime
@@ -100,7 +102,8 @@ def create_app(settings: Settings) -> Starlette:
             status_code=200 if ready else 503,
         )
 
-    graphql = _LazyGraphQL()
+    # Client tokens guard /graphql only: health, metrics and the webhook receiver stay open.
+    graphql = ClientAuthGuard(_LazyGraphQL(), ClientTokens(settings.client_tokens))
     app = Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),

@@ -1,0 +1,170 @@
+"""GATEWAY_CLIENT_TOKENS: `/graphql` over HTTP and WebSocket needs a client token; health
+stays open; the setting is refused with passthrough; tokens never show in logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from gateway.client_auth import ClientTokens
+from gateway.config import SettingsError, V3AuthMode, load_settings
+from gateway.simulator import RunningSimulator
+
+from gateway_harness import RunningGateway, run_gateway
+
+TOKEN = "client-token-5f2c9a"
+OTHER = "other-token-0b1e"
+QUERY = {"query": "{ __typename }"}
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+
+
+@pytest.fixture
+async def guarded(simulator: RunningSimulator) -> AsyncIterator[RunningGateway]:
+    async with run_gateway(simulator, client_tokens=f"{TOKEN}, {OTHER}") as running:
+        yield running
+
+
+def ws_url(gateway: RunningGateway) -> str:
+    return gateway.url.replace("http://", "ws://") + "/graphql"
+
+
+@pytest.mark.parametrize(
+    ("authorization", "invalid"),
+    [(None, False), ("Bearer wrong", True), (f"Basic {TOKEN}", True), (TOKEN, True)],
+)
+async def test_http_without_a_valid_token_is_401(
+    guarded: RunningGateway, authorization: str | None, invalid: bool
+) -> None:
+    headers = {"authorization": authorization} if authorization else {}
+    for accept in ("application/json", GRAPHQL_RESPONSE):
+        response = await guarded.client.post(
+            "/graphql", json=QUERY, headers={**headers, "accept": accept}
+        )
+        assert response.status_code == 401
+        challenge = response.headers["www-authenticate"]
+        assert challenge.startswith("Bearer ")
+        assert ('error="invalid_token"' in challenge) is invalid
+        assert response.headers["content-type"].startswith(accept)
+        (error,) = response.json()["errors"]
+        assert error["extensions"]["code"] == "UNAUTHENTICATED"
+    response = await guarded.client.get("/graphql", params=QUERY, headers=headers)
+    assert response.status_code == 401
+    assert guarded.calls("v3") + guarded.calls("legacy") + guarded.calls("token") == 0
+
+
+async def test_http_with_any_configured_token_is_served(guarded: RunningGateway) -> None:
+    for token in (TOKEN, OTHER):
+        for method in ("GET", "POST"):
+            response = await guarded.client.request(
+                method,
+                "/graphql",
+                params=QUERY if method == "GET" else None,
+                json=QUERY if method == "POST" else None,
+                headers={"authorization": f"Bearer {token}"},
+            )
+            assert response.status_code == 200, response.text
+            assert response.json() == {"data": {"__typename": "Query"}}
+
+
+async def test_health_and_the_graphiql_page_stay_open(guarded: RunningGateway) -> None:
+    assert (await guarded.client.get("/healthz")).status_code == 200
+    assert (await guarded.client.get("/readyz")).status_code == 200
+    page = await guarded.client.get("/graphql", headers={"accept": "text/html"})
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+
+
+async def _init(gateway: RunningGateway, *, header: str | None, payload: dict[str, str]) -> str:
+    """Opens a graphql-transport-ws socket, sends connection_init; the first answer's type,
+    or `closed <code>`."""
+    extra = {"Authorization": header} if header else None
+    async with websockets.connect(
+        ws_url(gateway), subprotocols=["graphql-transport-ws"], additional_headers=extra
+    ) as socket:
+        await socket.send(json.dumps({"type": "connection_init", "payload": payload}))
+        try:
+            message = json.loads(await socket.recv())
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None
+            return f"closed {closed.rcvd.code}"
+        if message["type"] == "connection_ack":
+            await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": QUERY}))
+            answer = json.loads(await socket.recv())
+            assert answer["payload"] == {"data": {"__typename": "Query"}}
+        return str(message["type"])
+
+
+async def test_websocket_needs_a_token_on_the_upgrade_or_in_connection_init(
+    guarded: RunningGateway,
+) -> None:
+    assert await _init(guarded, header=f"Bearer {TOKEN}", payload={}) == "connection_ack"
+    assert (
+        await _init(guarded, header=None, payload={"authorization": f"Bearer {OTHER}"})
+        == "connection_ack"
+    )
+    assert await _init(guarded, header=None, payload={}) == "closed 4401"
+    assert (
+        await _init(guarded, header=None, payload={"authorization": "Bearer nope"}) == "closed 4401"
+    )
+    assert await _init(guarded, header="Bearer nope", payload={}) == "closed 4401"
+
+
+async def test_a_socket_that_skips_connection_init_is_closed_4401(
+    guarded: RunningGateway,
+) -> None:
+    async with websockets.connect(ws_url(guarded), subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": QUERY}))
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_an_open_gateway_needs_no_token(gateway: RunningGateway) -> None:
+    response = await gateway.client.post("/graphql", json=QUERY)
+    assert response.status_code == 200
+
+
+async def test_tokens_never_reach_the_logs(
+    guarded: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await guarded.client.post("/graphql", json=QUERY, headers={"authorization": "Bearer wrong"})
+    await guarded.client.post(
+        "/graphql",
+        json={"query": "{ listingz }"},
+        headers={"authorization": f"Bearer {TOKEN}"},
+    )
+    assert TOKEN not in caplog.text
+    assert "wrong" not in caplog.text
+    assert TOKEN not in repr(ClientTokens([TOKEN]))
+
+
+def test_tokens_compare_whole_and_exact() -> None:
+    tokens = ClientTokens([TOKEN, OTHER])
+    assert tokens.allows(f"Bearer {TOKEN}")
+    assert tokens.allows(f"bearer  {OTHER} ")
+    assert not tokens.allows(f"Bearer {TOKEN}x")
+    assert not tokens.allows(f"Bearer {TOKEN[:-1]}")
+    assert not tokens.allows("Bearer ")
+    assert not tokens.allows(None)
+    assert ClientTokens([]).allows(None)
+
+
+def test_client_tokens_are_refused_with_passthrough() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            v3_url="http://127.0.0.1:1",
+            legacy_url="http://127.0.0.1:1",
+            legacy_api_key="k",
+            v3_auth=V3AuthMode.PASSTHROUGH,
+            client_tokens=TOKEN,
+        )
+    message = str(caught.value)
+    assert message.startswith("GATEWAY_CLIENT_TOKENS")
+    assert "passthrough" in message
+    assert TOKEN not in message
