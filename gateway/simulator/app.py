@@ -75,6 +75,7 @@ class Simulator:
         """A new Application over this simulator's state (serve one at a time)."""
         app = web.Application(middlewares=[_json_not_found])
         app[STATE_KEY] = self.state
+        app[controls.MOVER_KEY] = self.mover
         app.add_routes(v3.routes)
         app.add_routes(legacy.routes)
         app.add_routes(controls.routes)

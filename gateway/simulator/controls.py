@@ -1,7 +1,7 @@
 """The `/_sim` control routes: JSON, no auth, for the demo and for curl.
 
-They inspect the catalog and counters, inject faults and latency, revoke tokens and append
-statuses (which fires webhooks). Errors answer 400/404 with `{"error": "<reason>"}`. Header
+They inspect the catalog and counters, inject faults and latency, revoke tokens, append
+statuses and move the demo's listings one step (both fire webhooks). Errors answer 400/404 with `{"error": "<reason>"}`. Header
 and token values never appear in these answers, and webhook URLs show only their origin: a
 subscriber's path may hold its secret.
 """
@@ -17,12 +17,14 @@ from yarl import URL
 
 from .faults import Fault
 from .lifecycle import verb_of
+from .mover import Mover
 from .pipeline import STATE_KEY
 from .records import JsonDict, format_status_date
 from .state import DeliveryResult, State
 from .vocabulary import classified_message, sub_status_for
 
 PREFIX = "/_sim"
+MOVER_KEY = web.AppKey("simulator_mover", Mover)
 
 routes = web.RouteTableDef()
 
@@ -178,6 +180,13 @@ async def append_status(request: web.Request) -> web.StreamResponse:
     item.update(body)
     deliveries = await state.append_status(classified_id, item)
     return web.json_response({"item": item, "deliveries": [_delivery(d) for d in deliveries]})
+
+
+@routes.post(PREFIX + "/move")
+async def move(request: web.Request) -> web.StreamResponse:
+    """Advance a few listings one step now, as the demo's mover does on its timer."""
+    deliveries = await request.app[MOVER_KEY].tick()
+    return web.json_response({"deliveries": [_delivery(d) for d in deliveries]})
 
 
 def _masked(url: str) -> str:
