@@ -84,6 +84,9 @@ class Settings(BaseSettings):
 
     # Live status: the webhook receiver and the event bus behind subscriptions.
     event_queue_size: int = Field(default=256, ge=1, le=100_000)
+    webhook_subscribe: bool = False
+    webhook_max_body_bytes: int = Field(default=64 * 1024, ge=256, le=1024 * 1024)
+    webhook_dedup_window: int = Field(default=10_000, ge=1, le=1_000_000)
 
     host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
@@ -147,6 +150,8 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{PREFIX}{name.upper()} is required (GATEWAY_V3_AUTH={self.v3_auth.value})"
                 )
+        if self.webhook_subscribe and not self.public_url:
+            raise ValueError(f"{PREFIX}PUBLIC_URL is required (GATEWAY_WEBHOOK_SUBSCRIBE=true)")
         return self
 
     @model_validator(mode="after")

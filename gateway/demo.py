@@ -63,6 +63,18 @@ def demo_query(catalog: Catalog) -> str:
     )
 
 
+DEMO_SUBSCRIPTION = """\
+subscription Live {
+  classifiedStatusChanged {
+    classifiedId
+    receivedAt
+    status { status subStatus message date }
+    listing { state portals { portal state since } }
+  }
+}
+"""
+
+
 def demo_settings(running: RunningSimulator, **overrides: Any) -> Settings:
     """Settings that point the gateway at a running simulator, in `oauth` mode."""
     values: dict[str, Any] = {
@@ -98,7 +110,17 @@ async def run_demo(
     print("Starting the upstream simulator…", file=out, flush=True)
     async with simulator.serve(host="127.0.0.1", port=sim_port) as running:
         print(f"  simulator: {running.base_url} (V3 and legacy APIs)", file=out, flush=True)
-        settings = demo_settings(running, host=host, http_port=port)
+        bound = listener.getsockname()[1]
+        # The simulator posts its webhooks to this gateway's own receiver.
+        own_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        own_host = f"[{own_host}]" if ":" in own_host else own_host
+        settings = demo_settings(
+            running,
+            host=host,
+            http_port=bound,
+            public_url=f"http://{own_host}:{bound}",
+            webhook_subscribe=True,
+        )
         server = _Server(
             uvicorn.Config(
                 create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
@@ -114,8 +136,14 @@ async def run_demo(
         if serving.done():
             await serving  # re-raise why it could not start
             raise DemoError("the gateway did not start")
-        url = f"http://{host}:{listener.getsockname()[1]}/graphql"
+        url = f"http://{host}:{bound}/graphql"
         print(f"Gateway ready. GraphiQL: {url}", file=out)
+        print(
+            f"Live status: the simulator posts every new status of {DEMO_TENANT} to the gateway;"
+            " watch them with this subscription:\n",
+            file=out,
+        )
+        print(DEMO_SUBSCRIPTION, file=out)
         print("Paste this query into GraphiQL:\n", file=out)
         print(demo_query(simulator.data), file=out)
         print("Press Ctrl-C to stop.", file=out, flush=True)

@@ -6,6 +6,7 @@ same sessions, cache and loaders.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,9 +14,14 @@ from typing import Any
 
 from gateway.cache import PageCache
 from gateway.config import Settings
+from gateway.errors import GatewayError
 from gateway.events import EventBus, LocalEventBus
+from gateway.models import Caller
 from gateway.service import ListingService
 from gateway.upstreams import Upstreams, open_upstreams
+from gateway.webhooks import Webhooks
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +29,7 @@ class Runtime:
     service: ListingService
     upstreams: Upstreams
     events: EventBus
+    webhooks: Webhooks
 
     @property
     def ready(self) -> bool:
@@ -44,4 +51,38 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             max_listings=settings.max_listings,
         )
         events = LocalEventBus(max_queue=settings.event_queue_size)
-        yield Runtime(service, upstreams, events)
+        webhooks = Webhooks(
+            v3=upstreams.v3,
+            service=service,
+            events=events,
+            public_url=settings.public_url,
+            secret=settings.webhook_secret.get_secret_value(),
+            dedup_window=settings.webhook_dedup_window,
+        )
+        subscribed = settings.webhook_subscribe and await _subscribe(webhooks)
+        try:
+            yield Runtime(service, upstreams, events, webhooks)
+        finally:
+            if subscribed:
+                await _unsubscribe(webhooks)
+
+
+async def _subscribe(webhooks: Webhooks) -> bool:
+    # A V3 that cannot take the subscription now must not stop the gateway from serving
+    # queries; the mutation can subscribe later.
+    try:
+        registration = await webhooks.subscribe_at_start()
+    except GatewayError as exc:
+        log.warning("could not subscribe to V3 status callbacks at start: %s", exc.message)
+        return False
+    log.info("subscribed %s to V3 status callbacks", registration.url)
+    return True
+
+
+async def _unsubscribe(webhooks: Webhooks) -> None:
+    try:
+        await webhooks.unsubscribe(Caller())
+    except GatewayError as exc:
+        log.warning("could not unsubscribe from V3 status callbacks: %s", exc.message)
+    else:
+        log.info("unsubscribed from V3 status callbacks")

@@ -17,6 +17,7 @@ from gateway.config import Settings
 from gateway.graphql.guard import ClientAuthGuard
 from gateway.graphql.schema import build_schema
 from gateway.graphql.view import GatewayGraphQL
+from gateway.receiver import receiver_route
 from gateway.runtime import Runtime, open_runtime
 
 
@@ -87,7 +88,11 @@ def create_app(settings: Settings) -> Starlette:
         async with open_runtime(settings) as runtime:
             app.state.runtime = runtime
             holder["graphql"] = GatewayGraphQL(
-                schema, runtime.service, max_variable_depth=settings.max_variable_depth
+                schema,
+                runtime.service,
+                events=runtime.events,
+                webhooks=runtime.webhooks,
+                max_variable_depth=settings.max_variable_depth,
             )
             yield
 
@@ -110,6 +115,7 @@ def create_app(settings: Settings) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            receiver_route(max_body_bytes=settings.webhook_max_body_bytes),
         ],
         lifespan=lifespan,
     )

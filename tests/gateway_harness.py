@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -47,12 +49,12 @@ class RunningGateway:
 
 
 @asynccontextmanager
-async def serve_app(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app with uvicorn on a free loopback port; yields its base URL."""
+async def serve_app(app: Any, sock: socket.socket | None = None) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port (or `sock`); yields its base URL."""
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     )
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=None if sock is None else [sock]))
     while not server.started:  # uvicorn offers no event to wait on
         if task.done():
             await task
@@ -68,10 +70,22 @@ async def serve_app(app: Any) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def run_gateway(
-    running_sim: RunningSimulator, **overrides: Any
+    running_sim: RunningSimulator, *, public: bool = False, **overrides: Any
 ) -> AsyncIterator[RunningGateway]:
-    """The gateway in oauth mode for agency-1, pointed at `running_sim`."""
-    settings = demo_settings(running_sim, **overrides)
-    app = create_app(settings)
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
-        yield RunningGateway(url=url, client=client, running_sim=running_sim, app=app)
+    """The gateway in oauth mode for agency-1, pointed at `running_sim`.
+
+    With `public`, its own address is its GATEWAY_PUBLIC_URL (the port is bound first), so
+    the simulator can post webhooks to it.
+    """
+    with contextlib.ExitStack() as stack:
+        sock = None
+        if public:
+            sock = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+            overrides.setdefault("public_url", f"http://127.0.0.1:{sock.getsockname()[1]}")
+        settings = demo_settings(running_sim, **overrides)
+        app = create_app(settings)
+        async with (
+            serve_app(app, sock) as url,
+            httpx.AsyncClient(base_url=url, timeout=30) as client,
+        ):
+            yield RunningGateway(url=url, client=client, running_sim=running_sim, app=app)

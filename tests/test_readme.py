@@ -12,7 +12,9 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 
@@ -122,12 +124,62 @@ async def test_demo_command_serves_the_printed_query_and_stops_on_ctrl_c(tmp_pat
         assert "errors" not in answer
         assert len(answer["data"]["listings"]) == 3
         assert "graphiql" in page.text.lower()
+        await _check_live_status(printed, url.group(1))
     finally:
         process.send_signal(signal.SIGINT)
         rest = await asyncio.wait_for(process.stdout.read(), 30)
         await process.wait()
     assert process.returncode == 0, rest.decode()
+    assert "unsubscribed from V3 status callbacks" in rest.decode()
     assert "Stopped." in rest.decode()
+
+
+def _fits(value: Any, sample: Any) -> bool:
+    """`value` has the keys and nesting of `sample` (data moves; nulls and empty lists may too)."""
+    if isinstance(sample, dict):
+        return (
+            isinstance(value, dict)
+            and value.keys() == sample.keys()
+            and all(_fits(value[key], item) for key, item in sample.items())
+        )
+    if isinstance(sample, list):
+        return isinstance(value, list) and all(_fits(item, sample[0]) for item in value)
+    return not isinstance(value, dict | list)
+
+
+async def _check_live_status(printed: str, graphql_url: str) -> None:
+    """The README's subscription, printed by the demo, streams the simulator's moves."""
+    shown = fenced_after("<!-- live-subscription -->", "graphql")
+    sample = json.loads(fenced_after("<!-- live-event -->", "json"))
+    assert shown in printed
+    simulator = re.search(r"simulator: (http://\S+)", printed)
+    assert simulator is not None, printed
+    delivered: set[str] = set()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(graphql_url, protocols=("graphql-transport-ws",)) as ws,
+    ):
+        await ws.send_json({"type": "connection_init"})
+        assert (await ws.receive_json())["type"] == "connection_ack"
+        await ws.send_json({"id": "1", "type": "subscribe", "payload": {"query": shown}})
+        while True:
+            # As `curl -X POST <simulator>/_sim/move` does. The protocol does not acknowledge
+            # a subscription, so move again until the first event arrives.
+            async with session.post(f"{simulator.group(1)}/_sim/move") as moved:
+                deliveries = (await moved.json())["deliveries"]
+            assert {d["status"] for d in deliveries} <= {201}
+            delivered |= {d["classifiedId"] for d in deliveries}
+            if not delivered:
+                continue  # this tick moved only other agencies' listings
+            try:
+                message = await ws.receive_json(timeout=0.5)
+            except TimeoutError:
+                continue
+            break
+    assert message["type"] == "next", message
+    event = message["payload"]
+    assert event["data"]["classifiedStatusChanged"]["classifiedId"] in delivered
+    assert _fits(event, sample), event
 
 
 async def test_simulate_command_serves_the_catalog(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from gateway.events import EventBus
 from gateway.service import ListingRequest
+from gateway.webhooks import Webhooks
 
 
 @dataclass(slots=True)
@@ -17,6 +19,8 @@ class GatewayContext:
     response: Response | WebSocket | None
     listings: ListingRequest
     max_listings: int
+    events: EventBus
+    webhooks: Webhooks
     # Set when the request was refused before execution (parse, validation, arguments):
     # the HTTP edge answers such requests with 400 under graphql-response+json.
     request_error: bool = False

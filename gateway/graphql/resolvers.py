@@ -8,18 +8,22 @@ and every field below resolves synchronously from what was gathered.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import strawberry
 from graphql.execution.values import VariableValues
+from strawberry import UNSET
 from strawberry.types import Info
 
 from gateway import ids
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.inputs import ListingRefInput
 from gateway.graphql.selections import listing_selection
-from gateway.graphql.types import Listing, Node
+from gateway.graphql.types import ClassifiedStatusCode, Listing, Node, WebhookSubscription
+from gateway.models import ClassifiedStatusCode as StatusCode
 from gateway.models import ListingRef
 from gateway.selection import ListingSelection
+from gateway.service import ListingRequest
 
 GraphQLInfo = Info[GatewayContext, None]
 
@@ -35,9 +39,18 @@ def selection_of(info: GraphQLInfo) -> ListingSelection:
 
 
 async def load_listings(
-    info: GraphQLInfo, refs: Sequence[ListingRef], *, refresh: bool = False
+    info: GraphQLInfo,
+    refs: Sequence[ListingRef],
+    *,
+    refresh: bool = False,
+    scope: ListingRequest | None = None,
 ) -> list[Listing]:
-    scope = info.context.listings
+    """The listings `refs` as the current field's selection asks for them.
+
+    `scope` defaults to the request's; a subscription passes a fresh one per event, so that
+    nothing read for an earlier event is reused.
+    """
+    scope = scope or info.context.listings
     data = await scope.listings(refs, selection_of(info), refresh=refresh)
     return [Listing.from_domain(item) for item in data]
 
@@ -68,3 +81,50 @@ class Mutation:
     )
     async def refresh_listing(self, info: GraphQLInfo, ref: ListingRefInput) -> Listing:
         return (await load_listings(info, [ref.to_domain()], refresh=True))[0]
+
+    @strawberry.mutation(
+        description="Asks Classifieds V3 to post every new classified status of the caller's "
+        "agency to `url` (default: this gateway's receiver, GATEWAY_PUBLIC_URL + "
+        "/webhooks/v3/{secret}), replacing the agency's earlier subscription. `statuses` limits "
+        "the notified statuses (default: all). The answer masks the secret."
+    )
+    async def subscribe_status_webhook(
+        self,
+        info: GraphQLInfo,
+        statuses: Annotated[
+            list[ClassifiedStatusCode] | None,  # type: ignore[valid-type]
+            strawberry.argument(description="Notify only these statuses (default: all)."),
+        ] = UNSET,
+        url: Annotated[
+            str | None,
+            strawberry.argument(description="Where to post (default: this gateway's receiver)."),
+        ] = UNSET,
+    ) -> WebhookSubscription:
+        context = info.context
+        wanted: list[StatusCode] | None = None
+        if statuses is not UNSET and statuses is not None:
+            wanted = [StatusCode(s) for s in statuses]
+        registration = await context.webhooks.subscribe(
+            context.listings.caller, wanted, url if _given(url) else None
+        )
+        return WebhookSubscription.from_domain(registration)
+
+    @strawberry.mutation(
+        description="Removes the caller's agency's webhook subscription at Classifieds V3 "
+        "(V3 keeps one per agency). `url` defaults to this gateway's receiver."
+    )
+    async def unsubscribe_status_webhook(
+        self,
+        info: GraphQLInfo,
+        url: Annotated[
+            str | None, strawberry.argument(description="Default: this gateway's receiver.")
+        ] = UNSET,
+    ) -> bool:
+        context = info.context
+        return await context.webhooks.unsubscribe(
+            context.listings.caller, url if _given(url) else None
+        )
+
+
+def _given(value: object) -> bool:
+    return value is not UNSET and value is not None

@@ -18,6 +18,7 @@ from strawberry.types import ExecutionContext
 
 from gateway.graphql.arguments import ArgumentChecks
 from gateway.graphql.errors import ErrorCodes, log_errors
+from gateway.graphql.live import Subscription
 from gateway.graphql.resolvers import Mutation, Query
 from gateway.graphql.types import Listing
 
@@ -49,7 +50,13 @@ def build_schema(
         lambda: AddValidationRules(rules),
         lambda: ArgumentChecks(max_listings=max_listings),
     ]
-    return GatewaySchema(query=Query, mutation=Mutation, types=[Listing], extensions=extensions)
+    return GatewaySchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        types=[Listing],
+        extensions=extensions,
+    )
 
 
 def sdl() -> str:

@@ -19,6 +19,7 @@ from gateway.checks import DEFAULT_PAGE_SIZE
 from gateway.errors import GatewayError
 from gateway.selection import PageArgs
 from gateway.service import ClassifiedData, ListingData, MediaData
+from gateway.webhooks import WebhookRegistration
 
 _FIRST = "Page size, 1 to 100 (default 20)."
 _AFTER = "Only a pageInfo.endCursor of the previous page."
@@ -401,3 +402,25 @@ def _value(outcome: T | GatewayError | None) -> T | None:
     if isinstance(outcome, GatewayError):
         raise outcome
     return outcome
+
+
+@strawberry.type(
+    description="A webhook subscription at Classifieds V3, as this gateway registered it."
+)
+class WebhookSubscription:
+    url: str = strawberry.field(
+        description="Where V3 posts new statuses (it appends /classifieds/{classifiedId}/statuses); "
+        "this gateway's secret path segment is shown as ***."
+    )
+    statuses: list[ClassifiedStatusCode] | None = strawberry.field(  # type: ignore[valid-type]
+        description="The statuses V3 notifies; null for every status."
+    )
+    receiver: bool = strawberry.field(description="True when url is this gateway's own receiver.")
+
+    @classmethod
+    def from_domain(cls, registration: WebhookRegistration) -> WebhookSubscription:
+        return cls(
+            url=registration.url,
+            statuses=None if registration.statuses is None else list(registration.statuses),
+            receiver=registration.receiver,
+        )

@@ -25,11 +25,13 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
+from gateway.events import EventBus
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.errors import translate
 from gateway.graphql.request import RequestRefused, check_content_type, check_params, decode_json
 from gateway.models import Caller
 from gateway.service import ListingService
+from gateway.webhooks import Webhooks
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 
@@ -54,11 +56,15 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         schema: Any,
         service: ListingService,
         *,
+        events: EventBus,
+        webhooks: Webhooks,
         max_variable_depth: int = 16,
         **kwargs: Any,
     ) -> None:
         super().__init__(schema, **kwargs)
         self.service = service
+        self.events = events
+        self.webhooks = webhooks
         self.max_variable_depth = max_variable_depth
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
@@ -93,6 +99,8 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
             response=response,
             listings=self.service.request(caller_of(request.headers)),
             max_listings=self.service.max_listings,
+            events=self.events,
+            webhooks=self.webhooks,
         )
         if isinstance(request, Request):
             request.state.gateway_context = context

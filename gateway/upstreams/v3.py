@@ -205,6 +205,17 @@ def parse_classified_status(item: object) -> ClassifiedStatusItem:
     )
 
 
+def parse_callback(body: object) -> ClassifiedStatusItem:
+    """The `ClassifiedStatus` of a webhook callback body (UPSTREAMS 3.1.11), leniently parsed.
+
+    Raises `InvalidInput` for a body that is not a status: the sender, not V3, is at fault.
+    """
+    try:
+        return parse_classified_status(body)
+    except _Malformed as exc:
+        raise InvalidInput(f"the body is not a classified status: {exc}") from None
+
+
 def parse_media_status(item: object) -> MediaStatusItem:
     """One V3 `MediaStatus` (public or internal variant); raises `_Malformed`."""
     if not isinstance(item, dict):
