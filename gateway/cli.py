@@ -1,4 +1,4 @@
-"""The `gateway` command: demo, serve, simulate, schema."""
+"""The `gateway` command: demo, serve, simulate, schema, proto."""
 
 from __future__ import annotations
 
@@ -35,6 +35,26 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _proto(args: argparse.Namespace) -> int:
+    from gateway.grpc.codegen import OUT_DIR, CodegenError, stale, write
+
+    try:
+        if args.check:
+            outdated = stale()
+            if outdated:
+                names = ", ".join(outdated)
+                print(f"{OUT_DIR} is out of date ({names}): run `gateway proto`", file=sys.stderr)
+                return 1
+            print(f"{OUT_DIR} is up to date")
+            return 0
+        written = write()
+    except CodegenError as exc:
+        print(f"gateway proto: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} files into {OUT_DIR}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -43,7 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     print(f"Gateway listening on http://{settings.host}:{settings.http_port}/graphql", flush=True)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, grpc=True),
         host=settings.host,
         port=settings.http_port,
         log_level=args.log_level,
@@ -85,6 +105,7 @@ def _demo(args: argparse.Namespace) -> int:
             run_demo(
                 host=args.host,
                 port=args.port,
+                grpc_port=args.grpc_port,
                 sim_port=args.sim_port,
                 move_every_s=args.move_every or None,
             )
@@ -106,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the simulator and the gateway wired to it")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000, help="gateway HTTP port (0: any free)")
+    demo.add_argument("--grpc-port", type=int, default=50051, help="gRPC port (0: any free)")
     demo.add_argument("--sim-port", type=int, default=0, help="simulator port (0: any free)")
     demo.add_argument(
         "--move-every", type=float, default=5.0, help="seconds between listing updates (0: never)"
@@ -131,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--write", action="store_true", help="write the SDL to --path")
     schema.add_argument("--path", default=str(SCHEMA_PATH))
     schema.set_defaults(run=_schema)
+
+    proto = commands.add_parser(
+        "proto", help="regenerate the gRPC stubs from schema/listing_status.proto"
+    )
+    proto.add_argument("--check", action="store_true", help="fail if the stubs are stale")
+    proto.set_defaults(run=_proto)
     return parser
 
 

@@ -97,6 +97,7 @@ async def run_demo(
     host: str,
     port: int,
     sim_port: int,
+    grpc_port: int = 0,
     move_every_s: float | None,
     out: TextIO = sys.stdout,
 ) -> None:
@@ -106,6 +107,7 @@ async def run_demo(
     except OSError as exc:
         reason = "in use" if exc.errno == errno.EADDRINUSE else "unavailable"
         raise DemoError(f"{host}:{port} is {reason}; pick another with --port") from None
+    _check_free(host, grpc_port, "--grpc-port")
     simulator = Simulator(seed=DEMO_SEED, move_every_s=move_every_s)
     print("Starting the upstream simulator…", file=out, flush=True)
     async with simulator.serve(host="127.0.0.1", port=sim_port) as running:
@@ -120,11 +122,11 @@ async def run_demo(
             http_port=bound,
             public_url=f"http://{own_host}:{bound}",
             webhook_subscribe=True,
+            grpc_port=grpc_port,
         )
+        app = create_app(settings, grpc=True)
         server = _Server(
-            uvicorn.Config(
-                create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
-            )
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -138,6 +140,8 @@ async def run_demo(
             raise DemoError("the gateway did not start")
         url = f"http://{host}:{bound}/graphql"
         print(f"Gateway ready. GraphiQL: {url}", file=out)
+        grpc_address = app.state.grpc.address
+        print(f"gRPC: {grpc_address} (listing.v1.ListingStatusService, reflection on)", file=out)
         print(
             f"Live status: the simulator posts every new status of {DEMO_TENANT} to the gateway;"
             " watch them with this subscription:\n",
@@ -149,6 +153,17 @@ async def run_demo(
         print("Press Ctrl-C to stop.", file=out, flush=True)
         await serving
     print("Stopped.", file=out, flush=True)
+
+
+def _check_free(host: str, port: int, option: str) -> None:
+    """A busy port is one clear line, not a traceback from deep inside the server."""
+    if port == 0:
+        return
+    try:
+        socket.create_server((host, port)).close()
+    except OSError as exc:
+        reason = "in use" if exc.errno == errno.EADDRINUSE else "unavailable"
+        raise DemoError(f"{host}:{port} is {reason}; pick another with {option}") from None
 
 
 class _Server(uvicorn.Server):

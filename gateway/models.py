@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 
 class Portal(StrEnum):
@@ -248,6 +248,21 @@ class Caller:
     intermediary_id: str | None = None
     authorization: str | None = field(default=None, repr=False)
     traceparent: str | None = None
+
+
+class Headers(Protocol):
+    """What `caller_of` reads: HTTP headers or gRPC metadata, by lower-case name."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+def caller_of(headers: Headers) -> Caller:
+    """The upstream-relevant identity of an incoming request, from its headers or metadata."""
+    return Caller(
+        intermediary_id=headers.get("x-intermediary-id") or None,
+        authorization=headers.get("authorization") or None,
+        traceparent=headers.get("traceparent") or None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

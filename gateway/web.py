@@ -1,4 +1,5 @@
-"""The HTTP app: `/graphql`, `/healthz`, `/readyz`, with the runtime opened in its lifespan."""
+"""The HTTP app: `/graphql`, `/healthz`, `/readyz`, with the runtime (and the gRPC server)
+opened in its lifespan."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from gateway.config import Settings
 from gateway.graphql.guard import ClientAuthGuard
 from gateway.graphql.schema import build_schema
 from gateway.graphql.view import GatewayGraphQL
+from gateway.grpc.server import serve_grpc
 from gateway.receiver import receiver_route
 from gateway.runtime import Runtime, open_runtime
 
@@ -69,8 +71,26 @@ async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
     await response(scope, receive, send)
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The gateway's ASGI app; upstream sessions open and close with its lifespan."""
+@asynccontextmanager
+async def _grpc_edge(
+    app: Starlette, runtime: Runtime, settings: Settings, *, enabled: bool
+) -> AsyncIterator[None]:
+    if not enabled:
+        yield
+        return
+    async with serve_grpc(
+        runtime, host=settings.host, port=settings.grpc_port, grace_s=settings.grpc_grace_s
+    ) as running:
+        app.state.grpc = running
+        yield
+
+
+def create_app(settings: Settings, *, grpc: bool = False) -> Starlette:
+    """The gateway's ASGI app; upstream sessions open and close with its lifespan.
+
+    With `grpc`, the lifespan also serves gRPC on `settings.grpc_port` in the same event
+    loop (`app.state.grpc` is then the `RunningGrpc`, its bound port included).
+    """
     schema = build_schema(
         max_listings=settings.max_listings,
         max_depth=settings.max_query_depth,
@@ -94,7 +114,8 @@ def create_app(settings: Settings) -> Starlette:
                 webhooks=runtime.webhooks,
                 max_variable_depth=settings.max_variable_depth,
             )
-            yield
+            async with _grpc_edge(app, runtime, settings, enabled=grpc):
+                yield
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -47,6 +47,11 @@ class RunningGateway:
     def calls(self, upstream: str, endpoint: str | None = None) -> int:
         return self.sim.state.calls(upstream, endpoint)
 
+    @property
+    def grpc_address(self) -> str:
+        """Where the gRPC server listens (started with `run_gateway(..., grpc=True)`)."""
+        return str(self.app.state.grpc.address)
+
 
 @asynccontextmanager
 async def serve_app(app: Any, sock: socket.socket | None = None) -> AsyncIterator[str]:
@@ -70,20 +75,23 @@ async def serve_app(app: Any, sock: socket.socket | None = None) -> AsyncIterato
 
 @asynccontextmanager
 async def run_gateway(
-    running_sim: RunningSimulator, *, public: bool = False, **overrides: Any
+    running_sim: RunningSimulator, *, public: bool = False, grpc: bool = False, **overrides: Any
 ) -> AsyncIterator[RunningGateway]:
     """The gateway in oauth mode for agency-1, pointed at `running_sim`.
 
     With `public`, its own address is its GATEWAY_PUBLIC_URL (the port is bound first), so
-    the simulator can post webhooks to it.
+    the simulator can post webhooks to it. With `grpc`, its gRPC server too, on a free port
+    (`app.state.grpc.address`).
     """
+    if grpc:
+        overrides.setdefault("grpc_port", 0)
     with contextlib.ExitStack() as stack:
         sock = None
         if public:
             sock = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
             overrides.setdefault("public_url", f"http://127.0.0.1:{sock.getsockname()[1]}")
         settings = demo_settings(running_sim, **overrides)
-        app = create_app(settings)
+        app = create_app(settings, grpc=grpc)
         async with (
             serve_app(app, sock) as url,
             httpx.AsyncClient(base_url=url, timeout=30) as client,

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.demo import demo_query
 from gateway.simulator import RunningSimulator
@@ -75,7 +77,7 @@ async def test_readme_curl_commands_against_the_simulator(simulator: RunningSimu
 
 def test_every_command_in_the_readme_exists() -> None:
     shown = set(re.findall(r"`gateway (\w+)", README))
-    assert shown == {"demo", "serve", "simulate", "schema"}
+    assert shown == {"demo", "serve", "simulate", "schema", "proto"}
     for command in shown:
         result = subprocess.run(
             [GATEWAY, command, "--help"], capture_output=True, text=True, check=False
@@ -109,7 +111,7 @@ async def _read_until(stream: asyncio.StreamReader, marker: str) -> str:
 
 async def test_demo_command_serves_the_printed_query_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
-        GATEWAY, "demo", "--port", "0", "--move-every", "0",
+        GATEWAY, "demo", "--port", "0", "--grpc-port", "0", "--move-every", "0",
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
     )  # fmt: skip
     assert process.stdout is not None
@@ -125,6 +127,13 @@ async def test_demo_command_serves_the_printed_query_and_stops_on_ctrl_c(tmp_pat
         assert len(answer["data"]["listings"]) == 3
         assert "graphiql" in page.text.lower()
         await _check_live_status(printed, url.group(1))
+        grpc_address = re.search(r"gRPC: (127\.0\.0\.1:\d+)", printed)
+        assert grpc_address is not None, printed
+        async with grpc.aio.insecure_channel(grpc_address.group(1)) as channel:
+            health = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="listing.v1.ListingStatusService")
+            )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         process.send_signal(signal.SIGINT)
         rest = await asyncio.wait_for(process.stdout.read(), 30)
@@ -262,6 +271,7 @@ async def test_serve_command_answers_from_the_configured_upstreams(
         "GATEWAY_LEGACY_URL": simulator.legacy_url,
         "GATEWAY_LEGACY_API_KEY": "sim-legacy-key",
         "GATEWAY_HTTP_PORT": str(port),
+        "GATEWAY_GRPC_PORT": "0",
     }
     process = await asyncio.create_subprocess_exec(
         GATEWAY, "serve", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path

@@ -29,20 +29,11 @@ from gateway.events import EventBus
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.errors import translate
 from gateway.graphql.request import RequestRefused, check_content_type, check_params, decode_json
-from gateway.models import Caller
+from gateway.models import caller_of
 from gateway.service import ListingService
 from gateway.webhooks import Webhooks
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
-
-
-def caller_of(headers: Any) -> Caller:
-    """The upstream-relevant identity of an incoming request."""
-    return Caller(
-        intermediary_id=headers.get("x-intermediary-id") or None,
-        authorization=headers.get("authorization") or None,
-        traceparent=headers.get("traceparent") or None,
-    )
 
 
 def _wants_graphql_response(request: Request) -> bool:

@@ -1,0 +1,112 @@
+"""The gRPC edge's one translation of errors into status codes.
+
+    InvalidInput                      -> INVALID_ARGUMENT   (no upstream was called)
+    Unauthenticated                   -> UNAUTHENTICATED
+    NotFound, UpstreamNotFound        -> NOT_FOUND
+    UpstreamRejected 401/403          -> UNAUTHENTICATED    (the credentials were refused)
+    UpstreamRejected, other           -> FAILED_PRECONDITION (retrying unchanged will not help)
+    UpstreamUnavailable               -> UNAVAILABLE        (safe to retry later)
+    the caller's deadline ran out     -> DEADLINE_EXCEEDED
+    anything else                     -> INTERNAL "Unexpected error" (logged here)
+
+Handlers are looked up along the exception's MRO, so a subclass needs no entry of its own.
+The details are the error's caller-safe message; trailing metadata `gateway-code` carries
+the GraphQL `extensions.code` and `gateway-upstream` the upstream, when there was one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+import grpc
+
+from gateway.errors import (
+    GatewayError,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+    UpstreamError,
+    UpstreamNotFound,
+    UpstreamRejected,
+)
+
+log = logging.getLogger("gateway.grpc")
+
+_CODES: dict[type[GatewayError], grpc.StatusCode] = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    # Listed: along its MRO UpstreamError comes before NotFound.
+    UpstreamNotFound: grpc.StatusCode.NOT_FOUND,
+    UpstreamRejected: grpc.StatusCode.FAILED_PRECONDITION,
+    UpstreamError: grpc.StatusCode.UNAVAILABLE,
+    GatewayError: grpc.StatusCode.INTERNAL,
+}
+_REFUSED_CREDENTIALS = frozenset({401, 403})
+
+
+def status_of(error: GatewayError) -> grpc.StatusCode:
+    """The status code of a whole-call failure."""
+    if isinstance(error, UpstreamRejected) and error.status in _REFUSED_CREDENTIALS:
+        return grpc.StatusCode.UNAUTHENTICATED
+    for kind in type(error).__mro__:
+        code = _CODES.get(kind)
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError) -> None:
+    """End the call with `error`'s status; never returns."""
+    metadata: list[tuple[str, str]] = [("gateway-code", error.code)]
+    if error.upstream is not None:
+        metadata.append(("gateway-upstream", error.upstream))
+    context.set_trailing_metadata(tuple(metadata))
+    await context.abort(status_of(error), error.message)
+
+
+async def _fail(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+    if isinstance(exc, GatewayError):
+        log.info("%s: %s", exc.code, exc.message)
+        await abort(context, exc)
+    if isinstance(exc, TimeoutError):
+        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the caller's deadline ran out")
+    log.error("unexpected error in a gRPC call", exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "Unexpected error")
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def translated(method: Handler) -> Handler:
+    """Wraps a servicer method (unary or server-streaming) so that whatever it raises
+    leaves as a status code; `context` is its last positional argument."""
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def stream(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+            try:
+                async for item in method(self, request, context):
+                    yield item
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:  # the edge: nothing else escapes as a stack trace
+                await _fail(context, exc)
+
+        return cast(Handler, stream)
+
+    @functools.wraps(method)
+    async def unary(self: Any, request: Any, context: Any) -> Any:
+        try:
+            return await cast(Callable[..., Awaitable[Any]], method)(self, request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:  # the edge: nothing else escapes as a stack trace
+            await _fail(context, exc)
+
+    return cast(Handler, unary)

@@ -1,0 +1,1 @@
+"""Stubs generated from `schema/listing_status.proto` by `gateway proto`; do not edit."""

@@ -1,0 +1,88 @@
+"""The `grpc.aio` server: the listing service, health checking and reflection.
+
+It runs in the HTTP app's event loop, opened and closed by the app's lifespan
+(`gateway.web`), so both edges share one `Runtime`. Health (`grpc.health.v1`) reports
+SERVING once the upstream sessions are open and NOT_SERVING from the moment shutdown
+starts; in-flight calls then get `grace_s` seconds to finish. Health and reflection stay
+open whatever credentials the listing service asks for.
+
+    async with serve_grpc(runtime, host="127.0.0.1", port=0, grace_s=5) as running:
+        channel = grpc.aio.insecure_channel(running.address)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.grpc.generated import listing_status_pb2 as pb
+from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
+from gateway.grpc.servicer import ListingStatusServicer
+from gateway.runtime import Runtime
+
+log = logging.getLogger("gateway.grpc")
+
+# grpc-stubs types only the threaded health servicer; the asyncio one is `health.aio`.
+AsyncHealthServicer: Any = health.aio.HealthServicer  # type: ignore[attr-defined]
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["ListingStatusService"].full_name
+
+
+class GrpcBindError(Exception):
+    """The gRPC port could not be bound; the message is one line naming it."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunningGrpc:
+    """A started server: where it listens, and its health registry."""
+
+    host: str
+    port: int
+    health: Any  # AsyncHealthServicer
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@asynccontextmanager
+async def serve_grpc(
+    runtime: Runtime, *, host: str, port: int, grace_s: float
+) -> AsyncIterator[RunningGrpc]:
+    """Serve gRPC on `host:port` (0: any free port) for the lifetime of the block."""
+    # Without SO_REUSEPORT a second gateway on the same port fails instead of sharing it.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    servicer = ListingStatusServicer(runtime.service, runtime.events)
+    pb_grpc.add_ListingStatusServiceServicer_to_server(servicer, server)
+    health_servicer = AsyncHealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        raise GrpcBindError(f"gRPC port {host}:{port} is in use or unavailable") from None
+    await server.start()
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if runtime.ready
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, status)
+    running = RunningGrpc(host=host, port=bound, health=health_servicer)
+    log.info("gRPC listening on %s", running.address)
+    try:
+        yield running
+    finally:
+        await health_servicer.enter_graceful_shutdown()
+        await servicer.close()
+        await server.stop(grace_s)

@@ -1,0 +1,217 @@
+"""`listing.v1.ListingStatusService`: translates protobuf requests into service calls.
+
+Each call opens one service request scope (its own loaders and memo, the shared page
+cache), exactly as one GraphQL request does, so the same work costs the same upstream
+calls on both edges. Metadata `x-intermediary-id`, `authorization` and `traceparent`
+mean what the HTTP headers mean. A caller's deadline bounds the call: the service step
+runs under it and is cancelled when it runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from gateway import ids
+from gateway.checks import check_ref
+from gateway.errors import GatewayError, InvalidInput
+from gateway.events import EventBus
+from gateway.grpc import messages
+from gateway.grpc.errors import translated
+from gateway.grpc.generated import listing_status_pb2 as pb
+from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
+from gateway.models import ListingRef, caller_of
+from gateway.selection import ClassifiedSelection, ListingSelection, PageArgs
+from gateway.service import ListingData, ListingRequest, ListingService
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+# Read-mask paths and what they ask of the service; an empty mask asks for everything.
+_STATE, _PORTALS, _LEGACY = "state", "portals", "legacy"
+_CLASSIFIED, _LATEST = "classified", "classified.latest_status"
+_CLASSIFIED_PATHS = frozenset({_CLASSIFIED, "classified.id", _LATEST})
+_PATHS = frozenset({_STATE, _PORTALS, _LEGACY}) | _CLASSIFIED_PATHS
+
+
+class _Metadata:
+    """Invocation metadata read like headers (names are lower case on the wire)."""
+
+    def __init__(self, context: Context) -> None:
+        self._values = {
+            key: value
+            for key, value in context.invocation_metadata() or ()
+            if isinstance(value, str)
+        }
+
+    def get(self, key: str, /) -> str | None:
+        return self._values.get(key)
+
+
+def _scope(service: ListingService, context: Context) -> ListingRequest:
+    return service.request(caller_of(_Metadata(context)))
+
+
+def _asked(paths: Sequence[str]) -> frozenset[str]:
+    unknown = sorted(set(paths) - _PATHS)
+    if unknown:
+        raise InvalidInput(f"read_mask: unknown paths {', '.join(unknown)}")
+    if not paths:
+        return frozenset({_STATE, _PORTALS, _LEGACY, _LATEST})
+    asked = set(paths)
+    if _CLASSIFIED in asked:
+        asked.add(_LATEST)
+    return frozenset(asked)
+
+
+def _selection(asked: frozenset[str]) -> ListingSelection:
+    """The read mask in the service's terms; the service plans the reads."""
+    return ListingSelection(
+        legacy=_LEGACY in asked,
+        unified=bool(asked & {_STATE, _PORTALS}),
+        classified=ClassifiedSelection(latest=_LATEST in asked),
+    )
+
+
+class ListingStatusServicer(pb_grpc.ListingStatusServiceServicer):
+    """The gRPC face of `ListingService`; holds no state of its own."""
+
+    def __init__(self, service: ListingService, events: EventBus) -> None:
+        self.service = service
+        self.events = events
+        # Set when the server shuts down: open streams end instead of holding the grace period.
+        self._closing = asyncio.Event()
+
+    async def close(self) -> None:
+        self._closing.set()
+
+    async def _listings(
+        self, context: Context, refs: Sequence[pb.ListingRef], read_mask: Sequence[str]
+    ) -> list[pb.Listing]:
+        asked = _asked(read_mask)
+        domain_refs = [messages.ref_of(ref) for ref in refs]
+        scope = _scope(self.service, context)
+        async with asyncio.timeout(context.time_remaining()):
+            data = await scope.listings(domain_refs, _selection(asked))
+        built = [_listing(item, asked) for item in data]
+        failure = _whole_call_failure(built)
+        if failure is not None:
+            raise failure
+        return [item.message for item in built]
+
+    @translated
+    async def GetListing(self, request: pb.GetListingRequest, context: Context) -> pb.Listing:
+        return (await self._listings(context, [request.ref], request.read_mask.paths))[0]
+
+    @translated
+    async def BatchGetListings(
+        self, request: pb.BatchGetListingsRequest, context: Context
+    ) -> pb.BatchGetListingsResponse:
+        listings = await self._listings(context, request.refs, request.read_mask.paths)
+        return pb.BatchGetListingsResponse(listings=listings)
+
+    @translated
+    async def ListClassifiedStatuses(
+        self, request: pb.ListClassifiedStatusesRequest, context: Context
+    ) -> pb.ListClassifiedStatusesResponse:
+        classified_id = request.classified_id
+        check_ref(ListingRef(classified_id=classified_id))
+        statuses = messages.status_codes_of(request.statuses)
+        portals = messages.portals_of(request.portals)
+        args = PageArgs.of(
+            first=request.page_size or None,
+            after=request.page_token or None,
+            statuses=[code.value for code in statuses],
+            portals=[portal.value for portal in portals],
+        )
+        scope = _scope(self.service, context)
+        async with asyncio.timeout(context.time_remaining()):
+            page = await scope.classified_statuses(classified_id, args)
+        return pb.ListClassifiedStatusesResponse(
+            statuses=[messages.classified_status(item, classified_id) for item in page.items],
+            next_page_token=(page.end_cursor or "") if page.has_next_page else "",
+        )
+
+    @translated
+    async def WatchClassifiedStatus(
+        self, request: pb.WatchRequest, context: Context
+    ) -> AsyncIterator[pb.ClassifiedStatusEvent]:
+        for classified_id in request.classified_ids:
+            check_ref(ListingRef(classified_id=classified_id))
+        wanted = frozenset(request.classified_ids) or None
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            async with self.events.subscribe(wanted) as events:
+                # Initial metadata tells the caller the subscription is in place: what the
+                # gateway receives from now on reaches it.
+                await context.send_initial_metadata(())
+                upcoming = aiter(events)
+                while True:
+                    following = asyncio.ensure_future(anext(upcoming))
+                    await asyncio.wait({following, closing}, return_when=asyncio.FIRST_COMPLETED)
+                    if not following.done():
+                        following.cancel()
+                        return  # the server is shutting down: end the stream cleanly
+                    yield messages.status_event(following.result())
+        finally:
+            closing.cancel()
+
+
+@dataclass(slots=True)
+class _Built:
+    """A listing message, and how its reads went."""
+
+    message: pb.Listing
+    failures: list[GatewayError] = field(default_factory=list)
+    reads: int = 0  # upstream-backed fields filled
+
+
+def _listing(data: ListingData, asked: frozenset[str]) -> _Built:
+    ref = data.ref
+    built = _Built(pb.Listing(id=ids.listing_id(ref), ref=messages.ref_message(ref)))
+    listing = built.message
+
+    def failed(path: str, error: GatewayError) -> None:
+        built.failures.append(error)
+        listing.errors.append(messages.source_error(path, error))
+
+    if _STATE in asked and data.state is not None:
+        if isinstance(data.state, GatewayError):
+            failed(_STATE, data.state)
+        else:
+            listing.state = messages.publication_state(data.state)
+            built.reads += 1
+    if _PORTALS in asked and data.portals is not None:
+        if isinstance(data.portals, GatewayError):
+            failed(_PORTALS, data.portals)
+        else:
+            listing.portals.extend(messages.portal_status(p) for p in data.portals)
+            built.reads += 1
+    if ref.classified_id is not None and asked & _CLASSIFIED_PATHS:
+        listing.classified.id = ref.classified_id
+        latest = data.classified.latest if data.classified is not None else None
+        if isinstance(latest, GatewayError):
+            failed(_LATEST, latest)
+        elif _LATEST in asked:
+            built.reads += 1
+            if latest is not None:
+                listing.classified.latest_status.CopyFrom(
+                    messages.classified_status(latest, ref.classified_id)
+                )
+    if _LEGACY in asked and data.legacy is not None:
+        if isinstance(data.legacy, GatewayError):
+            failed(_LEGACY, data.legacy)
+        else:
+            listing.legacy.CopyFrom(messages.legacy_ad(data.legacy))
+            built.reads += 1
+    return built
+
+
+def _whole_call_failure(built: Sequence[_Built]) -> GatewayError | None:
+    """A call none of whose reads succeeded fails as a whole, with its first error."""
+    if any(item.reads for item in built):
+        return None
+    return next((error for item in built for error in item.failures), None)

@@ -1,0 +1,221 @@
+"""The gRPC server around the service: errors, metadata, health, reflection, streaming."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from gateway.grpc.generated import listing_status_pb2 as pb
+from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
+from gateway.models import ClassifiedStatusCode, ClassifiedStatusEvent, ClassifiedStatusItem
+from gateway.simulator import RunningSimulator
+
+from gateway_harness import RunningGateway, run_gateway
+
+TENANT = "agency-1"
+TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.fixture
+async def gw(simulator: RunningSimulator) -> AsyncIterator[RunningGateway]:
+    async with run_gateway(simulator, grpc=True) as running:
+        yield running
+
+
+@pytest.fixture
+async def channel(gw: RunningGateway) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(gw.grpc_address) as opened:
+        yield opened
+
+
+def a_listing(gw: RunningGateway, tenant: str = TENANT) -> tuple[str, int, int]:
+    item = next(
+        item for item in gw.sim.data.listings if gw.sim.data.tenant_of(item.classified_id) == tenant
+    )
+    return item.classified_id, item.user_id, item.ad_id
+
+
+async def test_a_failing_legacy_source_leaves_the_v3_part_and_a_coded_error(
+    gw: RunningGateway, channel: grpc.aio.Channel
+) -> None:
+    classified_id, user_id, ad_id = a_listing(gw)
+    gw.sim.state.add_fault("legacy", "error", status=500)
+    listing = await pb_grpc.ListingStatusServiceStub(channel).GetListing(
+        pb.GetListingRequest(
+            ref=pb.ListingRef(
+                classified_id=classified_id, legacy=pb.LegacyAdRef(user_id=user_id, ad_id=ad_id)
+            )
+        )
+    )
+    assert listing.classified.latest_status.id  # the V3 part is there
+    assert not listing.HasField("legacy")
+    failed = {(error.field, error.code, error.provider) for error in listing.errors}
+    assert failed == {
+        (field, "UPSTREAM_UNAVAILABLE", pb.PROVIDER_LEGACY)
+        for field in ("state", "portals", "legacy")
+    }
+    assert all("Traceback" not in error.message for error in listing.errors)
+
+
+async def test_whole_call_failures_map_to_status_codes(
+    gw: RunningGateway, channel: grpc.aio.Channel
+) -> None:
+    stub = pb_grpc.ListingStatusServiceStub(channel)
+    _, user_id, ad_id = a_listing(gw)
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await stub.GetListing(pb.GetListingRequest(ref=pb.ListingRef(classified_id="no-such-id")))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    gw.sim.state.add_fault("legacy", "error", status=503)
+    with pytest.raises(grpc.aio.AioRpcError) as down:
+        await stub.GetListing(
+            pb.GetListingRequest(
+                ref=pb.ListingRef(legacy=pb.LegacyAdRef(user_id=user_id, ad_id=ad_id))
+            )
+        )
+    assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert ("gateway-code", "UPSTREAM_UNAVAILABLE") in tuple(down.value.trailing_metadata() or ())
+    assert "Traceback" not in (down.value.details() or "")
+
+
+async def test_passthrough_without_credentials_is_unauthenticated(
+    simulator: RunningSimulator,
+) -> None:
+    classified_id = simulator.sim.data.listings[0].classified_id
+    async with (
+        run_gateway(simulator, grpc=True, v3_auth="passthrough") as gw,
+        grpc.aio.insecure_channel(gw.grpc_address) as channel,
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await pb_grpc.ListingStatusServiceStub(channel).GetListing(
+                pb.GetListingRequest(ref=pb.ListingRef(classified_id=classified_id))
+            )
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert simulator.sim.state.calls("v3") == 0
+
+
+async def test_metadata_picks_the_agency_and_continues_the_trace(
+    gw: RunningGateway, channel: grpc.aio.Channel
+) -> None:
+    other = next(tenant for tenant in gw.sim.data.tenants if tenant != TENANT)
+    classified_id, _, _ = a_listing(gw, other)
+    request = pb.GetListingRequest(ref=pb.ListingRef(classified_id=classified_id))
+    request.read_mask.paths.append("classified.latest_status")
+    listing = await pb_grpc.ListingStatusServiceStub(channel).GetListing(
+        request, metadata=(("x-intermediary-id", other), ("traceparent", TRACE))
+    )
+    assert listing.classified.latest_status.id
+    sent = [r for r in gw.sim.state.requests if r.endpoint == "classified_statuses"]
+    assert sent and all(r.headers["traceparent"].split("-")[1] == TRACE.split("-")[1] for r in sent)
+
+
+async def test_a_deadline_ends_a_call_waiting_on_a_slow_upstream(
+    gw: RunningGateway, channel: grpc.aio.Channel
+) -> None:
+    _, user_id, ad_id = a_listing(gw)
+    gw.sim.state.add_fault("legacy", "timeout", delay_s=20)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await pb_grpc.ListingStatusServiceStub(channel).GetListing(
+            pb.GetListingRequest(
+                ref=pb.ListingRef(legacy=pb.LegacyAdRef(user_id=user_id, ad_id=ad_id))
+            ),
+            timeout=0.3,
+        )
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_health_serves_and_turns_not_serving_on_shutdown(
+    simulator: RunningSimulator,
+) -> None:
+    async with AsyncExitStack() as stack:
+        gw = await stack.enter_async_context(run_gateway(simulator, grpc=True))
+        async with grpc.aio.insecure_channel(gw.grpc_address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "listing.v1.ListingStatusService"):
+                answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
+                assert answer.status == health_pb2.HealthCheckResponse.SERVING
+            watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+            # Stop the gateway (uvicorn, then its lifespan) while the watch is open.
+            stopping = asyncio.ensure_future(stack.pop_all().aclose())
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            watch.cancel()
+        await stopping
+
+
+async def test_reflection_lists_and_describes_the_service(channel: grpc.aio.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    async def ask(
+        request: reflection_pb2.ServerReflectionRequest,
+    ) -> reflection_pb2.ServerReflectionResponse:
+        call = stub.ServerReflectionInfo(iter([request]))
+        answers = [answer async for answer in call]
+        return answers[0]
+
+    listed = await ask(reflection_pb2.ServerReflectionRequest(list_services=""))
+    names = {service.name for service in listed.list_services_response.service}
+    assert {"listing.v1.ListingStatusService", "grpc.health.v1.Health"} <= names
+    described = await ask(
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="listing.v1.ListingStatusService"
+        )
+    )
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in described.file_descriptor_response.file_descriptor_proto
+    ]
+    service = next(f for f in files if f.package == "listing.v1").service[0]
+    assert [method.name for method in service.method] == [
+        "GetListing",
+        "BatchGetListings",
+        "ListClassifiedStatuses",
+        "WatchClassifiedStatus",
+    ]
+
+
+def an_event(classified_id: str) -> ClassifiedStatusEvent:
+    return ClassifiedStatusEvent(
+        classified_id=classified_id,
+        status=ClassifiedStatusItem(
+            status=ClassifiedStatusCode.CREATED,
+            raw_status="CREATED",
+            message="Classified created",
+            status_date=datetime(2024, 3, 1, 10, tzinfo=UTC),
+            status_id="status-1",
+        ),
+        received_at=datetime(2024, 3, 1, 10, 0, 1, tzinfo=UTC),
+    )
+
+
+async def test_watch_streams_matching_events_and_ends_when_the_caller_cancels(
+    gw: RunningGateway, channel: grpc.aio.Channel
+) -> None:
+    events = gw.app.state.runtime.events
+    call = pb_grpc.ListingStatusServiceStub(channel).WatchClassifiedStatus(
+        pb.WatchRequest(classified_ids=["wanted"])
+    )
+    await call.initial_metadata()  # subscribed
+    events.publish(an_event("other"))
+    events.publish(an_event("wanted"))
+    received = await call.read()
+    assert received.classified_id == "wanted"
+    assert received.status.status == pb.CLASSIFIED_STATUS_CODE_CREATED
+    assert received.received_at.ToDatetime(tzinfo=UTC) == datetime(2024, 3, 1, 10, 0, 1, tzinfo=UTC)
+    assert len(events.subscribers) == 1
+    call.cancel()
+    assert call.cancelled()
+    with pytest.raises(asyncio.CancelledError):
+        await call.read()
+    for _ in range(100):  # the server learns of the cancellation asynchronously
+        if not events.subscribers:
+            break
+        await asyncio.sleep(0.01)
+    assert not events.subscribers
