@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     max_aliases: int = Field(default=200, ge=1)
     # Hardening (README "Security"): request-shape limits checked before any parsing.
     max_variable_depth: int = Field(default=16, ge=1, le=512)
+    # Checked before execution: root fields, and the upstream reads a request could make
+    # (the default admits one listings query of 200 refs with whole histories).
+    max_root_fields: int = Field(default=20, ge=1)
+    max_upstream_cost: int = Field(default=12_000, ge=1)
+    introspection: bool = True
 
     @field_validator("client_tokens", mode="before")
     @classmethod

@@ -87,6 +87,7 @@ def demo_settings(running: RunningSimulator, **overrides: Any) -> Settings:
         "v3_intermediary_id": DEMO_TENANT,
         "legacy_url": running.legacy_url,
         "legacy_api_key": SIM_LEGACY_API_KEY,
+        "introspection": True,  # the playground needs it, whatever the environment says
     }
     values.update(overrides)
     return load_settings(**values)

@@ -95,6 +95,9 @@ def create_app(settings: Settings, *, grpc: bool = False) -> Starlette:
         max_listings=settings.max_listings,
         max_depth=settings.max_query_depth,
         max_aliases=settings.max_aliases,
+        max_root_fields=settings.max_root_fields,
+        max_upstream_cost=settings.max_upstream_cost,
+        introspection=settings.introspection,
     )
     holder: dict[str, Any] = {}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from graphql import ASTValidationRule, GraphQLError
+from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
     AddValidationRules,
     MaxTokensLimiter,
@@ -17,6 +17,7 @@ from strawberry.extensions.query_depth_limiter import create_validator as depth_
 from strawberry.types import ExecutionContext
 
 from gateway.graphql.arguments import ArgumentChecks
+from gateway.graphql.cost import CostLimit
 from gateway.graphql.errors import ErrorCodes, log_errors
 from gateway.graphql.live import Subscription
 from gateway.graphql.resolvers import Mutation, Query
@@ -36,10 +37,15 @@ def build_schema(
     max_depth: int = 20,
     max_aliases: int = 200,
     max_tokens: int = 20_000,
+    max_root_fields: int = 20,
+    max_upstream_cost: int = 12_000,
+    introspection: bool = True,
 ) -> strawberry.Schema:
     # The rule classes are made once: the validation cache is keyed by them, and
     # QueryDepthLimiter/MaxAliasesLimiter would make new ones for every request.
     rules: list[type[ASTValidationRule]] = [depth_rule(max_depth, None), alias_rule(max_aliases)]
+    if not introspection:
+        rules.append(NoSchemaIntrospectionCustomRule)
     # Factories, not instances: strawberry builds fresh extensions for every request.
     extensions: list[Any] = [
         ErrorCodes,
@@ -49,6 +55,7 @@ def build_schema(
         lambda: ValidationCache(maxsize=1024),
         lambda: AddValidationRules(rules),
         lambda: ArgumentChecks(max_listings=max_listings),
+        lambda: CostLimit(max_root_fields=max_root_fields, max_cost=max_upstream_cost),
     ]
     return GatewaySchema(
         query=Query,

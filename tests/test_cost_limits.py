@@ -1,0 +1,164 @@
+"""Cost limits before any upstream call: root fields, the upstream read estimate, and
+introspection switched off."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from gateway.cursors import KeysetCursor, encode_cursor
+from gateway.histories import MAX_HISTORY_PAGES
+from gateway.models import LegacyAdKey, ListingRef
+from gateway.plan_cost import read_cost
+from gateway.selection import ClassifiedSelection, ListingSelection, MediaSelection, PageArgs
+from gateway.simulator import RunningSimulator
+from gateway.simulator.data import Listing
+
+from gateway_harness import RunningGateway, run_gateway
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+
+
+def agency_listings(gw: RunningGateway, count: int) -> list[Listing]:
+    data = gw.sim.data
+    return [li for li in data.listings if data.tenant_of(li.classified_id) == "agency-1"][:count]
+
+
+def ref_of(listing: Listing) -> dict[str, Any]:
+    return {
+        "classifiedId": listing.classified_id,
+        "legacy": {"userId": listing.user_id, "adId": listing.ad_id},
+    }
+
+
+def upstream_calls(gw: RunningGateway) -> int:
+    return gw.calls("v3") + gw.calls("legacy")
+
+
+# --- the estimate, in domain terms ---------------------------------------------------------
+
+REF = ListingRef(classified_id="c-1", legacy=LegacyAdKey(user_id=1, ad_id=2))
+
+
+@pytest.mark.parametrize(
+    ("selection", "expected"),
+    [
+        (ListingSelection(), 0),
+        (ListingSelection(legacy=True), 1),
+        (ListingSelection(classified=ClassifiedSelection(latest=True)), 1),
+        (ListingSelection(classified=ClassifiedSelection(pages=(PageArgs(first=100),))), 1),
+        # the unified state reads both sources, V3 as a whole history at its page cap
+        (ListingSelection(unified=True), 1 + MAX_HISTORY_PAGES),
+        # two asks of one classified: one whole-history read, pages cut from it
+        (
+            ListingSelection(
+                classified=ClassifiedSelection(latest=True, pages=(PageArgs(first=5),))
+            ),
+            MAX_HISTORY_PAGES + 1,
+        ),
+        (
+            ListingSelection(
+                classified=ClassifiedSelection(
+                    media=(
+                        MediaSelection("m-1", pages=(PageArgs(),)),
+                        MediaSelection("m-2", latest=True),
+                    )
+                )
+            ),
+            1 + MAX_HISTORY_PAGES,
+        ),
+    ],
+)
+def test_read_cost_follows_the_plan(selection: ListingSelection, expected: int) -> None:
+    assert read_cost([REF], selection) == expected
+
+
+def test_read_cost_counts_distinct_listings_and_keyset_cursors_as_histories() -> None:
+    keyset = encode_cursor(KeysetCursor(datetime(2026, 1, 1, tzinfo=UTC), "s-1"))
+    one_page = ClassifiedSelection(pages=(PageArgs(first=10, after=keyset),))
+    assert read_cost([REF], ListingSelection(classified=one_page)) == MAX_HISTORY_PAGES + 1
+    selection = ListingSelection(legacy=True, classified=ClassifiedSelection(latest=True))
+    other = ListingRef(classified_id="c-2", legacy=LegacyAdKey(user_id=1, ad_id=3))
+    assert read_cost([REF, REF, other], selection) == 4
+    assert read_cost([REF], ListingSelection(), refresh=True) == 1 + MAX_HISTORY_PAGES
+
+
+# --- over GraphQL ------------------------------------------------------------------------------
+
+
+async def test_too_many_root_fields_is_too_complex(gateway: RunningGateway) -> None:
+    field = 'listing(ref: {classifiedId: "c-1"}) { id }'
+    query = "{ " + " ".join(f"t{i}: {field}" for i in range(21)) + " }"
+    response = await gateway.client.post(
+        "/graphql", json={"query": query}, headers={"accept": GRAPHQL_RESPONSE}
+    )
+    assert response.status_code == 400
+    (error,) = response.json()["errors"]
+    assert error["extensions"] == {"code": "QUERY_TOO_COMPLEX", "cost": 21, "limit": 20}
+    ok = await gateway.query("{ " + " ".join(f"t{i}: {field}" for i in range(20)) + " }")
+    assert "errors" not in ok, ok
+    assert "errors" not in await gateway.query(
+        "{ " + " ".join(f"t{i}: __typename" for i in range(200)) + " }"
+    )
+
+
+UNIFIED = "query($refs: [ListingRef!]!) { listings(refs: $refs) { state } }"
+LATEST = (
+    "query($refs: [ListingRef!]!) { listings(refs: $refs) "
+    "{ classified { latestStatus { status } } } }"
+)
+
+
+async def test_a_request_over_the_upstream_budget_is_refused_before_any_call(
+    simulator: RunningSimulator,
+) -> None:
+    async with run_gateway(simulator, max_upstream_cost=120) as gw:
+        refs = [ref_of(li) for li in agency_listings(gw, 3)]
+        gw.sim.state.reset_counters()
+        body = await gw.query(UNIFIED, {"refs": refs})
+        assert "data" not in body or body["data"] is None
+        (error,) = body["errors"]
+        assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+        assert error["extensions"]["cost"] == 3 * (1 + MAX_HISTORY_PAGES)
+        assert error["extensions"]["limit"] == 120
+        assert upstream_calls(gw) == 0
+        # Two root fields add up.
+        two = (
+            "query($a: [ListingRef!]!) { x: listings(refs: $a) "
+            "{ classified { latestStatus { status } } } y: listings(refs: $a) { legacy { adId } } }"
+        )
+        assert "errors" not in await gw.query(two, {"a": refs})
+        cheap = await gw.query(LATEST, {"refs": refs})
+        assert "errors" not in cheap, cheap
+
+
+async def test_the_estimate_bounds_the_reads_actually_made(simulator: RunningSimulator) -> None:
+    queries = [
+        UNIFIED,
+        LATEST,
+        "query($refs: [ListingRef!]!) { listings(refs: $refs) { legacy { adId } "
+        "classified { latestStatus { status } statuses(first: 3) { nodes { id } } } } }",
+        "query($refs: [ListingRef!]!) { listings(refs: $refs) { classified { "
+        'media(mediaId: "m-1") { latestStatus { status } statuses(first: 2) { nodes { id } } } } } }',
+    ]
+    for query in queries:
+        async with run_gateway(simulator, max_upstream_cost=1) as gw:
+            refs = [ref_of(li) for li in agency_listings(gw, 2)]
+            refused = await gw.query(query, {"refs": refs})
+            estimate = refused["errors"][0]["extensions"]["cost"]
+        async with run_gateway(simulator) as gw:
+            gw.sim.state.reset_counters()
+            await gw.query(query, {"refs": refs})
+            assert 0 < upstream_calls(gw) <= estimate, query
+
+
+async def test_introspection_can_be_switched_off(simulator: RunningSimulator) -> None:
+    introspection = "{ __schema { queryType { name } } }"
+    async with run_gateway(simulator, introspection=False) as gw:
+        body = await gw.query(introspection)
+        assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+        assert (await gw.query("{ __typename }")) == {"data": {"__typename": "Query"}}
+    async with run_gateway(simulator) as gw:
+        assert (await gw.query(introspection))["data"]["__schema"]["queryType"]["name"] == "Query"
