@@ -79,7 +79,11 @@ async def _grpc_edge(
         yield
         return
     async with serve_grpc(
-        runtime, host=settings.host, port=settings.grpc_port, grace_s=settings.grpc_grace_s
+        runtime,
+        host=settings.host,
+        port=settings.grpc_port,
+        grace_s=settings.grpc_grace_s,
+        tokens=ClientTokens(settings.client_tokens),
     ) as running:
         app.state.grpc = running
         yield

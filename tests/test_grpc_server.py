@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime
 
 import grpc
+import httpx
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -15,12 +15,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
-from gateway.models import ClassifiedStatusCode, ClassifiedStatusEvent, ClassifiedStatusItem
 from gateway.simulator import RunningSimulator
 
 from gateway_harness import RunningGateway, run_gateway
 
 TENANT = "agency-1"
+SECRET = "webhook-secret-0123456789"
 TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
@@ -181,41 +181,71 @@ async def test_reflection_lists_and_describes_the_service(channel: grpc.aio.Chan
     ]
 
 
-def an_event(classified_id: str) -> ClassifiedStatusEvent:
-    return ClassifiedStatusEvent(
-        classified_id=classified_id,
-        status=ClassifiedStatusItem(
-            status=ClassifiedStatusCode.CREATED,
-            raw_status="CREATED",
-            message="Classified created",
-            status_date=datetime(2024, 3, 1, 10, tzinfo=UTC),
-            status_id="status-1",
-        ),
-        received_at=datetime(2024, 3, 1, 10, 0, 1, tzinfo=UTC),
-    )
+async def append_upstream(gw: RunningGateway, classified_id: str, status: str) -> None:
+    """A new status at V3 (the simulator's control route), which posts it to the gateway."""
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{gw.running_sim.control_url}/classifieds/{classified_id}/statuses",
+            json={"status": status},
+        )
+    response.raise_for_status()
 
 
-async def test_watch_streams_matching_events_and_ends_when_the_caller_cancels(
-    gw: RunningGateway, channel: grpc.aio.Channel
+async def test_watch_streams_an_event_appended_upstream_and_ends_when_the_caller_cancels(
+    simulator: RunningSimulator,
 ) -> None:
-    events = gw.app.state.runtime.events
-    call = pb_grpc.ListingStatusServiceStub(channel).WatchClassifiedStatus(
-        pb.WatchRequest(classified_ids=["wanted"])
-    )
-    await call.initial_metadata()  # subscribed
-    events.publish(an_event("other"))
-    events.publish(an_event("wanted"))
-    received = await call.read()
-    assert received.classified_id == "wanted"
-    assert received.status.status == pb.CLASSIFIED_STATUS_CODE_CREATED
-    assert received.received_at.ToDatetime(tzinfo=UTC) == datetime(2024, 3, 1, 10, 0, 1, tzinfo=UTC)
-    assert len(events.subscribers) == 1
-    call.cancel()
-    assert call.cancelled()
-    with pytest.raises(asyncio.CancelledError):
-        await call.read()
-    for _ in range(100):  # the server learns of the cancellation asynchronously
-        if not events.subscribers:
-            break
-        await asyncio.sleep(0.01)
-    assert not events.subscribers
+    async with (
+        run_gateway(
+            simulator, grpc=True, public=True, webhook_secret=SECRET, webhook_subscribe=True
+        ) as gw,
+        grpc.aio.insecure_channel(gw.grpc_address) as channel,
+    ):
+        watched, other = gw.sim.data.tenants[TENANT][1:3]
+        events = gw.app.state.runtime.events
+        call = pb_grpc.ListingStatusServiceStub(channel).WatchClassifiedStatus(
+            pb.WatchRequest(classified_ids=[watched])
+        )
+        await call.initial_metadata()  # the subscription is in place
+        await append_upstream(gw, other, "UPDATING")
+        await append_upstream(gw, watched, "UPDATED")
+        received = await call.read()
+        assert received.classified_id == watched
+        assert received.status.status == pb.CLASSIFIED_STATUS_CODE_UPDATED
+        assert received.received_at.seconds > 0
+        assert len(events.subscribers) == 1
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call.read()
+        # The server learns of the cancellation asynchronously; no event tells when.
+        while events.subscribers:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        assert call.cancelled()
+
+
+async def test_client_tokens_guard_the_service_but_not_health_or_reflection(
+    simulator: RunningSimulator,
+) -> None:
+    classified_id = simulator.sim.data.tenants[TENANT][0]
+    request = pb.GetListingRequest(ref=pb.ListingRef(classified_id=classified_id))
+    async with (
+        run_gateway(simulator, grpc=True, client_tokens="t0ken-one,t0ken-two") as gw,
+        grpc.aio.insecure_channel(gw.grpc_address) as channel,
+    ):
+        stub = pb_grpc.ListingStatusServiceStub(channel)
+        for metadata in ((), (("authorization", "Bearer wrong"),)):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetListing(request, metadata=metadata)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        watch = stub.WatchClassifiedStatus(pb.WatchRequest())
+        with pytest.raises(grpc.aio.AioRpcError) as refused_stream:
+            await watch.read()
+        assert refused_stream.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert gw.calls("v3") == 0
+        listing = await stub.GetListing(request, metadata=(("authorization", "Bearer t0ken-two"),))
+        assert listing.classified.id == classified_id
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        assert [a async for a in reflection][-1].list_services_response.service

@@ -22,6 +22,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.client_auth import ClientTokens
+from gateway.grpc.auth import ClientTokenGuard
 from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
 from gateway.grpc.servicer import ListingStatusServicer
@@ -54,11 +56,20 @@ class RunningGrpc:
 
 @asynccontextmanager
 async def serve_grpc(
-    runtime: Runtime, *, host: str, port: int, grace_s: float
+    runtime: Runtime,
+    *,
+    host: str,
+    port: int,
+    grace_s: float,
+    tokens: ClientTokens | None = None,
 ) -> AsyncIterator[RunningGrpc]:
-    """Serve gRPC on `host:port` (0: any free port) for the lifetime of the block."""
-    # Without SO_REUSEPORT a second gateway on the same port fails instead of sharing it.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    """Serve gRPC on `host:port` (0: any free port) for the lifetime of the block; with
+    `tokens` that are required, the listing service asks callers for one."""
+    server = grpc.aio.server(
+        interceptors=[ClientTokenGuard(tokens or ClientTokens(()), SERVICE_NAME)],
+        # Without SO_REUSEPORT a second gateway on the same port fails instead of sharing it.
+        options=[("grpc.so_reuseport", 0)],
+    )
     servicer = ListingStatusServicer(runtime.service, runtime.events)
     pb_grpc.add_ListingStatusServiceServicer_to_server(servicer, server)
     health_servicer = AsyncHealthServicer()
