@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from gateway.cursors import decode_cursor
 from gateway.errors import InvalidInput
 from gateway.histories import MAX_PAGE_SIZE
-from gateway.models import ListingRef
+from gateway.models import ClassifiedStatusCode, ListingRef
 
 DEFAULT_PAGE_SIZE = 20
 # V3 ids are UUIDs; anything this long or unprintable cannot be one and is not sent upstream.
@@ -42,3 +42,11 @@ def check_page_args(first: int, after: str | None) -> None:
         raise InvalidInput(f"first must be between 1 and {MAX_PAGE_SIZE}, got {first}")
     if after is not None:
         decode_cursor(after)  # raises InvalidInput for anything but a pageInfo.endCursor
+
+
+def check_status_filter(statuses: Iterable[ClassifiedStatusCode | str]) -> None:
+    """`UNKNOWN` stands for statuses the gateway cannot name: V3 cannot filter by it."""
+    if any(ClassifiedStatusCode(code) is ClassifiedStatusCode.UNKNOWN for code in statuses):
+        raise InvalidInput(
+            "UNKNOWN is not a status to filter by: it stands for statuses the gateway does not know"
+        )

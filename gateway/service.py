@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from gateway import ids
 from gateway.cache import PageCache, PageKey
-from gateway.checks import check_page_args, check_refs
+from gateway.checks import check_page_args, check_refs, check_status_filter
 from gateway.cursors import KeysetCursor, UpstreamCursor
 from gateway.errors import GatewayError, Outcome, capture
 from gateway.histories import MAX_PAGE_SIZE, History, page_slice, read_history
@@ -191,6 +191,7 @@ class ListingRequest:
         check_refs(refs, self.service.max_listings)
         for page in _pages_of(selection):
             check_page_args(page.first, page.after)
+            check_status_filter(page.statuses)
         return list(await asyncio.gather(*(self._listing(ref, selection, refresh) for ref in refs)))
 
     async def classified_statuses(
@@ -455,7 +456,14 @@ def _pages_of(selection: ListingSelection) -> Iterator[PageArgs]:
 def _status_filter(
     statuses: Sequence[ClassifiedStatusCode], portals: Sequence[Portal]
 ) -> Callable[[ClassifiedStatusItem], bool] | None:
-    """What V3's `status` and `portal` parameters keep, for pages cut from a history."""
+    """What V3's `status` and `portal` parameters keep, for pages cut from a history.
+
+    The one place where V3's filter semantics are assumed (UPSTREAMS.md 1.4 says only
+    "keep only these statuses / portals"; the simulator does the same): `status` keeps
+    an item whose status is one of the list; `portal` keeps an item that lists at least
+    one of the portals (an item without portals never matches); both together keep what
+    both keep. `UNKNOWN` is refused before this is reached (`check_status_filter`).
+    """
     if not statuses and not portals:
         return None
     wanted_statuses = {code.value for code in statuses}

@@ -559,6 +559,60 @@ async def test_token_limit_refuses_a_document_before_it_is_parsed_whole(
     assert [code_of(e) for e in refused["errors"]] == [("QUERY_TOO_COMPLEX", None)]
 
 
+async def test_deep_introspection_counts_towards_the_depth_limit(gateway: RunningGateway) -> None:
+    deep = "{ __schema { types { " + "ofType { " * 40 + "name" + " }" * 40 + " } } }"
+    body = await post(gateway, deep)
+    assert "data" not in body
+    assert {code_of(e) for e in body["errors"]} == {("QUERY_TOO_COMPLEX", None)}
+    # At the limit, introspection fields count like any others and still pass.
+    at_limit = "{ __schema { types { " + "ofType { " * 18 + "name" + " }" * 18 + " } } }"
+    assert "errors" not in await post(gateway, at_limit)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["exceeds maximum operation depth", "aliases found. Allowed", "Document contains more than"],
+)
+async def test_a_limit_is_recognised_by_its_rule_not_by_the_words_of_a_message(
+    gateway: RunningGateway, text: str
+) -> None:
+    # graphql-core quotes the literal in its message: the words are there, no limit is hit.
+    body = await post(gateway, f'{{ listing(ref: "{text}") {{ id }} }}')
+    [error] = body["errors"]
+    assert text in error["message"]
+    assert code_of(error) == ("GRAPHQL_VALIDATION_FAILED", None)
+
+
+async def test_a_long_malformed_document_is_a_parse_failure(gateway: RunningGateway) -> None:
+    body = await post(gateway, "{ listing(ref: ) " + "__typename " * 30_000 + "}")
+    assert [code_of(e) for e in body["errors"]] == [("GRAPHQL_PARSE_FAILED", None)]
+
+
+@pytest.mark.parametrize("selection", ["state classified", "classified"])
+async def test_unknown_as_a_status_filter_is_refused_before_any_read(
+    gateway: RunningGateway, selection: str
+) -> None:
+    """Whether the page would be cut from a history or asked of V3: the same answer."""
+    classified_id = tenant_listings(gateway.sim)[0].classified_id
+    for status in ("[UNKNOWN]", "[CREATED, UNKNOWN]"):
+        body = await post(
+            gateway,
+            f"query($id: ID!) {{ listing(ref: {{classifiedId: $id}}) {{ {selection} "
+            f"{{ statuses(status: {status}) {{ nodes {{ id }} }} }} }} }}",
+            {"id": classified_id},
+        )
+        assert "data" not in body
+        assert [code_of(e) for e in body["errors"]] == [("BAD_USER_INPUT", None)]
+    by_variable = await post(
+        gateway,
+        "query($id: ID!, $s: [ClassifiedStatusCode!]) { listing(ref: {classifiedId: $id}) "
+        "{ classified { statuses(status: $s) { nodes { id } } } } }",
+        {"id": classified_id, "s": ["UNKNOWN"]},
+    )
+    assert [code_of(e) for e in by_variable["errors"]] == [("BAD_USER_INPUT", None)]
+    assert total_calls(gateway.sim) == 0
+
+
 # --- nothing leaks, whatever the upstream does -------------------------------------------------
 
 UNAVAILABLE, REJECTED = "UPSTREAM_UNAVAILABLE", "UPSTREAM_REJECTED"

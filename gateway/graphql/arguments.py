@@ -32,7 +32,14 @@ from graphql.execution.values import get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
 
 from gateway import ids
-from gateway.checks import DEFAULT_PAGE_SIZE, check_id, check_page_args, check_ref, check_refs
+from gateway.checks import (
+    DEFAULT_PAGE_SIZE,
+    check_id,
+    check_page_args,
+    check_ref,
+    check_refs,
+    check_status_filter,
+)
 from gateway.errors import InvalidInput
 from gateway.graphql.inputs import ref_from_arguments
 
@@ -54,6 +61,7 @@ def _check_node(args: dict[str, Any], _max: int) -> None:
 def _check_page(args: dict[str, Any], _max: int) -> None:
     first = args.get("first")
     check_page_args(DEFAULT_PAGE_SIZE if first is None else first, args.get("after"))
+    check_status_filter(args.get("status") or ())
 
 
 def _check_media(args: dict[str, Any], _max: int) -> None:

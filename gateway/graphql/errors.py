@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
 
 from gateway.errors import GatewayError, InternalError
@@ -20,15 +20,11 @@ from gateway.errors import GatewayError, InternalError
 log = logging.getLogger("gateway.graphql")
 
 QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
-# The depth and alias limiters report plain validation errors; these recognise them.
-_COMPLEXITY_MARKERS = (
-    "exceeds maximum operation depth",
-    "aliases found. Allowed",
-    "Document contains more than",
-)
 
 
 def error_code(error: GraphQLError) -> str:
+    """The error's `extensions.code`. The limits (`limits.py`) and argument checks code
+    their refusals where they make them; the rest is told apart by kind, never by text."""
     original = error.original_error
     if isinstance(original, GatewayError):
         return original.code
@@ -37,9 +33,7 @@ def error_code(error: GraphQLError) -> str:
     existing = (error.extensions or {}).get("code")
     if isinstance(existing, str):
         return existing
-    if any(marker in error.message for marker in _COMPLEXITY_MARKERS):
-        return QUERY_TOO_COMPLEX
-    if error.message.startswith("Syntax Error"):
+    if isinstance(error, GraphQLSyntaxError):
         return "GRAPHQL_PARSE_FAILED"
     if error.path is None:
         return "GRAPHQL_VALIDATION_FAILED"

@@ -6,19 +6,13 @@ from typing import Any
 
 import strawberry
 from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxTokensLimiter,
-    ParserCache,
-    ValidationCache,
-)
-from strawberry.extensions.max_aliases import create_validator as alias_rule
-from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
+from strawberry.extensions import ValidationCache
 from strawberry.types import ExecutionContext
 
 from gateway.graphql.arguments import ArgumentChecks
 from gateway.graphql.cost import CostLimit
 from gateway.graphql.errors import ErrorCodes, log_errors
+from gateway.graphql.limits import Limits, TokenLimitedParser, alias_rule, depth_rule
 from gateway.graphql.live import Subscription
 from gateway.graphql.resolvers import Mutation, Query
 from gateway.graphql.types import Listing
@@ -41,19 +35,17 @@ def build_schema(
     max_upstream_cost: int = 12_000,
     introspection: bool = True,
 ) -> strawberry.Schema:
-    # The rule classes are made once: the validation cache is keyed by them, and
-    # QueryDepthLimiter/MaxAliasesLimiter would make new ones for every request.
-    rules: list[type[ASTValidationRule]] = [depth_rule(max_depth, None), alias_rule(max_aliases)]
+    # The rule classes are made once: the validation cache is keyed by them.
+    rules: tuple[type[ASTValidationRule], ...] = (depth_rule(max_depth), alias_rule(max_aliases))
     if not introspection:
-        rules.append(NoSchemaIntrospectionCustomRule)
+        rules += (NoSchemaIntrospectionCustomRule,)
     # Factories, not instances: strawberry builds fresh extensions for every request.
     extensions: list[Any] = [
         ErrorCodes,
         # Parsing stops past this many tokens; the largest real query (200 refs) has ~3,000.
-        lambda: MaxTokensLimiter(max_token_count=max_tokens),
-        lambda: ParserCache(maxsize=1024),
+        lambda: TokenLimitedParser(max_tokens=max_tokens),
         lambda: ValidationCache(maxsize=1024),
-        lambda: AddValidationRules(rules),
+        lambda: Limits(rules),
         lambda: ArgumentChecks(max_listings=max_listings),
         lambda: CostLimit(max_root_fields=max_root_fields, max_cost=max_upstream_cost),
     ]
