@@ -43,7 +43,7 @@ ODD_TOKEN = "a+b/c==d%2Fe&f=g;h ij#k?l+/=é"
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with create_session(timeout_s=2) as s:
+    async with create_session(timeout_s=10) as s:
         yield s
 
 
@@ -57,9 +57,18 @@ def v3(simulator: RunningSimulator, session: aiohttp.ClientSession) -> Classifie
         audience=SIM_AUDIENCE,
         default_intermediary_id=TENANT,
         user_agent=USER_AGENT,
-        timeout_s=1,
+        timeout_s=5,
     )
-    return ClassifiedsV3Client(session, simulator.v3_url, credentials, USER_AGENT, 1.0)
+    # A generous deadline: on a busy machine the token and the call share it.
+    return ClassifiedsV3Client(session, simulator.v3_url, credentials, USER_AGENT, 5.0)
+
+
+async def short_deadline(
+    simulator: RunningSimulator, session: aiohttp.ClientSession, v3: ClassifiedsV3Client
+) -> ClassifiedsV3Client:
+    """`v3`'s credentials, a token already fetched, and a deadline of one second."""
+    await v3.credentials.authorization(Caller())
+    return ClassifiedsV3Client(session, simulator.v3_url, v3.credentials, USER_AGENT, 1.0)
 
 
 def v3_requests(simulator: RunningSimulator, endpoint: str | None = None) -> list[Any]:
@@ -597,8 +606,9 @@ async def test_rate_limit_honours_retry_after(
 
 
 async def test_rate_limit_longer_than_the_deadline_fails_fast(
-    simulator: RunningSimulator, v3: ClassifiedsV3Client
+    simulator: RunningSimulator, session: aiohttp.ClientSession, v3: ClassifiedsV3Client
 ) -> None:
+    v3 = await short_deadline(simulator, session, v3)
     simulator.sim.state.add_fault("v3", "rate_limit", retry_after=5)
     started = time.monotonic()
     with pytest.raises(UpstreamRejected) as caught:
@@ -609,9 +619,9 @@ async def test_rate_limit_longer_than_the_deadline_fails_fast(
 
 
 async def test_hanging_upstream_is_cut_at_the_deadline(
-    simulator: RunningSimulator, v3: ClassifiedsV3Client
+    simulator: RunningSimulator, session: aiohttp.ClientSession, v3: ClassifiedsV3Client
 ) -> None:
-    await v3.credentials.authorization(Caller())  # the token is not part of this budget
+    v3 = await short_deadline(simulator, session, v3)
     simulator.sim.state.add_fault("v3", "timeout", delay_s=5)
     started = time.monotonic()
     with pytest.raises(UpstreamUnavailable):
@@ -621,8 +631,9 @@ async def test_hanging_upstream_is_cut_at_the_deadline(
 
 
 async def test_one_slow_answer_is_retried_in_time(
-    simulator: RunningSimulator, v3: ClassifiedsV3Client
+    simulator: RunningSimulator, session: aiohttp.ClientSession, v3: ClassifiedsV3Client
 ) -> None:
+    v3 = await short_deadline(simulator, session, v3)
     simulator.sim.state.add_fault("v3", "timeout", delay_s=3, count=1)
     page = await v3.classified_statuses(Caller(), simulator.sim.data.tenants[TENANT][1])
     assert page.items

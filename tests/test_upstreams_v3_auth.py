@@ -48,7 +48,7 @@ class Clock:
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with create_session(timeout_s=2) as s:
+    async with create_session(timeout_s=10) as s:
         yield s
 
 
@@ -70,7 +70,7 @@ def oauth(
         "audience": SIM_AUDIENCE,
         "default_intermediary_id": "agency-1",
         "user_agent": USER_AGENT,
-        "timeout_s": 1.0,
+        "timeout_s": 5.0,  # generous: on a busy machine a token fetch can take a while
     }
     if clock is not None:
         values["clock"] = clock
@@ -81,7 +81,7 @@ def oauth(
 def client(
     simulator: RunningSimulator, session: aiohttp.ClientSession, credentials: Any
 ) -> ClassifiedsV3Client:
-    return ClassifiedsV3Client(session, simulator.v3_url, credentials, USER_AGENT, 1.0)
+    return ClassifiedsV3Client(session, simulator.v3_url, credentials, USER_AGENT, 5.0)
 
 
 def classified_of(simulator: RunningSimulator, agency: str) -> str:
