@@ -108,6 +108,17 @@ class Settings(BaseSettings):
     max_upstream_cost: int = Field(default=12_000, ge=1)
     introspection: bool = True
 
+    # Resilience and observability (README "Operating").
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=10.0, gt=0)
+    retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    upstream_max_concurrency: int = Field(default=64, ge=1)
+    max_concurrent_requests: int = Field(default=32, ge=1)
+    max_queued_requests: int = Field(default=64, ge=0)
+    queue_timeout_s: float = Field(default=2.0, gt=0)
+    shutdown_grace_s: int = Field(default=10, ge=0)
+    loop_lag_interval_s: float = Field(default=0.5, gt=0)
+
     @field_validator("client_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: Any) -> Any:

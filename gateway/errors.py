@@ -7,7 +7,8 @@
     ├── NotFound              the named listing, classified or ad does not exist
     │   └── UpstreamNotFound  ... and an upstream said so
     └── UpstreamError         an upstream could not answer as asked
-        ├── UpstreamUnavailable  timeout, connection error, 5xx, malformed body; safe to retry later
+        ├── UpstreamUnavailable  timeout, connection error, 5xx, 429, malformed body, circuit
+        │                        open; safe to retry later (after `retry_after` when known)
         └── UpstreamRejected     the upstream refused the call (4xx other than 404)
 
 Upstream clients translate foreign exceptions into this tree in one place
@@ -70,10 +71,23 @@ class UpstreamError(GatewayError):
     code = "UPSTREAM_UNAVAILABLE"
     upstream: UpstreamName
 
-    def __init__(self, message: str, *, upstream: UpstreamName, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream: UpstreamName,
+        status: int | None = None,
+        retry_after: float | None = None,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(message, upstream=upstream)
         self.upstream = upstream
         self.status = status
+        # Seconds the upstream asked us to wait (its `Retry-After`), passed on to the caller.
+        self.retry_after = retry_after
+        # Why the gateway itself refused the call, e.g. "circuit_open"; None when the
+        # upstream was asked.
+        self.reason = reason
 
 
 class UpstreamNotFound(UpstreamError, NotFound):
@@ -83,7 +97,7 @@ class UpstreamNotFound(UpstreamError, NotFound):
 
 
 class UpstreamUnavailable(UpstreamError):
-    """Timeout, connection failure, 5xx or a malformed body: the upstream may recover; retry later."""
+    """Timeout, connection failure, 5xx, 429 or a malformed body: the upstream may recover; retry later."""
 
     code = "UPSTREAM_UNAVAILABLE"
 

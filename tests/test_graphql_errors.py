@@ -626,7 +626,7 @@ UNAVAILABLE, REJECTED = "UPSTREAM_UNAVAILABLE", "UPSTREAM_REJECTED"
         ("v3", "error", 401, REJECTED),  # refreshed once, then given up
         ("v3", "malformed", 200, UNAVAILABLE),
         ("v3", "reset", 0, UNAVAILABLE),
-        ("v3", "rate_limit", 429, REJECTED),
+        ("v3", "rate_limit", 429, UNAVAILABLE),  # transient, DESIGN.md "Errors"
         ("token", "error", 500, UNAVAILABLE),
         ("token", "error", 401, REJECTED),
         ("token", "malformed", 200, UNAVAILABLE),

@@ -230,10 +230,11 @@ async def test_retry_after_beyond_the_deadline_fails_at_once(
 ) -> None:
     upstream = await serve(status_handler(429, "{}", **{"Retry-After": "30"}))
     started = time.monotonic()
-    with pytest.raises(UpstreamRejected) as caught:
+    with pytest.raises(UpstreamUnavailable) as caught:
         await call(session, upstream.url(), seconds=1)
     assert time.monotonic() - started < 0.5, "no pointless sleep past the deadline"
     assert caught.value.status == 429
+    assert caught.value.retry_after == 30
     assert upstream.calls == 1
 
 
@@ -241,9 +242,10 @@ async def test_persistent_429_gives_up_after_two_retries(
     serve: Any, session: aiohttp.ClientSession
 ) -> None:
     upstream = await serve(status_handler(429, "{}", **{"Retry-After": "0"}))
-    with pytest.raises(UpstreamRejected) as caught:
+    with pytest.raises(UpstreamUnavailable) as caught:
         await call(session, upstream.url())
     assert caught.value.status == 429
+    assert caught.value.code == "UPSTREAM_UNAVAILABLE"  # transient: the caller may come back
     assert upstream.calls == 3
 
 

@@ -611,9 +611,10 @@ async def test_rate_limit_longer_than_the_deadline_fails_fast(
     v3 = await short_deadline(simulator, session, v3)
     simulator.sim.state.add_fault("v3", "rate_limit", retry_after=5)
     started = time.monotonic()
-    with pytest.raises(UpstreamRejected) as caught:
+    with pytest.raises(UpstreamUnavailable) as caught:
         await v3.classified_statuses(Caller(), simulator.sim.data.tenants[TENANT][1])
     assert caught.value.status == 429
+    assert caught.value.retry_after == 5
     assert time.monotonic() - started < 0.8
     assert simulator.sim.state.calls("v3") == 1
 

@@ -1,7 +1,9 @@
 """The GraphQL edge's one translation of errors.
 
 Every error leaving `/graphql` carries `extensions.code`; errors that came from an
-upstream also carry `extensions.upstream`. Anything that is not a `GatewayError` is
+upstream also carry `extensions.upstream`, and, when known, `extensions.retryAfter` (whole
+seconds the upstream asked for) and `extensions.reason` (why the gateway refused the call
+itself, e.g. `circuit_open`). Anything that is not a `GatewayError` is
 logged here and reaches the caller only as "Unexpected error", so no stack trace,
 token or upstream body ever leaks.
 """
@@ -9,13 +11,14 @@ token or upstream body ever leaks.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
 
-from gateway.errors import GatewayError, InternalError
+from gateway.errors import GatewayError, InternalError, UpstreamError
 
 log = logging.getLogger("gateway.graphql")
 
@@ -50,6 +53,11 @@ def translate(error: GraphQLError) -> GraphQLError:
         message = original.message
         if original.upstream is not None:
             extensions["upstream"] = original.upstream
+        if isinstance(original, UpstreamError):
+            if original.reason is not None:
+                extensions["reason"] = original.reason
+            if original.retry_after is not None:
+                extensions["retryAfter"] = math.ceil(original.retry_after)
     elif original is not None:
         message = "Unexpected error"
     return GraphQLError(

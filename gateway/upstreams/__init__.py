@@ -12,14 +12,18 @@ wire format into `gateway.models`; `_http` is the only place aiohttp errors are 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
+from opentelemetry import trace
 
 from gateway.config import Settings
 from gateway.upstreams._http import Deadline, create_session
+from gateway.upstreams.breaker import BreakerState
+from gateway.upstreams.guard import UpstreamGuard, UpstreamObserver
 from gateway.upstreams.legacy import LegacyClient
 from gateway.upstreams.trace import child_traceparent
 from gateway.upstreams.unknowns import UNKNOWN_VALUES
@@ -34,12 +38,15 @@ from gateway.upstreams.v3_auth import (
 
 __all__ = [
     "UNKNOWN_VALUES",
+    "BreakerState",
     "ClassifiedsV3Client",
     "Deadline",
     "LegacyClient",
     "OAuthCredentials",
     "PassthroughCredentials",
     "StaticCredentials",
+    "UpstreamGuard",
+    "UpstreamObserver",
     "Upstreams",
     "V3Credentials",
     "build_credentials",
@@ -59,25 +66,52 @@ class Upstreams:
     v3: ClassifiedsV3Client
     legacy: LegacyClient
     sessions: tuple[aiohttp.ClientSession, ...]
+    guards: tuple[UpstreamGuard, ...] = ()
 
     @property
     def open(self) -> bool:
         """True while every upstream session is open (the readiness check)."""
         return all(not session.closed for session in self.sessions)
 
+    def open_circuits(self) -> list[str]:
+        """The upstreams whose circuit breaker is open now."""
+        return [g.upstream for g in self.guards if g.breaker.state is BreakerState.OPEN]
+
 
 @asynccontextmanager
 async def open_upstreams(
-    settings: Settings, *, pool_limit: int = DEFAULT_POOL_LIMIT
+    settings: Settings,
+    *,
+    pool_limit: int = DEFAULT_POOL_LIMIT,
+    observer: UpstreamObserver | None = None,
+    tracer: trace.Tracer | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[Upstreams]:
-    """Open both upstream sessions and clients from `settings`; close everything on exit."""
+    """Open both upstream sessions and clients from `settings`; close everything on exit.
+
+    Each upstream gets its own `UpstreamGuard` (breaker, retry budget, concurrency cap)
+    reporting to `observer` and `tracer`; `clock` drives the breakers (tests inject one).
+    """
+    v3_guard, legacy_guard = (
+        UpstreamGuard(
+            upstream,
+            failure_threshold=settings.breaker_failures,
+            reset_after_s=settings.breaker_reset_s,
+            retry_ratio=settings.retry_budget_ratio,
+            max_concurrency=settings.upstream_max_concurrency,
+            observer=observer,
+            tracer=tracer,
+            clock=clock,
+        )
+        for upstream in ("classifieds-v3", "legacy")
+    )
     async with AsyncExitStack() as stack:
         v3_session = create_session(timeout_s=settings.upstream_timeout_s, limit=pool_limit)
         stack.push_async_callback(v3_session.close)
         # force=true legacy reads get three times the budget; the session must allow it.
         legacy_session = create_session(timeout_s=settings.upstream_timeout_s * 3, limit=pool_limit)
         stack.push_async_callback(legacy_session.close)
-        credentials = build_credentials(settings, v3_session)
+        credentials = build_credentials(settings, v3_session, guard=v3_guard)
         if isinstance(credentials, OAuthCredentials):
             # Runs before the session closes (callbacks unwind in reverse order).
             stack.push_async_callback(credentials.aclose)
@@ -88,6 +122,7 @@ async def open_upstreams(
                 credentials,
                 settings.user_agent,
                 settings.upstream_timeout_s,
+                guard=v3_guard,
             ),
             legacy=LegacyClient(
                 legacy_session,
@@ -95,6 +130,8 @@ async def open_upstreams(
                 settings.legacy_api_key,
                 settings.upstream_timeout_s,
                 settings.legacy_max_batch,
+                guard=legacy_guard,
             ),
             sessions=(v3_session, legacy_session),
+            guards=(v3_guard, legacy_guard),
         )

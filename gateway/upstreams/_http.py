@@ -5,16 +5,20 @@ catches aiohttp, timeout and JSON-decode errors and turns them, and HTTP statuse
 the `gateway.errors` tree:
 
     timeout, connection error, 5xx, other odd status, malformed body -> UpstreamUnavailable
+    429 (once retries are spent; `retry_after` kept)                  -> UpstreamUnavailable
     404                                                               -> UpstreamNotFound
-    any other 4xx (401, 403, 429, ...)                                -> UpstreamRejected
+    any other 4xx (401, 403, ...)                                     -> UpstreamRejected
 
 Each error carries `upstream` and `status` and a message naming the upstream, the endpoint
 and the status, never a header, a token, a key or the upstream body (the body goes to the
 debug log only, truncated). Idempotent reads are retried at most twice, with exponential
 backoff and jitter, on timeouts, connection errors, 5xx and 429, honouring `Retry-After`;
-all attempts and waits fit inside one per-operation `Deadline`.
+all attempts and waits fit inside one per-operation `Deadline`. With an `UpstreamGuard`, an
+operation also passes the upstream's circuit breaker, retry budget and concurrency cap, is
+reported to its observer (metrics) and traced as one OpenTelemetry client span whose context
+goes out as `traceparent`/`tracestate`.
 
-Depends on aiohttp, tenacity, orjson and `gateway.errors` only.
+Depends on aiohttp, tenacity, orjson, the OpenTelemetry API, `guard` and `gateway.errors`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from typing import Any, Final
 import aiohttp
 import orjson
 import yarl
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -47,6 +54,8 @@ from gateway.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from gateway.upstreams.breaker import CircuitOpen
+from gateway.upstreams.guard import UpstreamGuard
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
@@ -65,6 +74,7 @@ MAX_BACKOFF_S: Final = 2.0
 # and must not be buffered without limit.
 DEFAULT_MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 _LOGGED_BODY_CHARS: Final = 500
+_W3C: Final = TraceContextTextMapPropagator()
 
 
 def create_session(
@@ -131,6 +141,24 @@ class _StopAtDeadline(stop_base):
         return retry_state.upcoming_sleep >= self._deadline.remaining()
 
 
+class _StopWithoutBudget(stop_base):
+    """Stop retrying when the upstream's retry budget is spent.
+
+    Listed last in `stop_any`, so a retry is taken from the budget only when nothing
+    else stops it.
+    """
+
+    def __init__(self, guard: UpstreamGuard, endpoint: str) -> None:
+        self._guard = guard
+        self._endpoint = endpoint
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        if self._guard.budget.withdraw():
+            return False
+        self._guard.observer.refused(self._guard.upstream, self._endpoint, "retry_budget")
+        return True
+
+
 def _label(upstream: UpstreamName, endpoint: str) -> str:
     return f"{upstream} {endpoint}"
 
@@ -163,14 +191,21 @@ def _status_error(
     message = f"{_label(upstream, endpoint)}: HTTP {status}"
     if status == 404:
         return UpstreamNotFound(message, upstream=upstream, status=status)
+    wait_s = parse_retry_after(retry_after)
     if status == 429:
-        rejected = UpstreamRejected(f"{message} (rate limited)", upstream=upstream, status=status)
-        return _RetryableFailure(rejected, parse_retry_after(retry_after))
+        # Rate limiting is transient: once retries are spent the caller may come back later.
+        limited = UpstreamUnavailable(
+            f"{message} (rate limited)", upstream=upstream, status=status, retry_after=wait_s
+        )
+        return _RetryableFailure(limited, wait_s)
     if 400 <= status < 500:
         return UpstreamRejected(message, upstream=upstream, status=status)
-    unavailable = UpstreamUnavailable(message, upstream=upstream, status=status)
     if status >= 500:
-        return _RetryableFailure(unavailable, parse_retry_after(retry_after))
+        unavailable = UpstreamUnavailable(
+            message, upstream=upstream, status=status, retry_after=wait_s
+        )
+        return _RetryableFailure(unavailable, wait_s)
+    unavailable = UpstreamUnavailable(message, upstream=upstream, status=status)
     # 1xx/3xx: redirects are not followed (they could carry credentials elsewhere).
     return unavailable
 
@@ -193,7 +228,7 @@ def _excerpt(body: bytes) -> str:
     return body[:_LOGGED_BODY_CHARS].decode("utf-8", errors="replace")
 
 
-async def _attempt(
+async def _exchange(
     session: aiohttp.ClientSession,
     method: str,
     url: yarl.URL,
@@ -202,16 +237,18 @@ async def _attempt(
     endpoint: str,
     headers: Mapping[str, str],
     data: bytes | None,
-    deadline: Deadline,
-    budget_share: float,
+    budget: float,
     expect_json: bool,
     log_body: bool,
     max_body_bytes: int,
+    guard: UpstreamGuard | None,
 ) -> Any:
     label = _label(upstream, endpoint)
-    budget = deadline.remaining() * budget_share
     if budget <= 0:
         raise UpstreamUnavailable(f"{label}: deadline exceeded", upstream=upstream)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    outcome = "connection_error"
     try:
         async with session.request(
             method,
@@ -222,9 +259,11 @@ async def _attempt(
             timeout=aiohttp.ClientTimeout(total=budget),
         ) as response:
             status = response.status
+            outcome = str(status)
             body = await _read_body(response, max_body_bytes)
             retry_after = response.headers.get("Retry-After")
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        outcome = "timeout"
         raise _RetryableFailure(
             UpstreamUnavailable(f"{label}: timed out", upstream=upstream)
         ) from exc
@@ -234,6 +273,15 @@ async def _attempt(
                 f"{label}: connection failed ({type(exc).__name__})", upstream=upstream
             )
         ) from exc
+    except asyncio.CancelledError:
+        # The operation's deadline fired inside this attempt (or the caller went away).
+        outcome = "timeout"
+        raise
+    finally:
+        if guard is not None:
+            guard.observer.attempt(upstream, endpoint, outcome, loop.time() - started)
+            if outcome.isdigit():
+                trace.get_current_span().set_attribute("http.response.status_code", int(outcome))
 
     if body is None:
         raise UpstreamUnavailable(f"{label}: response too large", upstream=upstream, status=status)
@@ -270,6 +318,7 @@ async def request(
     backoff_s: float = DEFAULT_BACKOFF_S,
     log_body: bool = True,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    guard: UpstreamGuard | None = None,
 ) -> Any:
     """Perform one upstream operation and return its decoded JSON body (None if not `expect_json`).
 
@@ -278,8 +327,154 @@ async def request(
     for idempotent reads) timeouts, connection errors, 5xx and 429 are retried at most
     `max_retries` times within `deadline`; a `Retry-After` longer than the time left ends
     the operation at once with the last error. Pass `log_body=False` when the body may hold
-    a secret (the token endpoint). Raises the `gateway.errors` tree only.
+    a secret (the token endpoint). With a `guard`, an open circuit fails at once with
+    `UpstreamUnavailable(reason="circuit_open")`. Raises the `gateway.errors` tree only.
     """
+    if guard is None:
+        return await _operation(
+            session,
+            method,
+            url,
+            upstream=upstream,
+            endpoint=endpoint,
+            deadline=deadline,
+            headers=headers,
+            json=json,
+            retry=retry,
+            expect_json=expect_json,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            log_body=log_body,
+            max_body_bytes=max_body_bytes,
+            guard=None,
+            span=None,
+        )
+    label = _label(upstream, endpoint)
+    try:
+        trial = guard.breaker.acquire()
+    except CircuitOpen as exc:
+        guard.observer.refused(upstream, endpoint, "circuit_open")
+        raise UpstreamUnavailable(
+            f"{label}: not called, the circuit is open after repeated failures",
+            upstream=upstream,
+            reason="circuit_open",
+            retry_after=exc.retry_in,
+        ) from None
+    # The slot is held for the whole operation (backoff included) and waited for outside
+    # the operation's timeout scope, so running out of time here is reported as such.
+    if not await guard.take_slot(deadline.remaining()):
+        guard.breaker.release(trial=trial)
+        guard.observer.refused(upstream, endpoint, "concurrency_limit")
+        raise UpstreamUnavailable(
+            f"{label}: too many calls in flight, none finished in time",
+            upstream=upstream,
+            reason="concurrency_limit",
+        )
+    try:
+        return await _guarded(
+            session,
+            method,
+            url,
+            upstream=upstream,
+            endpoint=endpoint,
+            deadline=deadline,
+            headers=headers,
+            json=json,
+            retry=retry,
+            expect_json=expect_json,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            log_body=log_body,
+            max_body_bytes=max_body_bytes,
+            guard=guard,
+            trial=trial,
+        )
+    finally:
+        guard.give_slot()
+
+
+async def _guarded(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: yarl.URL,
+    *,
+    upstream: UpstreamName,
+    endpoint: str,
+    deadline: Deadline,
+    headers: Mapping[str, str] | None,
+    json: object,
+    retry: bool,
+    expect_json: bool,
+    max_retries: int,
+    backoff_s: float,
+    log_body: bool,
+    max_body_bytes: int,
+    guard: UpstreamGuard,
+    trial: bool,
+) -> Any:
+    """One operation admitted by the breaker: traced, and its outcome recorded."""
+    guard.budget.deposit()
+    ok: bool | None = None
+    with guard.tracer.start_as_current_span(
+        f"{method} {upstream} {endpoint}",
+        kind=SpanKind.CLIENT,
+        attributes={"gateway.upstream": upstream, "gateway.endpoint": endpoint},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            result = await _operation(
+                session,
+                method,
+                url,
+                upstream=upstream,
+                endpoint=endpoint,
+                deadline=deadline,
+                headers=headers,
+                json=json,
+                retry=retry,
+                expect_json=expect_json,
+                max_retries=max_retries,
+                backoff_s=backoff_s,
+                log_body=log_body,
+                max_body_bytes=max_body_bytes,
+                guard=guard,
+                span=span,
+            )
+            ok = True
+            return result
+        except UpstreamError as exc:
+            span.set_status(Status(StatusCode.ERROR, exc.code))
+            if exc.reason is None:
+                # An answer the upstream chose to give (404, 4xx) shows it is up.
+                ok = not isinstance(exc, UpstreamUnavailable)
+            raise
+        finally:
+            if ok is None:
+                guard.breaker.release(trial=trial)
+            else:
+                guard.breaker.record(ok=ok, trial=trial)
+
+
+async def _operation(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: yarl.URL,
+    *,
+    upstream: UpstreamName,
+    endpoint: str,
+    deadline: Deadline,
+    headers: Mapping[str, str] | None,
+    json: object,
+    retry: bool,
+    expect_json: bool,
+    max_retries: int,
+    backoff_s: float,
+    log_body: bool,
+    max_body_bytes: int,
+    guard: UpstreamGuard | None,
+    span: trace.Span | None,
+) -> Any:
     label = _label(upstream, endpoint)
     all_headers = dict(headers or {})
     data: bytes | None = None
@@ -287,6 +482,9 @@ async def request(
         data = orjson.dumps(json)
         all_headers.setdefault("Content-Type", "application/json")
     all_headers.setdefault("Accept", "application/json")
+    if span is not None and span.get_span_context().is_valid:
+        # Our client span is the parent the upstream sees; it replaces any header given.
+        _W3C.inject(all_headers)
     attempts = 1 + (max_retries if retry else 0)
     attempt_number = 0
 
@@ -296,7 +494,7 @@ async def request(
         # An attempt that hangs must leave room for the retries still allowed, so it gets
         # half of the time left unless it is the last one.
         share = 1.0 if attempt_number >= attempts else 0.5
-        return await _attempt(
+        return await _exchange(
             session,
             method,
             url,
@@ -304,11 +502,11 @@ async def request(
             endpoint=endpoint,
             headers=all_headers,
             data=data,
-            deadline=deadline,
-            budget_share=share,
+            budget=deadline.remaining() * share,
             expect_json=expect_json,
             log_body=log_body,
             max_body_bytes=max_body_bytes,
+            guard=guard,
         )
 
     backoff = wait_exponential_jitter(multiplier=backoff_s, max=MAX_BACKOFF_S, jitter=backoff_s)
@@ -328,9 +526,14 @@ async def request(
             failure,
             state.upcoming_sleep,
         )
+        if guard is not None:
+            guard.observer.retry(upstream, endpoint)
 
+    stops: list[stop_base] = [stop_after_attempt(attempts), _StopAtDeadline(deadline)]
+    if guard is not None:
+        stops.append(_StopWithoutBudget(guard, endpoint))
     retrying = AsyncRetrying(
-        stop=stop_any(stop_after_attempt(attempts), _StopAtDeadline(deadline)),
+        stop=stop_any(*stops),
         wait=wait,
         retry=retry_if_exception_type(_RetryableFailure),
         before_sleep=log_retry,
@@ -346,3 +549,6 @@ async def request(
         raise UpstreamUnavailable(
             f"{label}: no answer within {deadline.seconds:g}s", upstream=upstream
         ) from exc
+    finally:
+        if span is not None:
+            span.set_attribute("gateway.retries", max(0, attempt_number - 1))

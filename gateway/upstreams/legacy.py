@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import orjson
 import yarl
+from opentelemetry import trace
 from pydantic import SecretStr
 
 from gateway.errors import (
@@ -45,6 +46,7 @@ from gateway.models import (
     LegacyPublishStatus,
 )
 from gateway.upstreams._http import Deadline, request
+from gateway.upstreams.guard import UpstreamGuard
 from gateway.upstreams.unknowns import note_unknown
 
 __all__ = ["MAX_ITEMS_PER_PAGE", "LegacyClient", "parse_ad", "parse_legacy_date"]
@@ -322,8 +324,11 @@ class LegacyClient:
         api_key: str | SecretStr,
         timeout_s: float,
         max_batch: int,
+        *,
+        guard: UpstreamGuard | None = None,
     ) -> None:
         self._session = session
+        self._guard = guard
         self._base = str(yarl.URL(base_url.rstrip("/")))
         self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         self._timeout_s = timeout_s
@@ -360,6 +365,7 @@ class LegacyClient:
                 deadline=self._deadline(False),
                 headers=self._headers(),
                 retry=True,
+                guard=self._guard,
             )
             data, _ = _envelope(body, "status_get")
             ads, _ = _ads(user_id, data)
@@ -385,13 +391,16 @@ class LegacyClient:
         unique = list(dict.fromkeys(_positive_int(ad_id, "adId") for ad_id in ad_ids))
         if not unique:
             return LegacyBatch(user_id=user_id)
-        results = await asyncio.gather(
-            *(
-                self._chunk(user_id, chunk, force=force)
-                for chunk in _chunks(unique, self._max_batch)
-            ),
-            return_exceptions=True,
-        )
+        chunks = _chunks(unique, self._max_batch)
+        tracer = self._guard.tracer if self._guard is not None else trace.NoOpTracer()
+        with tracer.start_as_current_span(
+            "legacy batch",
+            attributes={"gateway.batch.ads": len(unique), "gateway.batch.chunks": len(chunks)},
+        ):
+            results = await asyncio.gather(
+                *(self._chunk(user_id, chunk, force=force) for chunk in chunks),
+                return_exceptions=True,
+            )
         found: dict[int, LegacyAdStatus] = {}
         for result in results:
             if isinstance(result, BaseException):
@@ -439,6 +448,8 @@ class LegacyClient:
         wanted = set(ad_ids)
         per_page = min(len(ad_ids), MAX_ITEMS_PER_PAGE)
         found: dict[int, LegacyAdStatus] = {}
+        if self._guard is not None:
+            self._guard.observer.batch(UPSTREAM, len(ad_ids))
         for page in range(1, _MAX_PAGES_PER_CHUNK + 1):
             body = await request(
                 self._session,
@@ -456,6 +467,7 @@ class LegacyClient:
                     "itemsPerPage": per_page,
                 },
                 retry=True,
+                guard=self._guard,
             )
             data, _ = _envelope(body, "status_post", wanted)
             ads, count = _ads(user_id, data)

@@ -31,6 +31,7 @@ from gateway.models import (
     StatusPage,
 )
 from gateway.upstreams._http import Deadline, request
+from gateway.upstreams.guard import UpstreamGuard
 from gateway.upstreams.trace import child_traceparent
 from gateway.upstreams.unknowns import note_unknown
 from gateway.upstreams.v3_auth import V3Credentials
@@ -269,8 +270,11 @@ class ClassifiedsV3Client:
         credentials: V3Credentials,
         user_agent: str,
         timeout_s: float,
+        *,
+        guard: UpstreamGuard | None = None,
     ) -> None:
         self._session = session
+        self._guard = guard
         # Kept as text: paths are appended already percent-encoded.
         self._base = str(yarl.URL(base_url.rstrip("/")))
         self._credentials = credentials
@@ -388,6 +392,7 @@ class ClassifiedsV3Client:
                 json=payload,
                 retry=retry,
                 expect_json=expect_json,
+                guard=self._guard,
             )
 
         authorization = await self._credentials.authorization(caller, deadline)

@@ -33,6 +33,7 @@ from gateway.config import Settings, V3AuthMode
 from gateway.errors import InvalidInput, Unauthenticated, UpstreamName, UpstreamUnavailable
 from gateway.models import Caller
 from gateway.upstreams._http import Deadline, request
+from gateway.upstreams.guard import UpstreamGuard
 
 __all__ = [
     "OAuthCredentials",
@@ -171,8 +172,10 @@ class OAuthCredentials:
         expiry_margin_s: float = 60.0,
         max_agencies: int = 1024,
         clock: Callable[[], float] = time.monotonic,
+        guard: UpstreamGuard | None = None,
     ) -> None:
         self._session = session
+        self._guard = guard
         self._token_url = yarl.URL(token_url)
         self._client_id = client_id
         self._client_secret = (
@@ -277,6 +280,7 @@ class OAuthCredentials:
             },
             retry=True,
             log_body=False,  # the body holds the access token
+            guard=self._guard,
         )
         token = self._parse(body)
         expires_in = _expires_in(body)
@@ -322,6 +326,7 @@ def build_credentials(
     session: aiohttp.ClientSession,
     *,
     clock: Callable[[], float] = time.monotonic,
+    guard: UpstreamGuard | None = None,
 ) -> V3Credentials:
     """The credentials `settings.v3_auth` asks for; `session` is used for token requests."""
     if settings.v3_auth is V3AuthMode.OAUTH:
@@ -335,6 +340,7 @@ def build_credentials(
             user_agent=settings.user_agent,
             timeout_s=settings.upstream_timeout_s,
             clock=clock,
+            guard=guard,
         )
     if settings.v3_auth is V3AuthMode.STATIC:
         return StaticCredentials(settings.v3_token)
