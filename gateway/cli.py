@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from gateway.config import SettingsError, load_settings
 
@@ -58,17 +60,37 @@ def _proto(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway.observability import configure_logging
     from gateway.web import create_app
 
     settings = load_settings()
-    print(f"Gateway listening on http://{settings.host}:{settings.http_port}/graphql", flush=True)
-    uvicorn.run(
-        create_app(settings, grpc=True),
-        host=settings.host,
-        port=settings.http_port,
-        log_level=args.log_level,
-        lifespan="on",
+    configure_logging(json=True, level=args.log_level.upper())
+    app = create_app(settings, grpc=True)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # /readyz answers 503 from the first signal on, while in-flight requests finish.
+            app.state.shutting_down = True
+            super().handle_exit(sig, frame)
+
+    server = Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.http_port,
+            log_level=args.log_level,
+            lifespan="on",
+            log_config=None,  # the root logger's JSON handler takes uvicorn's records too
+            access_log=False,  # the gateway writes its own line per request
+            timeout_graceful_shutdown=settings.shutdown_grace_s,
+        )
     )
+    # uvicorn re-raises the signal it stopped for; after a graceful stop, SIGTERM and
+    # Ctrl-C are a normal end of the process (exit status 0), not a kill.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    print(f"Gateway listening on http://{settings.host}:{settings.http_port}/graphql", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
     return 0
 
 

@@ -7,10 +7,13 @@ same sessions, cache and loaders.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from opentelemetry import trace
 
 from gateway.cache import PageCache
 from gateway.config import Settings
@@ -18,7 +21,7 @@ from gateway.errors import GatewayError
 from gateway.events import EventBus, LocalEventBus
 from gateway.models import Caller
 from gateway.service import ListingService
-from gateway.upstreams import Upstreams, open_upstreams
+from gateway.upstreams import UpstreamObserver, Upstreams, open_upstreams
 from gateway.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
@@ -33,13 +36,32 @@ class Runtime:
 
     @property
     def ready(self) -> bool:
-        return self.upstreams.open
+        return not self.not_ready_because()
+
+    def not_ready_because(self) -> list[str]:
+        """Why this replica should get no traffic now; empty when it is ready."""
+        reasons: list[str] = []
+        if not self.upstreams.open:
+            reasons.append("upstream sessions closed")
+        open_circuits = self.upstreams.open_circuits()
+        if open_circuits and len(open_circuits) == len(self.upstreams.guards):
+            reasons.append("circuit open for every upstream: " + ", ".join(open_circuits))
+        return reasons
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    """Open the upstream sessions for the lifetime of the block."""
-    async with open_upstreams(settings) as upstreams:
+async def open_runtime(
+    settings: Settings,
+    *,
+    observer: UpstreamObserver | None = None,
+    tracer: trace.Tracer | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[Runtime]:
+    """Open the upstream sessions for the lifetime of the block.
+
+    `observer` and `tracer` watch every upstream call; `clock` drives the circuit breakers.
+    """
+    async with open_upstreams(settings, observer=observer, tracer=tracer, clock=clock) as upstreams:
         cache: PageCache[Any] = PageCache(
             ttl_s=settings.cache_ttl_s, max_entries=settings.cache_max_entries
         )

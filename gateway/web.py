@@ -1,24 +1,37 @@
-"""The HTTP app: `/graphql`, `/healthz`, `/readyz`, with the runtime (and the gRPC server)
-opened in its lifespan."""
+"""The HTTP app: `/graphql`, `/healthz`, `/readyz`, `/metrics`, with the runtime (and the gRPC
+server) opened in its lifespan."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.admission import Admission
 from gateway.client_auth import ClientTokens
 from gateway.config import Settings
 from gateway.graphql.guard import ClientAuthGuard
 from gateway.graphql.schema import build_schema
 from gateway.graphql.view import GatewayGraphQL
 from gateway.grpc.server import serve_grpc
+from gateway.observability import (
+    TRACER_NAME,
+    Metrics,
+    RequestTelemetry,
+    build_tracer_provider,
+    watch_loop_lag,
+)
 from gateway.receiver import receiver_route
 from gateway.runtime import Runtime, open_runtime
 
@@ -89,12 +102,24 @@ async def _grpc_edge(
         yield
 
 
-def create_app(settings: Settings, *, grpc: bool = False) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    grpc: bool = False,
+    tracer_provider: TracerProvider | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Starlette:
     """The gateway's ASGI app; upstream sessions open and close with its lifespan.
 
     With `grpc`, the lifespan also serves gRPC on `settings.grpc_port` in the same event
-    loop (`app.state.grpc` is then the `RunningGrpc`, its bound port included).
+    loop (`app.state.grpc` is then the `RunningGrpc`, its bound port included). Each app
+    has its own metrics registry and, unless one is given, its own tracer provider
+    (exporting over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set). `clock` drives the
+    circuit breakers; tests inject one to move time without sleeping.
     """
+    metrics = Metrics()
+    provider = tracer_provider or build_tracer_provider()
+    tracer = provider.get_tracer(TRACER_NAME)
     schema = build_schema(
         max_listings=settings.max_listings,
         max_depth=settings.max_query_depth,
@@ -112,7 +137,8 @@ def create_app(settings: Settings, *, grpc: bool = False) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_runtime(settings) as runtime:
+        app.state.shutting_down = False
+        async with open_runtime(settings, observer=metrics, tracer=tracer, clock=clock) as runtime:
             app.state.runtime = runtime
             holder["graphql"] = GatewayGraphQL(
                 schema,
@@ -120,20 +146,42 @@ def create_app(settings: Settings, *, grpc: bool = False) -> Starlette:
                 events=runtime.events,
                 webhooks=runtime.webhooks,
                 max_variable_depth=settings.max_variable_depth,
+                tracer=tracer,
             )
-            async with _grpc_edge(app, runtime, settings, enabled=grpc):
-                yield
+            metrics.watch_runtime(runtime.upstreams, lambda: runtime.service.cache.stats)
+            lag = asyncio.create_task(watch_loop_lag(metrics, settings.loop_lag_interval_s))
+            try:
+                async with _grpc_edge(app, runtime, settings, enabled=grpc):
+                    yield
+            finally:
+                app.state.shutting_down = True
+                lag.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lag
+                metrics.unwatch_runtime()
+        if tracer_provider is None:
+            provider.shutdown()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
         runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-        ready = runtime is not None and runtime.ready
+        reasons = ["starting"] if runtime is None else runtime.not_ready_because()
+        if getattr(request.app.state, "shutting_down", False):
+            reasons.insert(0, "shutting down")
+        ready = not reasons
         return JSONResponse(
-            {"status": "ready" if ready else "not ready", "upstreamSessions": ready},
+            {
+                "status": "ready" if ready else "not ready",
+                "upstreamSessions": runtime is not None and runtime.upstreams.open,
+                "reasons": reasons,
+            },
             status_code=200 if ready else 503,
         )
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # Client tokens guard /graphql only: health, metrics and the webhook receiver stay open.
     graphql = ClientAuthGuard(_LazyGraphQL(), ClientTokens(settings.client_tokens))
@@ -144,8 +192,20 @@ def create_app(settings: Settings, *, grpc: bool = False) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             receiver_route(max_body_bytes=settings.webhook_max_body_bytes),
+            Route("/metrics", metrics_endpoint),
         ],
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
+    app.state.shutting_down = False
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        Admission,
+        max_concurrent=settings.max_concurrent_requests,
+        max_queued=settings.max_queued_requests,
+        queue_timeout_s=settings.queue_timeout_s,
+        metrics=metrics,
+    )
+    # Outermost: refused and oversized requests are traced, counted and logged as well.
+    app.add_middleware(RequestTelemetry, metrics=metrics, tracer=tracer)
     return app

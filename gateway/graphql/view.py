@@ -12,10 +12,12 @@ the GraphQL-over-HTTP spec where plain strawberry does not.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, Final
 
 import orjson
 from cross_web import HTTPException
+from opentelemetry import trace
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -30,10 +32,13 @@ from gateway.graphql.context import GatewayContext
 from gateway.graphql.errors import translate
 from gateway.graphql.request import RequestRefused, check_content_type, check_params, decode_json
 from gateway.models import caller_of
+from gateway.observability.record import current_record
 from gateway.service import ListingService
 from gateway.webhooks import Webhooks
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
+# The name of a document's first operation, for logs and metrics when the caller names none.
+_OPERATION_NAME: Final = re.compile(r"\b(?:query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]*)")
 
 
 def _wants_graphql_response(request: Request) -> bool:
@@ -50,6 +55,7 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         events: EventBus,
         webhooks: Webhooks,
         max_variable_depth: int = 16,
+        tracer: trace.Tracer | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(schema, **kwargs)
@@ -57,11 +63,15 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         self.events = events
         self.webhooks = webhooks
         self.max_variable_depth = max_variable_depth
+        self.tracer = tracer or trace.NoOpTracer()
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         try:
             return await super().run(request, context, root_value)
         except RequestRefused as refused:
+            record = current_record.get()
+            if record is not None:
+                record.outcome = "rejected"
             return refusal_response(request, refused)
 
     def decode_json(self, data: str | bytes) -> object:
@@ -104,8 +114,15 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         return sub_response
 
     async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        operation = _operation_name(kwargs.get("request_data"))
+        record = current_record.get()
+        if record is not None:
+            record.operation = operation
         try:
-            return await super().execute_single(*args, **kwargs)
+            with self.tracer.start_as_current_span(
+                f"graphql {operation}", attributes={"graphql.operation.name": operation}
+            ):
+                return await super().execute_single(*args, **kwargs)
         except HTTPException as exc:
             cause = exc.__cause__
             adapter = kwargs.get("request_adapter")
@@ -129,6 +146,9 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
             result.data is None and _is_request_error(result)
         ):
             processed.pop("data", None)
+        record = current_record.get()
+        if record is not None and result.errors:
+            record.outcome = "partial" if processed.get("data") is not None else "error"
         return processed
 
     def create_response(
@@ -168,6 +188,18 @@ def refusal_response(request: Request, refused: RequestRefused) -> Response:
         media_type=GRAPHQL_RESPONSE if graphql_response else "application/json",
         headers=refused.headers,
     )
+
+
+def _operation_name(request_data: Any) -> str:
+    name = getattr(request_data, "operation_name", None)
+    if isinstance(name, str) and name:
+        return name[:100]
+    query = getattr(request_data, "query", None)
+    if isinstance(query, str):
+        match = _OPERATION_NAME.search(query[:2000])
+        if match:
+            return match[1][:100]
+    return "anonymous"
 
 
 def _is_request_error(result: ExecutionResult) -> bool:

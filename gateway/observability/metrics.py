@@ -1,0 +1,246 @@
+"""Prometheus metrics: one registry per app, served at `/metrics`.
+
+Each `create_app()` builds its own `Metrics` (its own `CollectorRegistry`), so several apps
+in one process (the tests) never share or double-register series. A process serves its own
+numbers: run several workers or replicas and scrape each one (the README says how); the
+prometheus-client multiprocess mode is not used, as `gateway serve` runs one process.
+
+Counting happens once per request and once per upstream attempt, never per field. Values the
+gateway already keeps (cache stats, token fetches, unknown upstream values, breaker states,
+calls in flight) are read at scrape time by collectors, so they cost nothing per request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from gateway.errors import UpstreamName
+from gateway.observability.record import current_record
+from gateway.upstreams import UNKNOWN_VALUES, BreakerState, OAuthCredentials, Upstreams
+
+__all__ = ["BREAKER_STATE_VALUES", "Metrics"]
+
+BREAKER_STATE_VALUES: Final = {
+    BreakerState.CLOSED: 0.0,
+    BreakerState.HALF_OPEN: 1.0,
+    BreakerState.OPEN: 2.0,
+}
+# Operation names come from callers: past this many distinct ones, the rest share a label.
+_MAX_OPERATIONS: Final = 100
+_OTHER: Final = "<other>"
+_LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_BATCH_BUCKETS: Final = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+
+
+class Metrics:
+    """Every metric of one app, and the `UpstreamObserver` that feeds the upstream ones."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests",
+            "GraphQL HTTP requests by operation name and outcome "
+            "(ok, partial, error, overloaded, rejected).",
+            ["operation", "outcome"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from receiving a GraphQL HTTP request to its last response byte.",
+            ["operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "gateway_requests_in_flight", "GraphQL HTTP requests being answered now.", registry=r
+        )
+        self.upstream_requests = Counter(
+            "gateway_upstream_requests",
+            "HTTP attempts made to an upstream, by endpoint and status "
+            "(the HTTP status, timeout or connection_error).",
+            ["upstream", "endpoint", "status"],
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "gateway_upstream_request_duration_seconds",
+            "Duration of one HTTP attempt to an upstream.",
+            ["upstream", "endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_retries = Counter(
+            "gateway_upstream_retries",
+            "Failed upstream attempts that were retried.",
+            ["upstream", "endpoint"],
+            registry=r,
+        )
+        self.upstream_refused = Counter(
+            "gateway_upstream_refused",
+            "Upstream calls or retries the gateway did not make "
+            "(circuit_open, concurrency_limit, retry_budget).",
+            ["upstream", "reason"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "gateway_circuit_transitions",
+            "Circuit breaker transitions, by the state entered.",
+            ["upstream", "state"],
+            registry=r,
+        )
+        self.legacy_batch_size = Histogram(
+            "gateway_legacy_batch_size",
+            "Ads asked for in one legacy POST /status/ chunk.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "gateway_event_loop_lag_seconds",
+            "How late the event loop ran the last periodic probe.",
+            registry=r,
+        )
+        self.loop_lag_seconds = Histogram(
+            "gateway_event_loop_lag_seconds_distribution",
+            "How late the event loop ran each periodic probe.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.admission_in_flight = Gauge(
+            "gateway_admission_in_flight", "GraphQL requests admitted and running.", registry=r
+        )
+        self.admission_queued = Gauge(
+            "gateway_admission_queue_depth", "GraphQL requests waiting for admission.", registry=r
+        )
+        self.admission_refused = Counter(
+            "gateway_admission_refused",
+            "GraphQL requests answered 503 OVERLOADED, by why (queue_full, queue_timeout).",
+            ["reason"],
+            registry=r,
+        )
+        self._operations: set[str] = set()
+        self._runtime_collector: _RuntimeCollector | None = None
+
+    # --- requests ------------------------------------------------------------------------
+
+    def operation_label(self, name: str) -> str:
+        if name in self._operations:
+            return name
+        if len(self._operations) >= _MAX_OPERATIONS:
+            return _OTHER
+        self._operations.add(name)
+        return name
+
+    def request_done(self, operation: str, outcome: str, seconds: float) -> None:
+        label = self.operation_label(operation)
+        self.requests.labels(label, outcome).inc()
+        self.request_seconds.labels(label).observe(seconds)
+
+    # --- UpstreamObserver ----------------------------------------------------------------
+
+    def attempt(self, upstream: UpstreamName, endpoint: str, status: str, seconds: float) -> None:
+        self.upstream_requests.labels(upstream, endpoint, status).inc()
+        self.upstream_seconds.labels(upstream, endpoint).observe(seconds)
+        record = current_record.get()
+        if record is not None:
+            record.upstream_calls += 1
+
+    def retry(self, upstream: UpstreamName, endpoint: str) -> None:
+        self.upstream_retries.labels(upstream, endpoint).inc()
+
+    def refused(self, upstream: UpstreamName, endpoint: str, reason: str) -> None:
+        self.upstream_refused.labels(upstream, reason).inc()
+
+    def breaker_changed(self, upstream: UpstreamName, state: BreakerState) -> None:
+        self.breaker_transitions.labels(upstream, state.value).inc()
+
+    def batch(self, upstream: UpstreamName, size: int) -> None:
+        if upstream == "legacy":
+            self.legacy_batch_size.observe(size)
+
+    # --- values read at scrape time ------------------------------------------------------
+
+    def watch_runtime(self, upstreams: Upstreams, cache_stats: Callable[[], object]) -> None:
+        """Export what the runtime keeps anyway; call `unwatch_runtime()` when it closes."""
+        self.unwatch_runtime()
+        self._runtime_collector = _RuntimeCollector(upstreams, cache_stats)
+        self.registry.register(self._runtime_collector)
+
+    def unwatch_runtime(self) -> None:
+        if self._runtime_collector is not None:
+            self.registry.unregister(self._runtime_collector)
+            self._runtime_collector = None
+
+
+class _RuntimeCollector:
+    """Breaker states, calls in flight, cache events, token fetches, unknown values."""
+
+    def __init__(self, upstreams: Upstreams, cache_stats: Callable[[], object]) -> None:
+        self._upstreams = upstreams
+        self._cache_stats = cache_stats
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "gateway_circuit_state",
+            "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open.",
+            labels=["upstream"],
+        )
+        calls = GaugeMetricFamily(
+            "gateway_upstream_calls_in_flight",
+            "Upstream calls holding one of the upstream's concurrency slots.",
+            labels=["upstream"],
+        )
+        for guard in self._upstreams.guards:
+            state.add_metric([guard.upstream], BREAKER_STATE_VALUES[guard.breaker.state])
+            calls.add_metric([guard.upstream], guard.in_flight)
+        yield state
+        yield calls
+
+        cache = CounterMetricFamily(
+            "gateway_cache_events",
+            "V3 page cache events (hits, misses, coalesced, invalidated, stale, ...).",
+            labels=["event"],
+        )
+        for event, count in _stat_counts(self._cache_stats()):
+            cache.add_metric([event], count)
+        yield cache
+
+        tokens = CounterMetricFamily(
+            "gateway_v3_token_fetches", "OAuth token requests made to the V3 token endpoint."
+        )
+        credentials = self._upstreams.v3.credentials
+        fetches = credentials.fetch_count if isinstance(credentials, OAuthCredentials) else 0
+        tokens.add_metric([], fetches)
+        yield tokens
+
+        unknown = CounterMetricFamily(
+            "gateway_upstream_unknown_values",
+            "Upstream values the gateway does not know (new portals, statuses, features).",
+            labels=["kind", "value"],
+        )
+        for (kind, value), count in list(UNKNOWN_VALUES.items()):
+            unknown.add_metric([kind, value], count)
+        yield unknown
+
+
+def _stat_counts(stats: object) -> list[tuple[str, float]]:
+    """(event, count) pairs from a stats dataclass (or a mapping) of integer counters."""
+    fields: dict[str, Any]
+    if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
+        fields = dataclasses.asdict(stats)
+    elif isinstance(stats, dict):
+        fields = stats
+    else:
+        return []
+    return [
+        (name, float(value))
+        for name, value in fields.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]

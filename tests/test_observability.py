@@ -1,0 +1,225 @@
+"""Metrics at /metrics, trace context on every upstream call, spans, and the request log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
+from pythonjsonlogger.json import JsonFormatter
+
+from gateway.demo import demo_settings
+from gateway.observability.logs import ACCESS_LOGGER, configure_logging
+from gateway.simulator import SIM_CLIENT_SECRET, SIM_LEGACY_API_KEY, RunningSimulator, Simulator
+from gateway.simulator.data import Listing
+from gateway.upstreams.unknowns import note_unknown
+from gateway.web import create_app
+
+from gateway_harness import serve_app
+
+QUERY = """
+query Board($refs: [ListingRef!]!) {
+  listings(refs: $refs) { state classified { latestStatus { status } } legacy { adId } }
+}
+"""
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+def listings_of(sim: Simulator) -> list[Listing]:
+    return [c for c in sim.data.listings if sim.data.tenant_of(c.classified_id) == "agency-1"]
+
+
+def refs(listings: list[Listing]) -> list[dict[str, Any]]:
+    return [
+        {"classifiedId": c.classified_id, "legacy": {"userId": c.user_id, "adId": c.ad_id}}
+        for c in listings
+    ]
+
+
+@asynccontextmanager
+async def gateway(
+    simulator: RunningSimulator, provider: TracerProvider | None = None, **overrides: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(demo_settings(simulator, **overrides), tracer_provider=provider)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        yield client
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def value(found: dict[Any, float], name: str, **labels: str) -> float:
+    return found.get((name, frozenset(labels.items())), 0.0)
+
+
+async def test_every_metric_moves(simulator: RunningSimulator) -> None:
+    listings = listings_of(simulator.sim)[:3]
+    note_unknown("test.portal", "XX")
+    async with gateway(simulator, loop_lag_interval_s=0.001) as client:
+        simulator.sim.state.add_fault("v3", "error", status=503, count=1)
+        response = await client.post(
+            "/graphql", json={"query": QUERY, "variables": {"refs": refs(listings)}}
+        )
+        assert response.status_code == 200
+        await client.post("/graphql", json={"query": QUERY, "variables": {"refs": refs(listings)}})
+        text = (await client.get("/metrics")).text
+    found = samples(text)
+    assert value(found, "gateway_requests_total", operation="Board", outcome="ok") == 2
+    assert value(found, "gateway_request_duration_seconds_count", operation="Board") == 2
+    assert ("gateway_requests_in_flight", frozenset()) in found
+    v3 = {"upstream": "classifieds-v3", "endpoint": "classified_statuses"}
+    assert value(found, "gateway_upstream_requests_total", **v3, status="503") == 1
+    made = simulator.sim.state.calls("v3", "classified_statuses")
+    assert value(found, "gateway_upstream_requests_total", **v3, status="200") == made - 1
+    assert value(found, "gateway_upstream_retries_total", **v3) == 1
+    assert value(found, "gateway_upstream_request_duration_seconds_count", **v3) == made
+    assert value(found, "gateway_v3_token_fetches_total") == 1
+    assert value(found, "gateway_legacy_batch_size_count") >= 1
+    assert value(found, "gateway_cache_events_total", event="misses") == made - 1
+    assert value(found, "gateway_cache_events_total", event="hits") >= 3  # the second request
+    assert value(found, "gateway_circuit_state", upstream="legacy") == 0
+    assert (
+        value(found, "gateway_upstream_unknown_values_total", kind="test.portal", value="XX") >= 1
+    )
+    assert ("gateway_admission_queue_depth", frozenset()) in found
+    assert ("gateway_event_loop_lag_seconds", frozenset()) in found
+
+
+async def test_breaker_and_refusals_show_in_metrics(simulator: RunningSimulator) -> None:
+    listings = listings_of(simulator.sim)
+    async with gateway(simulator, breaker_failures=1) as client:
+        simulator.sim.state.add_fault("legacy", "malformed")
+        for listing in listings[:3]:
+            await client.post(
+                "/graphql", json={"query": QUERY, "variables": {"refs": refs([listing])}}
+            )
+        found = samples((await client.get("/metrics")).text)
+    assert value(found, "gateway_circuit_state", upstream="legacy") == 2
+    assert value(found, "gateway_circuit_transitions_total", upstream="legacy", state="open") == 1
+    assert (
+        value(found, "gateway_upstream_refused_total", upstream="legacy", reason="circuit_open")
+        == 2
+    )
+    assert value(found, "gateway_requests_total", operation="Board", outcome="partial") == 3
+
+
+async def test_upstreams_see_the_callers_trace_and_spans_are_recorded(
+    simulator: RunningSimulator,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    listings = listings_of(simulator.sim)[:2]
+    async with gateway(simulator, provider) as client:
+        response = await client.post(
+            "/graphql",
+            json={"query": QUERY, "variables": {"refs": refs(listings)}},
+            headers={"traceparent": TRACEPARENT, "tracestate": "vendor=abc"},
+        )
+        assert response.status_code == 200
+        seen = [r for r in simulator.sim.state.requests if r.upstream in ("v3", "legacy", "token")]
+        assert {r.upstream for r in seen} == {"v3", "legacy", "token"}
+        for recorded in seen:
+            version, trace_id, parent_id, flags = recorded.headers["traceparent"].split("-")
+            assert (version, trace_id, flags) == ("00", TRACE_ID, "01")
+            assert parent_id != "00f067aa0ba902b7"  # the gateway's own span is the parent
+            assert recorded.headers["tracestate"] == "vendor=abc"
+
+        # Without a caller's trace, a new one is started and still carried upstream.
+        simulator.sim.state.reset_counters()
+        await client.post(
+            "/graphql", json={"query": QUERY, "variables": {"refs": refs(listings[:1])}}
+        )
+        fresh = {r.headers["traceparent"].split("-")[1] for r in simulator.sim.state.requests}
+        assert len(fresh) == 1 and TRACE_ID not in fresh
+    spans: dict[str, Any] = {}
+    for span in exporter.get_finished_spans():
+        if format(span.context.trace_id, "032x") == TRACE_ID:
+            spans.setdefault(span.name, span)
+    server = spans["POST /graphql"]
+    assert format(server.context.trace_id, "032x") == TRACE_ID
+    assert spans["graphql Board"].parent.span_id == server.context.span_id
+    call = spans["GET classifieds-v3 classified_statuses"]
+    assert call.attributes["gateway.upstream"] == "classifieds-v3"
+    assert call.attributes["http.response.status_code"] == 200
+    assert call.attributes["gateway.retries"] == 0
+    batch = spans["legacy batch"]
+    assert batch.attributes["gateway.batch.ads"] >= 1
+    assert spans["POST legacy status_post"].parent.span_id == batch.context.span_id
+
+
+async def test_one_log_line_per_request_and_no_secret_in_any_log(
+    simulator: RunningSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    listings = listings_of(simulator.sim)[:2]
+    async with gateway(simulator) as client:
+        # Failures make the upstream layer log the most (refreshes, retries, bodies at debug).
+        simulator.sim.state.add_fault("v3", "error", status=401, count=1)
+        simulator.sim.state.add_fault("legacy", "error", status=400, count=1)
+        for _ in range(2):
+            await client.post(
+                "/graphql",
+                json={"query": QUERY, "variables": {"refs": refs(listings)}},
+                headers={"traceparent": TRACEPARENT, "authorization": "Bearer caller-token-1"},
+            )
+    settings = demo_settings(simulator)
+    issued = {
+        r.headers["Authorization"].split(" ", 1)[1]
+        for r in simulator.sim.state.requests
+        if "Authorization" in r.headers
+    }
+    lines = [r for r in caplog.records if r.name == ACCESS_LOGGER]
+    assert len(lines) == 2
+    line = lines[-1].__dict__
+    assert line["trace_id"] == TRACE_ID
+    assert line["operation"] == "Board"
+    assert line["outcome"] == "ok"
+    assert line["upstream_calls"] >= 1
+    assert line["duration_ms"] > 0
+    assert lines[0].__dict__["outcome"] == "partial"  # the legacy 400 once
+
+    formatter = JsonFormatter("%(levelname)s %(name)s %(message)s")
+    text = "\n".join(formatter.format(r) + r.getMessage() for r in caplog.records)
+    secrets = [
+        SIM_CLIENT_SECRET,
+        SIM_LEGACY_API_KEY,
+        settings.v3_client_secret.get_secret_value(),
+        settings.legacy_api_key.get_secret_value(),
+        settings.webhook_secret.get_secret_value(),
+        "caller-token-1",
+        *issued,
+    ]
+    assert issued
+    for secret in secrets:
+        assert secret not in text, f"a secret reached the logs: {secret[:6]}…"
+
+
+def test_serve_logs_are_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging(json=True)
+        logging.getLogger(ACCESS_LOGGER).info("done", extra={"trace_id": TRACE_ID, "outcome": "ok"})
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["trace_id"] == TRACE_ID
+    assert line["logger"] == ACCESS_LOGGER
+    assert line["level"] == "INFO"
+    assert line["message"] == "done"

@@ -1,0 +1,98 @@
+"""`gateway serve` on SIGTERM: stops accepting, lets the in-flight request finish, exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from gateway.simulator import (
+    SIM_AUDIENCE,
+    SIM_CLIENT_ID,
+    SIM_CLIENT_SECRET,
+    SIM_LEGACY_API_KEY,
+    RunningSimulator,
+)
+
+GATEWAY = str(Path(sys.executable).parent / "gateway")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _read_until(stream: asyncio.StreamReader, marker: str) -> str:
+    seen = ""
+    while marker not in seen:
+        line = await stream.readline()
+        if not line:
+            raise AssertionError(f"stream ended before {marker!r}:\n{seen}")
+        seen += line.decode()
+    return seen
+
+
+async def test_sigterm_lets_a_slow_request_finish_then_exits_0(
+    simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OTEL_"))}
+    env |= {
+        "GATEWAY_V3_URL": simulator.v3_url,
+        "GATEWAY_V3_TOKEN_URL": simulator.token_url,
+        "GATEWAY_V3_CLIENT_ID": SIM_CLIENT_ID,
+        "GATEWAY_V3_CLIENT_SECRET": SIM_CLIENT_SECRET,
+        "GATEWAY_V3_AUDIENCE": SIM_AUDIENCE,
+        "GATEWAY_V3_INTERMEDIARY_ID": "agency-1",
+        "GATEWAY_LEGACY_URL": simulator.legacy_url,
+        "GATEWAY_LEGACY_API_KEY": SIM_LEGACY_API_KEY,
+        "GATEWAY_HTTP_PORT": str(port),
+        "GATEWAY_SHUTDOWN_GRACE_S": "30",
+        "GATEWAY_GRPC_PORT": "0",
+    }
+    process = await asyncio.create_subprocess_exec(
+        GATEWAY, "serve", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path
+    )
+    assert process.stdout is not None
+    listing = simulator.sim.data.listings[0]
+    query = {
+        "query": "query Slow($u: Int!, $a: Int!) { listing(ref: {legacy: {userId: $u, adId: $a}}) { state } }",
+        "variables": {"u": listing.user_id, "a": listing.ad_id},
+    }
+    try:
+        await _read_until(process.stdout, "Gateway listening")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for _ in range(100):  # the banner comes just before uvicorn binds
+                try:
+                    await client.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+            simulator.sim.state.set_latency("legacy", 1000)
+            slow = asyncio.create_task(client.post("/graphql", json=query))
+            while simulator.sim.state.calls("legacy") == 0:  # noqa: ASYNC110 (no event to await)
+                await asyncio.sleep(0.01)
+            process.send_signal(signal.SIGTERM)
+            answer = await slow
+        assert answer.status_code == 200
+        assert answer.json()["data"]["listing"]["state"] is not None
+        rest = await asyncio.wait_for(process.stdout.read(), 30)
+        assert await process.wait() == 0, rest.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    lines = [json.loads(line) for line in rest.decode().splitlines() if line.startswith("{")]
+    [request] = [line for line in lines if line.get("logger") == "gateway.access"]
+    assert request["operation"] == "Slow"
+    assert request["outcome"] == "ok"
+    assert request["upstream_calls"] == 1
+    assert len(request["trace_id"]) == 32
