@@ -415,8 +415,13 @@ async def _guarded(
     """One operation admitted by the breaker: traced, and its outcome recorded."""
     guard.budget.deposit()
     ok: bool | None = None
+    parent = None
+    if headers and "traceparent" in headers and not trace.get_current_span().is_recording():
+        # No span of ours is active (e.g. a gRPC call): continue the trace the client chose.
+        parent = _W3C.extract(headers)
     with guard.tracer.start_as_current_span(
         f"{method} {upstream} {endpoint}",
+        context=parent,
         kind=SpanKind.CLIENT,
         attributes={"gateway.upstream": upstream, "gateway.endpoint": endpoint},
         record_exception=False,
