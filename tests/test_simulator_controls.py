@@ -264,6 +264,41 @@ async def test_the_catalog_lists_tenants_legacy_users_and_listings(
     assert SIM_CLIENT_SECRET not in str(catalog)
 
 
+async def test_bulk_listings_are_new_copies_served_by_both_apis(
+    http: aiohttp.ClientSession, simulator: RunningSimulator
+) -> None:
+    url = f"{simulator.control_url}/listings"
+    async with http.post(url, json={"count": 6, "users": 2}) as response:
+        made = (await response.json())["listings"]
+    async with http.post(url, json={"count": 1}) as response:
+        (later,) = (await response.json())["listings"]
+    ids = [m["classifiedId"] for m in made] + [later["classifiedId"]]
+    assert len(set(ids)) == 7
+    assert not set(ids) & set(simulator.sim.data.classifieds)
+    assert len({m["userId"] for m in made}) == 2
+    state = simulator.sim.state
+    for entry in made:
+        record = state.classified(entry["classifiedId"])
+        assert record is not None and record.tenant == "agency-1"
+        assert 1 <= len(record.statuses) <= 100  # one page at limit=100
+        assert state.legacy_ad(entry["userId"], entry["adId"]) is not None
+    token = state.issue_token("agency-1")
+    headers = {"User-Agent": UA, "Authorization": f"Bearer {token}"}
+    statuses = f"{simulator.v3_url}/classifieds/{made[0]['classifiedId']}/statuses?limit=100"
+    async with http.get(statuses, headers=headers) as response:
+        page = await response.json()
+    assert page["items"] and "nextToken" not in page
+    body = {"userId": made[0]["userId"], "adId": [m["adId"] for m in made[::2]]}
+    legacy = {"Authentication": SIM_LEGACY_API_KEY}
+    async with http.post(f"{simulator.legacy_url}/status/", json=body, headers=legacy) as response:
+        answer = await response.json()
+    assert [ad["adId"] for ad in answer["data"]] == body["adId"]
+    async with http.post(url, json={"count": 2, "users": 3}) as response:
+        assert response.status == 400
+    async with http.post(url, json={"count": 2, "tenant": "agency-9"}) as response:
+        assert response.status == 404
+
+
 async def test_revoking_over_http_invalidates_tokens(
     http: aiohttp.ClientSession, simulator: RunningSimulator
 ) -> None:

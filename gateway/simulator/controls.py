@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
+from .bulk import add_listings
 from .faults import Fault
 from .lifecycle import verb_of
 from .mover import Mover
@@ -67,6 +68,33 @@ async def catalog(request: web.Request) -> web.StreamResponse:
                 {"classifiedId": c, "tenant": _tenant(state, c), "userId": u, "adId": a}
                 for c, u, a in state.listings
             ],
+        }
+    )
+
+
+@routes.post(PREFIX + "/listings")
+async def bulk_listings(request: web.Request) -> web.StreamResponse:
+    """Add `count` listings of `tenant` (default agency-1) over `users` new legacy users."""
+    body = await _body(request)
+    if not isinstance(body, dict):
+        return _error(400, "body must be a JSON object")
+    count: Any = body.get("count")
+    users: Any = body.get("users", 1)
+    tenant = body.get("tenant", "agency-1")
+    if any(isinstance(n, bool) or not isinstance(n, int) for n in (count, users)):
+        return _error(400, "count and users must be integers")
+    state = request.app[STATE_KEY]
+    if not isinstance(tenant, str) or tenant not in state.tenants():
+        return _error(404, f"unknown tenant {tenant}")
+    try:
+        added = add_listings(state, count=count, users=users, tenant=tenant)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    return web.json_response(
+        {
+            "listings": [
+                {"classifiedId": c, "tenant": tenant, "userId": u, "adId": a} for c, u, a in added
+            ]
         }
     )
 

@@ -282,6 +282,16 @@ class State:
         self._classifieds[classified_id] = record
         return record
 
+    def copy_classified(self, source_id: str, classified_id: str) -> ClassifiedRecord:
+        """Install a copy of `source_id`'s record (history and media) under a new id.
+
+        Raises KeyError for an unknown source. Items are shared, as nothing edits them.
+        """
+        record = self._classifieds[source_id].copy()
+        record.classified_id = classified_id
+        self._classifieds[classified_id] = record
+        return record
+
     async def append_status(self, classified_id: str, item: JsonDict) -> list[DeliveryResult]:
         """Append `item` verbatim and POST it to the owning tenant's webhook subscribers.
 
