@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from types import FrameType
@@ -76,8 +77,6 @@ def _serve(args: argparse.Namespace) -> int:
     server = Server(
         uvicorn.Config(
             app,
-            host=settings.host,
-            port=settings.http_port,
             log_level=args.log_level,
             lifespan="on",
             log_config=None,  # the root logger's JSON handler takes uvicorn's records too
@@ -88,9 +87,18 @@ def _serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises the signal it stopped for; after a graceful stop, SIGTERM and
     # Ctrl-C are a normal end of the process (exit status 0), not a kill.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    print(f"Gateway listening on http://{settings.host}:{settings.http_port}/graphql", flush=True)
+    # Bound before the banner, so it names the real port (GATEWAY_HTTP_PORT=0 picks a free
+    # one) and a client may connect as soon as it reads it.
+    try:
+        listener = socket.create_server((settings.host, settings.http_port))
+    except OSError as exc:
+        print(f"gateway: cannot listen on {settings.host}:{settings.http_port}: {exc.strerror}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    host, port = listener.getsockname()[:2]
+    print(f"Gateway listening on http://{host}:{port}/graphql", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+        server.run(sockets=[listener])
     return 0
 
 
