@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     max_listings: int = Field(default=200, ge=1, le=10_000)
     client_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
 
+    # False: plain graphql-core execution (the benchmark's naive mode compares the two).
+    compiled_execution: bool = True
+
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_query_depth: int = Field(default=20, ge=1)
     max_aliases: int = Field(default=200, ge=1)
