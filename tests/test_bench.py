@@ -1,0 +1,125 @@
+"""The benchmark's own code, run small and in one process: its figures, ratios and outputs.
+
+Speed is not asserted here (that is what the benchmark is for); the shape of what it
+measures and writes is. `uv run python -m bench` runs the same code with each part in its
+own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from bench.load import LocalLoad
+from bench.processes import Gateway, Load, Meter, Simulator
+from bench.report import markdown, results, write
+from bench.run import Options, run
+from gateway.config import load_settings
+from gateway.simulator import Simulator as UpstreamSimulator
+from gateway.web import create_app
+
+from gateway_harness import serve_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class InProcess:
+    """The bench's `Launcher`, with every part served in the test's own process."""
+
+    def __init__(self, stack: AsyncExitStack) -> None:
+        self.stack = stack
+
+    async def simulator(self, latency_ms: float) -> Simulator:
+        running = await self.stack.enter_async_context(
+            UpstreamSimulator(seed=7, latency_ms=latency_ms).serve()
+        )
+        return Simulator(running.base_url, _nothing)
+
+    async def gateway(self, name: str, sim: Simulator, settings: dict[str, str]) -> Gateway:
+        values = {
+            key.removeprefix("GATEWAY_").lower(): value
+            for key, value in (sim.gateway_env() | settings).items()
+        }
+        serving = serve_app(create_app(load_settings(**values)))
+        url = await serving.__aenter__()
+
+        async def stop() -> None:
+            await serving.__aexit__(None, None, None)
+
+        return Gateway(f"{url}/graphql", 0.0, Meter(os.getpid()), stop)
+
+    async def load(self, name: str) -> Load:
+        return LocalLoad()
+
+
+async def _nothing() -> None:
+    pass
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[AsyncExitStack]:
+    async with AsyncExitStack() as stack:
+        yield stack
+
+
+async def test_a_small_run_sets_the_gateway_beside_the_limit(
+    stack: AsyncExitStack, tmp_path: Path
+) -> None:
+    options = Options(
+        latency_ms=0, workloads=("W1",), modes=("limit", "warm"), concurrency=(1,),
+        duration_s=0, requests=2, min_requests=2, warmup=1, first_request=("W1",),
+        cached_pages=5, out=tmp_path,
+    )  # fmt: skip
+    progress: list[str] = []
+    bench = await run(options, progress.append, InProcess(stack))
+    data = results(bench, options, "uv run python -m bench --test")
+
+    limit, warm = data["rows"]
+    assert (limit["mode"], warm["mode"]) == ("limit", "warm")
+    assert limit["requests"] == warm["requests"] == 2
+    assert limit["errors"] == warm["errors"] == 0
+    # The limit reads both upstreams each time; the warm gateway only legacy.
+    assert limit["upstream_calls"] == {"v3": 1.0, "legacy": 1.0, "token": 0.0}
+    assert warm["upstream_calls"] == {"v3": 0.0, "legacy": 1.0, "token": 0.0}
+    assert warm["ratio"]["calls"] == 0.5
+    assert warm["ratio"]["p50"] == pytest.approx(warm["p50_ms"] / limit["p50_ms"])
+    assert warm["ratio"]["rps"] == pytest.approx(warm["rps"] / limit["rps"])
+    assert limit["ratio"]["p50"] == 1.0
+    assert len(progress) == 2 + 1 + 1  # two measurements, the first request, the memory
+
+    (first,) = data["first_request"]
+    assert first["errors"] == 0
+    assert first["ratio"] == pytest.approx(first["first_ms"] / first["steady_p50_ms"])
+    assert data["memory"]["cached_pages"] == 5
+    assert (data["memory"]["v3_reads"], data["memory"]["v3_reads_when_repeated"]) == (5, 0)
+    assert [t["target"] for t in data["targets"]] == [
+        "first request W1 / its steady p50",
+        "peak RSS MB with 5 cached pages",
+    ]
+
+    paths = write(data, tmp_path)
+    assert json.loads(paths["json"].read_text())["rows"][1]["ratio"]["calls"] == 0.5
+    table = paths["markdown"].read_text()
+    assert table == markdown(data)
+    header, rule, *lines = table.split("\n\n")[0].splitlines()
+    assert "p50 x limit" in header and header.count("|") == rule.count("|")
+    assert lines[0].startswith("| W1 | limit | 1 |")
+    assert lines[1].startswith("| W1 | warm | 1 |") and "0.50x" not in lines[1]
+    assert paths["chart"].read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_bench_command_lists_its_options() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--help"],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for option in ("--quick", "--workloads", "--modes", "--concurrency", "--duration", "--out"):
+        assert option in result.stdout
