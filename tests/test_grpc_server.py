@@ -116,7 +116,7 @@ async def test_metadata_picks_the_agency_and_continues_the_trace(
     assert sent and all(r.headers["traceparent"].split("-")[1] == TRACE.split("-")[1] for r in sent)
 
 
-async def test_a_deadline_ends_a_call_waiting_on_a_slow_upstream(
+async def test_the_callers_deadline_bounds_the_upstream_work(
     gw: RunningGateway, channel: grpc.aio.Channel
 ) -> None:
     _, user_id, ad_id = a_listing(gw)
@@ -128,7 +128,10 @@ async def test_a_deadline_ends_a_call_waiting_on_a_slow_upstream(
             ),
             timeout=0.3,
         )
-    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The upstream read gets the caller's remaining time, not its own 5 s: it gives up
+    # without a retry, usually in time for the call to say why.
+    assert caught.value.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+    assert gw.calls("legacy") == 1
 
 
 async def test_health_serves_and_turns_not_serving_on_shutdown(

@@ -3,8 +3,8 @@
 Each call opens one service request scope (its own loaders and memo, the shared page
 cache), exactly as one GraphQL request does, so the same work costs the same upstream
 calls on both edges. Metadata `x-intermediary-id`, `authorization` and `traceparent`
-mean what the HTTP headers mean. A caller's deadline bounds the call: the service step
-runs under it and is cancelled when it runs out.
+mean what the HTTP headers mean. A caller's deadline bounds the upstream work: every
+upstream operation of the call ends by then (`gateway.deadlines`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import grpc
 
 from gateway import ids
 from gateway.checks import check_ref
+from gateway.deadlines import caller_deadline
 from gateway.errors import GatewayError, InvalidInput
 from gateway.events import EventBus
 from gateway.grpc import messages
@@ -94,7 +95,7 @@ class ListingStatusServicer(pb_grpc.ListingStatusServiceServicer):
         asked = _asked(read_mask)
         domain_refs = [messages.ref_of(ref) for ref in refs]
         scope = _scope(self.service, context)
-        async with asyncio.timeout(context.time_remaining()):
+        with caller_deadline(context.time_remaining()):
             data = await scope.listings(domain_refs, _selection(asked))
         built = [_listing(item, asked) for item in data]
         failure = _whole_call_failure(built)
@@ -128,7 +129,7 @@ class ListingStatusServicer(pb_grpc.ListingStatusServiceServicer):
             portals=[portal.value for portal in portals],
         )
         scope = _scope(self.service, context)
-        async with asyncio.timeout(context.time_remaining()):
+        with caller_deadline(context.time_remaining()):
             page = await scope.classified_statuses(classified_id, args)
         return pb.ListClassifiedStatusesResponse(
             statuses=[messages.classified_status(item, classified_id) for item in page.items],

@@ -18,7 +18,8 @@ operation also passes the upstream's circuit breaker, retry budget and concurren
 reported to its observer (metrics) and traced as one OpenTelemetry client span whose context
 goes out as `traceparent`/`tracestate`.
 
-Depends on aiohttp, tenacity, orjson, the OpenTelemetry API, `guard` and `gateway.errors`.
+Depends on aiohttp, tenacity, orjson, the OpenTelemetry API, `guard`, `gateway.errors` and
+`gateway.deadlines`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from gateway.deadlines import caller_deadline_at
 from gateway.errors import (
     UpstreamError,
     UpstreamName,
@@ -116,7 +118,14 @@ class Deadline:
 
     @classmethod
     def after(cls, seconds: float) -> Deadline:
-        return cls(asyncio.get_running_loop().time() + seconds, seconds)
+        """`seconds` from now, or sooner when the caller's own deadline ends first
+        (`gateway.deadlines`)."""
+        now = asyncio.get_running_loop().time()
+        at = now + seconds
+        caller_at = caller_deadline_at()
+        if caller_at is not None and caller_at < at:
+            at = max(now, caller_at)
+        return cls(at, at - now)
 
     def remaining(self) -> float:
         return max(0.0, self.at - asyncio.get_running_loop().time())

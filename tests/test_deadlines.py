@@ -1,0 +1,37 @@
+"""A caller's deadline (`gateway.deadlines`) shortens every upstream operation under it."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.deadlines import caller_deadline
+from gateway.errors import UpstreamUnavailable
+from gateway.upstreams import Deadline
+
+from gateway_harness import RunningGateway
+
+
+async def test_the_earlier_of_both_deadlines_wins() -> None:
+    assert Deadline.after(5).seconds == 5
+    with caller_deadline(0.5):
+        assert 0 < Deadline.after(5).seconds <= 0.5
+        with caller_deadline(None):  # no caller bound: the outer one still holds
+            assert Deadline.after(5).seconds <= 0.5
+    with caller_deadline(30):
+        assert Deadline.after(5).seconds == 5
+    with caller_deadline(-1):  # already past: the operation has no time left
+        assert Deadline.after(5).remaining() == 0
+
+
+async def test_an_upstream_call_under_a_caller_deadline_ends_with_it(
+    gateway: RunningGateway,
+) -> None:
+    listing = gateway.sim.data.listings[0]
+    gateway.sim.state.add_fault("legacy", "timeout", delay_s=20)
+    legacy = gateway.app.state.runtime.upstreams.legacy
+    with caller_deadline(0.2), pytest.raises(UpstreamUnavailable) as caught:
+        await legacy.ad_status(listing.user_id, listing.ad_id)
+    assert "timed out" in caught.value.message
+    # Its own budget (GATEWAY_UPSTREAM_TIMEOUT_S, 5 s) leaves room for retries after a hung
+    # attempt; under the caller's 0.2 s there is none left after the first.
+    assert gateway.calls("legacy", "status_get") == 1
