@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import uvicorn
 
 from gateway.config import Settings, V3AuthMode, load_settings
+from gateway.lifespan import Started
 from gateway.simulator import (
     SIM_AUDIENCE,
     SIM_CLIENT_ID,
@@ -126,19 +127,18 @@ async def run_demo(
             grpc_port=grpc_port,
         )
         app = create_app(settings, grpc=True)
+        started = Started(app)
         server = _Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+            uvicorn.Config(started, host=host, port=port, log_level="warning", lifespan="on")
         )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, server.request_exit)
         serving = asyncio.create_task(server.serve(sockets=[listener]))
-        # uvicorn offers no "started" event to wait on.
-        while not server.started and not serving.done():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-        if serving.done():
-            await serving  # re-raise why it could not start
-            raise DemoError("the gateway did not start")
+        try:
+            await started.wait_or_fail(serving)
+        except RuntimeError:
+            raise DemoError("the gateway did not start") from None
         url = f"http://{host}:{bound}/graphql"
         print(f"Gateway ready. GraphiQL: {url}", file=out)
         grpc_address = app.state.grpc.address

@@ -14,6 +14,7 @@ import httpx
 import uvicorn
 
 from gateway.demo import demo_settings
+from gateway.lifespan import Started
 from gateway.simulator import RunningSimulator, Simulator
 from gateway.web import create_app
 
@@ -55,22 +56,22 @@ class RunningGateway:
 
 @asynccontextmanager
 async def serve_app(app: Any, sock: socket.socket | None = None) -> AsyncIterator[str]:
-    """Serve an ASGI app with uvicorn on a free loopback port (or `sock`); yields its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve(sockets=None if sock is None else [sock]))
-    while not server.started:  # uvicorn offers no event to wait on
-        if task.done():
-            await task
-            raise RuntimeError("uvicorn did not start")
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    """Serve an ASGI app with uvicorn on a free loopback port (or `sock`); yields its base URL.
+
+    The socket is bound (port 0) and listening before uvicorn starts, and the URL is
+    handed out once the app's lifespan startup has completed: nothing is polled.
+    """
+    listener = sock if sock is not None else socket.create_server(("127.0.0.1", 0))
+    started = Started(app)
+    server = uvicorn.Server(uvicorn.Config(started, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[listener]))
     try:
-        yield f"http://127.0.0.1:{port}"
+        await started.wait_or_fail(task)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     finally:
         server.should_exit = True
         await task
+        listener.close()
 
 
 @asynccontextmanager

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.cli import main
 from gateway.demo import demo_query
 from gateway.simulator import RunningSimulator
 
@@ -75,27 +76,31 @@ async def test_readme_curl_commands_against_the_simulator(simulator: RunningSimu
     assert len(statuses["items"]) == 2 and statuses["nextToken"]
 
 
-def test_every_command_in_the_readme_exists() -> None:
+def test_every_command_in_the_readme_exists(capsys: pytest.CaptureFixture[str]) -> None:
     shown = set(re.findall(r"`gateway (\w+)", README))
     assert shown == {"demo", "serve", "simulate", "schema", "proto"}
+    # In this process: the installed script itself is run by the demo and simulate tests.
     for command in shown:
-        result = subprocess.run(
-            [GATEWAY, command, "--help"], capture_output=True, text=True, check=False
-        )
-        assert result.returncode == 0, result.stderr
+        with pytest.raises(SystemExit) as exited:
+            main([command, "--help"])
+        assert exited.value.code == 0
+        assert f"usage: gateway {command}" in capsys.readouterr().out
 
 
-def test_serve_refuses_a_bad_setting_with_one_line(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env |= {"GATEWAY_V3_URL": "http://127.0.0.1:1/v3", "GATEWAY_LEGACY_URL": "http://127.0.0.1:1/rest/v1",
+def test_serve_refuses_a_bad_setting_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [k for k in os.environ if k.startswith("GATEWAY_")]:
+        monkeypatch.delenv(name)
+    for name, value in {"GATEWAY_V3_URL": "http://127.0.0.1:1/v3", "GATEWAY_LEGACY_URL": "http://127.0.0.1:1/rest/v1",
             "GATEWAY_LEGACY_API_KEY": "k", "GATEWAY_V3_AUTH": "static", "GATEWAY_V3_TOKEN": "t",
-            "GATEWAY_HTTP_PORT": "not-a-port"}  # fmt: skip
-    result = subprocess.run(
-        [GATEWAY, "serve"], capture_output=True, text=True, env=env, cwd=tmp_path, check=False
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0
-    assert "GATEWAY_HTTP_PORT" in result.stderr
+            "GATEWAY_HTTP_PORT": "not-a-port"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout
+    assert main(["serve"]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.strip().count("\n") == 0
+    assert "GATEWAY_HTTP_PORT" in stderr
 
 
 async def _read_until(stream: asyncio.StreamReader, marker: str) -> str:
@@ -217,16 +222,12 @@ async def test_simulate_command_serves_the_catalog(tmp_path: Path) -> None:
     assert "Stopped." in rest.decode()
 
 
-def test_demo_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
+def test_demo_on_a_busy_port_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
-        result = subprocess.run(
-            [GATEWAY, "demo", "--port", str(port)],
-            capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False,
-        )  # fmt: skip
-    assert result.returncode == 2
+        assert main(["demo", "--port", str(port)]) == 2
     assert (
-        result.stderr.strip()
+        capsys.readouterr().err.strip()
         == f"gateway demo: 127.0.0.1:{port} is in use; pick another with --port"
     )
 

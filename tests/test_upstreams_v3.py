@@ -609,13 +609,11 @@ async def test_rate_limit_longer_than_the_deadline_fails_fast(
     simulator: RunningSimulator, session: aiohttp.ClientSession, v3: ClassifiedsV3Client
 ) -> None:
     v3 = await short_deadline(simulator, session, v3)
-    simulator.sim.state.add_fault("v3", "rate_limit", retry_after=5)
-    started = time.monotonic()
-    with pytest.raises(UpstreamUnavailable) as caught:
+    simulator.sim.state.add_fault("v3", "rate_limit", retry_after=3600)
+    with pytest.raises(UpstreamUnavailable) as caught:  # ends only if nothing waits an hour
         await v3.classified_statuses(Caller(), simulator.sim.data.tenants[TENANT][1])
     assert caught.value.status == 429
-    assert caught.value.retry_after == 5
-    assert time.monotonic() - started < 0.8
+    assert caught.value.retry_after == 3600
     assert simulator.sim.state.calls("v3") == 1
 
 
@@ -623,11 +621,10 @@ async def test_hanging_upstream_is_cut_at_the_deadline(
     simulator: RunningSimulator, session: aiohttp.ClientSession, v3: ClassifiedsV3Client
 ) -> None:
     v3 = await short_deadline(simulator, session, v3)
-    simulator.sim.state.add_fault("v3", "timeout", delay_s=5)
-    started = time.monotonic()
-    with pytest.raises(UpstreamUnavailable):
+    simulator.sim.state.add_fault("v3", "timeout", delay_s=3600)
+    with pytest.raises(UpstreamUnavailable) as caught:  # ends only because of the deadline
         await v3.classified_statuses(Caller(), simulator.sim.data.tenants[TENANT][1])
-    assert time.monotonic() - started < 1.3
+    assert isinstance(caught.value.__cause__, TimeoutError)  # the deadline, not an answer
     assert simulator.sim.state.calls("v3") >= 2
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -36,9 +37,17 @@ class Mover:
     """Advances `batch` listings per tick; `run()` ticks every `every_s` seconds until cancelled."""
 
     def __init__(
-        self, state: State, *, seed: int, every_s: float | None = None, batch: int = 3
+        self,
+        state: State,
+        *,
+        seed: int,
+        every_s: float | None = None,
+        batch: int = 3,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         self.every_s = every_s
+        # Replaceable, so a test can drive the ticks without waiting for them.
+        self.sleep = sleep
         self.batch = batch
         self.ticks = 0
         self._state = state
@@ -48,7 +57,7 @@ class Mover:
         if self.every_s is None:
             return
         while True:
-            await asyncio.sleep(self.every_s)
+            await self.sleep(self.every_s)
             await self.tick()
 
     async def tick(self) -> list[DeliveryResult]:

@@ -8,7 +8,6 @@ OAuth's `{"error"}`, legacy the `{"result": false, ...}` envelope.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import zlib
 from collections.abc import Awaitable, Callable
@@ -122,7 +121,7 @@ def upstream_endpoint(upstream: Upstream, endpoint: str) -> Callable[[CallHandle
             )
             delay = state.latency_s(upstream)
             if delay > 0:
-                await asyncio.sleep(delay)
+                await state.hang(delay)  # cut short when the simulator stops
             fault = state.take_fault(upstream, endpoint)
             if fault is not None:
                 response = await _apply(fault, call)
