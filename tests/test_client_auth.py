@@ -79,6 +79,22 @@ async def test_health_and_the_graphiql_page_stay_open(guarded: RunningGateway) -
     assert "text/html" in page.headers["content-type"]
 
 
+async def test_the_webhook_receiver_stays_open(simulator: RunningSimulator) -> None:
+    secret = "receiver-secret-41c7"
+    async with run_gateway(simulator, client_tokens=TOKEN, webhook_secret=secret) as gw:
+        classified_id = gw.sim.data.listings[0].classified_id
+        delivery = {
+            "portals": ["SL"],
+            "status": "UPDATED",
+            "message": "Classified updated",
+            "statusDate": "2030-01-02T03:04:05Z",
+        }
+        response = await gw.client.post(
+            f"/webhooks/v3/{secret}/classifieds/{classified_id}/statuses", json=delivery
+        )
+        assert response.status_code == 201, response.text
+
+
 async def _init(gateway: RunningGateway, *, header: str | None, payload: dict[str, str]) -> str:
     """Opens a graphql-transport-ws socket, sends connection_init; the first answer's type,
     or `closed <code>`."""
