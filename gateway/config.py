@@ -11,6 +11,7 @@ import platform
 import re
 import secrets
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import aiohttp
@@ -110,6 +111,10 @@ class Settings(BaseSettings):
     max_root_fields: int = Field(default=20, ge=1)
     max_upstream_cost: int = Field(default=12_000, ge=1)
     introspection: bool = True
+    # Persisted documents: the APQ store's bound (in characters), and a trusted documents
+    # manifest (Apollo or GraphQL Codegen format) that, when set, is all that may run.
+    apq_max_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    trusted_documents: str | None = None
 
     # Resilience and observability (README "Operating").
     breaker_failures: int = Field(default=5, ge=1)
@@ -128,6 +133,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("trusted_documents")
+    @classmethod
+    def _check_manifest(cls, value: str | None) -> str | None:
+        if value and not Path(value).is_file():
+            raise ValueError("must name a readable manifest file")
+        return value or None
 
     @field_validator("user_agent")
     @classmethod

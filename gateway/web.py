@@ -22,6 +22,7 @@ from gateway.admission import Admission
 from gateway.client_auth import ClientTokens
 from gateway.config import Settings
 from gateway.graphql.guard import ClientAuthGuard
+from gateway.graphql.persisted import PersistedDocuments, load_manifest
 from gateway.graphql.schema import build_schema
 from gateway.graphql.view import GatewayGraphQL
 from gateway.grpc.server import serve_grpc
@@ -128,6 +129,10 @@ def create_app(
         max_upstream_cost=settings.max_upstream_cost,
         introspection=settings.introspection,
     )
+    documents = PersistedDocuments(
+        max_bytes=settings.apq_max_bytes,
+        trusted=load_manifest(settings.trusted_documents) if settings.trusted_documents else None,
+    )
     holder: dict[str, Any] = {}
 
     class _LazyGraphQL:
@@ -146,6 +151,7 @@ def create_app(
                 events=runtime.events,
                 webhooks=runtime.webhooks,
                 max_variable_depth=settings.max_variable_depth,
+                documents=documents,
                 tracer=tracer,
             )
             metrics.watch_runtime(runtime.upstreams, lambda: runtime.service.cache.stats)

@@ -10,10 +10,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.client_auth import UNAUTHENTICATED_MESSAGE, ClientTokens
@@ -36,7 +37,11 @@ class ClientAuthGuard:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
-        elif _is_graphiql_page(scope, headers):
+        elif is_graphiql_page(
+            scope.get("method", ""),
+            QueryParams(scope.get("query_string", b"")),
+            headers.get("accept", ""),
+        ):
             await self.app(scope, receive, send)
         else:
             await _unauthorized(headers, send, presented="authorization" in headers)
@@ -87,12 +92,15 @@ def _init_authorization(message: Message) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _is_graphiql_page(scope: Scope, headers: Headers) -> bool:
-    # strawberry renders GraphiQL for exactly these requests (should_render_graphql_ide).
-    accept = headers.get("accept", "")
+def is_graphiql_page(method: str, params: Mapping[str, str], accept: str) -> bool:
+    """A browser asking for the GraphiQL page: a GET that names no document at all.
+
+    The view renders GraphiQL for exactly these requests, so the page can stay open
+    without letting any operation through.
+    """
     return (
-        scope.get("method") == "GET"
-        and b"query=" not in scope.get("query_string", b"")
+        method == "GET"
+        and not any(name in params for name in ("query", "extensions", "documentId"))
         and ("text/html" in accept or "*/*" in accept)
     )
 

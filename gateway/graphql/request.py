@@ -91,7 +91,8 @@ def check_params(data: object, *, max_depth: int) -> dict[str, Any]:
             raise RequestRefused(400, f"`{name}` must be an object")
         if _depth_exceeds(value, max_depth):
             raise RequestRefused(400, f"`{name}` nest deeper than {max_depth} levels")
-    if data.get("query") is None and "persistedQuery" not in (data.get("extensions") or {}):
+    persisted = "persistedQuery" in (data.get("extensions") or {}) or "documentId" in data
+    if data.get("query") is None and not persisted:
         raise RequestRefused(400, "the request has no `query`")
     return data
 

@@ -30,6 +30,8 @@ from strawberry.types.unset import UNSET
 from gateway.events import EventBus
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.errors import translate
+from gateway.graphql.guard import is_graphiql_page
+from gateway.graphql.persisted import PersistedDocuments
 from gateway.graphql.request import RequestRefused, check_content_type, check_params, decode_json
 from gateway.models import caller_of
 from gateway.observability.record import current_record
@@ -55,10 +57,12 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         events: EventBus,
         webhooks: Webhooks,
         max_variable_depth: int = 16,
+        documents: PersistedDocuments | None = None,
         tracer: trace.Tracer | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(schema, **kwargs)
+        self.documents = documents if documents is not None else PersistedDocuments()
         self.service = service
         self.events = events
         self.webhooks = webhooks
@@ -85,11 +89,17 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
             data = self.decode_json(await request.get_body())
         params = check_params(data, max_depth=self.max_variable_depth)
         return GraphQLRequestData(
-            query=params.get("query"),
+            query=self.documents.resolve(params),
             variables=params.get("variables"),
             operation_name=params.get("operationName"),
             extensions=params.get("extensions"),
             protocol="http",
+        )
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # The one predicate the client-token guard also lets through without a token.
+        return bool(self.graphql_ide) and is_graphiql_page(
+            request.method, request.query_params, request.headers.get("accept", "")
         )
 
     async def get_context(
