@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.admission import Admission
 from gateway.client_auth import ClientTokens
 from gateway.config import Settings
+from gateway.graphql.executor import execution_stats
 from gateway.graphql.guard import ClientAuthGuard
 from gateway.graphql.persisted import PersistedDocuments, load_manifest
 from gateway.graphql.schema import build_schema
@@ -128,6 +129,7 @@ def create_app(
         max_root_fields=settings.max_root_fields,
         max_upstream_cost=settings.max_upstream_cost,
         introspection=settings.introspection,
+        compiled_execution=settings.compiled_execution,
     )
     documents = PersistedDocuments(
         max_bytes=settings.apq_max_bytes,
@@ -214,4 +216,6 @@ def create_app(
     )
     # Outermost: refused and oversized requests are traced, counted and logged as well.
     app.add_middleware(RequestTelemetry, metrics=metrics, tracer=tracer)
+    # How queries ran (compiled, fallen back to graphql-core, interpreted), for metrics.
+    app.state.execution_stats = execution_stats(schema)
     return app

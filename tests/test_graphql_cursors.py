@@ -3,10 +3,25 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import pytest
+
 from gateway.models import Caller, ListingRef
 from gateway.selection import ClassifiedSelection, ListingSelection, PageArgs
+from gateway.simulator import RunningSimulator
 
-from gateway_harness import RunningGateway
+from gateway_harness import RunningGateway, run_gateway
+
+
+@pytest.fixture(params=[True, False], ids=["compiled", "graphql-core"])
+async def gateway(
+    simulator: RunningSimulator, request: pytest.FixtureRequest
+) -> AsyncIterator[RunningGateway]:
+    """The gateway with compiled execution on, and again with it off."""
+    async with run_gateway(simulator, compiled_execution=request.param) as running:
+        yield running
+
 
 PAGE = """query($id: ID!, $after: String) { listing(ref: {classifiedId: $id}) {
   state

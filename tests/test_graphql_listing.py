@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway_harness import RunningGateway
+import pytest
+
+from gateway.simulator import RunningSimulator
+
+from gateway_harness import RunningGateway, run_gateway
+
+
+@pytest.fixture(params=[True, False], ids=["compiled", "graphql-core"])
+async def gateway(
+    simulator: RunningSimulator, request: pytest.FixtureRequest
+) -> AsyncIterator[RunningGateway]:
+    """The gateway with compiled execution on, and again with it off."""
+    async with run_gateway(simulator, compiled_execution=request.param) as running:
+        yield running
+
 
 CLASSIFIED = "5f0c1e9a-0000-4000-8000-00000000c0de"
 USER, AD = 777_001, 4_242

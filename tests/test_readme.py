@@ -275,3 +275,15 @@ async def test_serve_command_answers_from_the_configured_upstreams(
         await process.wait()
     assert process.returncode == 0, rest.decode()
     assert "Traceback" not in rest.decode()
+
+
+def test_executor_benchmark_prints_cpu_with_compilation_on_and_off() -> None:
+    assert "uv run python bench/executor.py" in README
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "executor.py"), "--listings", "3", "--repeat", "2"],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[2:]}
+    assert set(rows) == {"W3", "W3-history"}
+    assert all(float(value.rstrip("x")) > 0 for row in rows.values() for value in row)

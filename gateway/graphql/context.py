@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,3 +25,5 @@ class GatewayContext:
     # Set when the request was refused before execution (parse, validation, arguments):
     # the HTTP edge answers such requests with 400 under graphql-response+json.
     request_error: bool = False
+    # What the gather step read per root response key, for the root resolvers to project.
+    gathered: dict[str, Any] | None = None

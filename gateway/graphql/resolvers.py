@@ -17,6 +17,7 @@ from strawberry.types import Info
 
 from gateway import ids
 from gateway.graphql.context import GatewayContext
+from gateway.graphql.executor import gathered_root
 from gateway.graphql.inputs import ListingRefInput
 from gateway.graphql.selections import listing_selection
 from gateway.graphql.types import ClassifiedStatusCode, Listing, Node, WebhookSubscription
@@ -50,7 +51,14 @@ async def load_listings(
     `scope` defaults to the request's; a subscription passes a fresh one per event, so that
     nothing read for an earlier event is reused.
     """
+    fresh = refresh or scope is not None
+    gathered = None if fresh else gathered_root(info.context, str(info.path.key))
     scope = scope or info.context.listings
+    if gathered is not None:
+        # The executor's gather step read this root field already, with every other one.
+        if isinstance(gathered, BaseException):
+            raise gathered
+        return [Listing.from_domain(item) for item in gathered]
     data = await scope.listings(refs, selection_of(info), refresh=refresh)
     return [Listing.from_domain(item) for item in data]
 

@@ -12,6 +12,7 @@ from strawberry.types import ExecutionContext
 from gateway.graphql.arguments import ArgumentChecks
 from gateway.graphql.cost import CostLimit
 from gateway.graphql.errors import ErrorCodes, log_errors
+from gateway.graphql.executor import executor_class
 from gateway.graphql.limits import Limits, TokenLimitedParser, alias_rule, depth_rule
 from gateway.graphql.live import Subscription
 from gateway.graphql.resolvers import Mutation, Query
@@ -34,6 +35,7 @@ def build_schema(
     max_root_fields: int = 20,
     max_upstream_cost: int = 12_000,
     introspection: bool = True,
+    compiled_execution: bool = True,
 ) -> strawberry.Schema:
     # The rule classes are made once: the validation cache is keyed by them.
     rules: tuple[type[ASTValidationRule], ...] = (depth_rule(max_depth), alias_rule(max_aliases))
@@ -55,6 +57,7 @@ def build_schema(
         subscription=Subscription,
         types=[Listing],
         extensions=extensions,
+        execution_context_class=executor_class(compiled=compiled_execution),
     )
 
 

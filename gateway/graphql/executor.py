@@ -1,0 +1,254 @@
+"""How a validated query runs: gather everything in one async step, then project.
+
+strawberry hands execution to graphql-core's executor; the gateway's subclass takes
+over query operations once parsing, validation and argument checks have passed:
+
+1. the root fields (`listing`, `listings`, `node`) are read into domain selections and
+   the service gathers all of them at once (`ListingRequest.listings`);
+2. the answer is projected from the gathered data, by the operation's compiled
+   function (`compiler.py`) when there is one, else by graphql-core itself, whose
+   root resolvers then pick up the gathered data instead of reading anew.
+
+Mutations and subscriptions run as graphql-core runs them. Plans are cached per
+document text, operation name and the values of the variables `@skip`/`@include` read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from cachetools import LRUCache
+from graphql import (
+    DirectiveNode,
+    ExecutionResult,
+    FragmentDefinitionNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    VariableNode,
+    Visitor,
+    visit,
+)
+from graphql.execution.values import get_argument_values
+from graphql.pyutils import AwaitableOrValue
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from gateway import ids
+from gateway.errors import capture
+from gateway.graphql.compiler import (
+    ROOT_FIELDS,
+    ArgumentSite,
+    CompiledOperation,
+    RootField,
+    collect_root_fields,
+    compile_operation,
+)
+from gateway.graphql.context import GatewayContext
+from gateway.graphql.inputs import ref_from_arguments
+from gateway.graphql.selections import classified_page_args, listing_selection, media_page_args
+from gateway.service import ListingRequest
+
+
+@dataclass(slots=True)
+class ExecutionStats:
+    """How query operations ran, for tests, benchmarks and metrics."""
+
+    compiled: int = 0  # projected by a compiled function
+    fallback: int = 0  # compilation on, but the operation needs graphql-core (e.g. introspection)
+    interpreted: int = 0  # compilation off: graphql-core projected the gathered data
+    plans_built: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    """What the gather step read: one outcome per root field (None: not ours to read)."""
+
+    plan: CompiledOperation | None
+    roots: tuple[RootField, ...]
+    outcomes: tuple[Any, ...]
+    arguments: tuple[Any, ...]  # the compiled plan's argument values
+
+
+_NOT_COMPILED = object()  # a cached "graphql-core runs this one"
+
+
+class Plans:
+    """Compiled operations, bounded, keyed by document text, operation name and the
+    values of the variables that `@skip`/`@include` read."""
+
+    def __init__(self, *, compiled: bool, max_plans: int = 512) -> None:
+        self.compiled = compiled
+        self.stats = ExecutionStats()
+        self._plans: LRUCache[tuple[Any, ...], Any] = LRUCache(maxsize=max_plans)
+        self._directive_variables: LRUCache[tuple[str, str | None], tuple[str, ...]] = LRUCache(
+            maxsize=max_plans
+        )
+
+    def plan(self, executor: GatewayExecutor) -> CompiledOperation | None:
+        operation = executor.operation
+        if not self.compiled or operation.loc is None:
+            return None
+        text = operation.loc.source.body
+        name = operation.name.value if operation.name else None
+        variables = executor.variable_values.coerced
+        names = self._directive_variables.get((text, name))
+        if names is None:
+            names = _directive_variables(operation, executor.fragment_definitions.values())
+            self._directive_variables[(text, name)] = names
+        key = (text, name, *(bool(variables.get(var)) for var in names))
+        plan = self._plans.get(key)
+        if plan is None:
+            self.stats.plans_built += 1
+            plan = compile_operation(
+                executor.schema,
+                operation,
+                executor.fragment_definitions,
+                executor.variable_values,
+            )
+            self._plans[key] = _NOT_COMPILED if plan is None else plan
+        return None if plan is _NOT_COMPILED else plan
+
+
+def _directive_variables(
+    operation: OperationDefinitionNode, fragments: Sequence[FragmentDefinitionNode] | Any
+) -> tuple[str, ...]:
+    names: dict[str, None] = {}
+
+    class Finder(Visitor):
+        def enter_directive(self, node: DirectiveNode, *_: Any) -> None:
+            if node.name.value in ("skip", "include"):
+                for argument in node.arguments or ():
+                    if isinstance(argument.value, VariableNode):
+                        names[argument.value.name.value] = None
+
+    for definition in (operation, *fragments):
+        visit(definition, Finder())
+    return tuple(names)
+
+
+class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
+    """graphql-core's executor, with the gateway's gather step and compiled projection."""
+
+    plans: ClassVar[Plans] = Plans(compiled=False)
+
+    def execute_operation(self, serially: bool | None = None) -> AwaitableOrValue[Any]:
+        context = self.context_value
+        if self.operation.operation is not OperationType.QUERY or not isinstance(
+            context, GatewayContext
+        ):
+            return super().execute_operation(serially)
+        return self._gather_then_project(context, serially)
+
+    async def _gather_then_project(self, context: GatewayContext, serially: bool | None) -> Any:
+        gathered = await self.gather(context)
+        if gathered.plan is not None:
+            self.plans.stats.compiled += 1
+            return self.project(gathered)
+        if self.plans.compiled:
+            self.plans.stats.fallback += 1
+        else:
+            self.plans.stats.interpreted += 1
+        return await self.interpret(context, gathered, serially)
+
+    async def gather(self, context: GatewayContext) -> Gathered:
+        """Every root field's reads, in one async step (and the compiled plan, if any)."""
+        plan = self.plans.plan(self)
+        roots = (
+            plan.roots
+            if plan is not None
+            else tuple(
+                collect_root_fields(
+                    self.schema, self.operation, self.fragment_definitions, self.variable_values
+                )
+            )
+        )
+        try:
+            reads = [self._root_read(context.listings, root) for root in roots]
+            arguments = [] if plan is None else [self._site_value(site) for site in plan.sites]
+        except GraphQLError:
+            # An argument graphql-core cannot coerce: let it run the operation and say so.
+            return Gathered(None, (), (), ())
+        outcomes = iter(
+            await asyncio.gather(*(capture(read) for read in reads if read is not None))
+        )
+        by_root = tuple(next(outcomes) if read is not None else None for read in reads)
+        return Gathered(plan, roots, by_root, tuple(arguments))
+
+    def project(self, gathered: Gathered) -> ExecutionResult:
+        """The answer, built by the operation's compiled function."""
+        assert gathered.plan is not None
+        errors: list[GraphQLError] = []
+        values = [
+            _root_value(root, outcome)
+            for root, outcome in zip(gathered.roots, gathered.outcomes, strict=True)
+        ]
+        data = gathered.plan.project(values, gathered.arguments, errors)
+        return ExecutionResult(data, errors or None)
+
+    async def interpret(
+        self, context: GatewayContext, gathered: Gathered, serially: bool | None = None
+    ) -> Any:
+        """The answer, built by graphql-core; its root resolvers take the gathered data."""
+        context.gathered = {
+            root.key: outcome
+            for root, outcome in zip(gathered.roots, gathered.outcomes, strict=True)
+            if outcome is not None
+        }
+        result = super().execute_operation(serially)
+        if self.is_awaitable(result):
+            result = await result
+        return result
+
+    def _root_read(self, scope: ListingRequest, root: RootField) -> Any:
+        """The service call answering one root field (a coroutine), or None for others."""
+        if root.name not in ROOT_FIELDS or root.definition is None:
+            return None
+        args = get_argument_values(root.definition, root.nodes[0], self.variable_values)
+        return self._read_root(scope, root, args)
+
+    async def _read_root(self, scope: ListingRequest, root: RootField, args: dict[str, Any]) -> Any:
+        if root.name == "listings":
+            refs = [ref_from_arguments(ref) for ref in args["refs"]]
+        elif root.name == "listing":
+            refs = [ref_from_arguments(args["ref"])]
+        else:
+            refs = [ids.listing_ref(str(args["id"]))]
+        selection = listing_selection(
+            self.schema, self.fragment_definitions, self.variable_values, root.nodes
+        )
+        return await scope.listings(refs, selection)
+
+    def _site_value(self, site: ArgumentSite) -> Any:
+        args = get_argument_values(site.definition, site.node, self.variable_values)
+        if site.kind == "classified_page":
+            return classified_page_args(args)
+        if site.kind == "media_page":
+            return media_page_args(args)
+        return str(args["mediaId"])
+
+
+def _root_value(root: RootField, outcome: Any) -> Any:
+    if outcome is None or isinstance(outcome, BaseException) or root.name == "listings":
+        return outcome
+    return outcome[0]
+
+
+def executor_class(*, compiled: bool) -> type[GatewayExecutor]:
+    """An executor class with its own plan cache (one per schema)."""
+    return type("GatewayExecutor", (GatewayExecutor,), {"plans": Plans(compiled=compiled)})
+
+
+def gathered_root(context: Any, key: str) -> Any:
+    """What the gather step read for the root field at `key` (None: read it yourself)."""
+    gathered: Mapping[str, Any] | None = getattr(context, "gathered", None)
+    return None if gathered is None else gathered.get(key)
+
+
+def execution_stats(schema: Any) -> ExecutionStats:
+    """How a strawberry schema built by `build_schema` has run its queries so far."""
+    executor = getattr(schema, "execution_context_class", None)
+    plans = getattr(executor, "plans", None)
+    return plans.stats if isinstance(plans, Plans) else ExecutionStats()

@@ -1,0 +1,330 @@
+"""Compiled execution answers exactly what graphql-core answers, over the same gathered data.
+
+Hypothesis writes operations over the real schema (aliases, repeated fields, named and
+inline fragments, `@skip`/`@include` with literals and variables, variables for field
+arguments, `__typename`) against real simulator data, with upstream failures injected
+per source. Each operation's reads are gathered once; then the compiled function and
+graphql-core both project that data, and `data` (bytes, so key order counts) and the
+translated `errors` (message, path, locations, extensions, in order) must be identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from graphql import GraphQLSchema, get_operation_ast, parse, validate
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from gateway import ids
+from gateway.demo import demo_settings
+from gateway.graphql.context import GatewayContext
+from gateway.graphql.errors import translate
+from gateway.graphql.executor import GatewayExecutor, Plans
+from gateway.graphql.schema import build_schema
+from gateway.models import Caller, LegacyAdKey, ListingRef
+from gateway.runtime import Runtime, open_runtime
+from gateway.simulator import RunningSimulator, Simulator
+
+settings.register_profile(
+    "differential",
+    derandomize=True,
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
+
+CLASSIFIED_CODES = ["CREATED", "UPDATED", "RECEIVED", "DELETED", "CREATING_FAILED"]
+PORTALS = ["SL", "BU", "LI", "MARKTPLAATS"]
+FAULTS = {
+    "legacy": ("legacy", "status_post"),
+    "v3": ("v3", "classified_statuses"),
+    "media": ("v3", "media_statuses"),
+}
+
+
+@dataclass
+class World:
+    """One simulator and one gateway runtime, on a loop of their own, for every example."""
+
+    loop: asyncio.AbstractEventLoop
+    running: RunningSimulator
+    runtime: Runtime
+    schema: GraphQLSchema
+    refs: list[str]  # ListingRef literals
+    nodes: list[str]  # listing ids
+    media: list[str]
+
+    def run(self, awaitable: Any) -> Any:
+        return self.loop.run_until_complete(awaitable)
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    loop = asyncio.new_event_loop()
+    sim_context = Simulator(seed=7).serve()
+    running = loop.run_until_complete(sim_context.__aenter__())
+    # No cache: every example reads upstream, so the faults it injects apply.
+    runtime_context = open_runtime(demo_settings(running, cache_ttl_s=0))
+    runtime = loop.run_until_complete(runtime_context.__aenter__())
+    data = running.sim.data
+    mine = [item for item in data.listings if data.tenant_of(item.classified_id) == "agency-1"]
+    with_media = next(item for item in mine if data.media_of(item.classified_id))
+    refs = [
+        f'{{classifiedId: "{with_media.classified_id}", legacy: {{userId: {with_media.user_id}, adId: {with_media.ad_id}}}}}',
+        f'{{classifiedId: "{mine[1].classified_id}"}}',
+        f"{{legacy: {{userId: {mine[2].user_id}, adId: {mine[2].ad_id}}}}}",
+        '{classifiedId: "no-such-classified"}',
+    ]
+    nodes = [
+        ids.listing_id(
+            ListingRef(with_media.classified_id, LegacyAdKey(with_media.user_id, with_media.ad_id))
+        ),
+        ids.listing_id(ListingRef(legacy=LegacyAdKey(mine[2].user_id, mine[2].ad_id))),
+        ids.listing_id(ListingRef("no-such-classified")),
+    ]
+    world = World(
+        loop, running, runtime, build_schema()._schema, refs, nodes,
+        data.media_of(with_media.classified_id),
+    )  # fmt: skip
+    try:
+        yield world
+    finally:
+        loop.run_until_complete(runtime_context.__aexit__(None, None, None))
+        loop.run_until_complete(sim_context.__aexit__(None, None, None))
+        loop.close()
+
+
+# --- operations ----------------------------------------------------------------------
+
+
+@dataclass
+class Writer:
+    """Accumulates what one generated operation needs besides its selection."""
+
+    draw: Any
+    variables: dict[str, tuple[str, Any]] = field(default_factory=dict)  # name -> (type, value)
+    fragments: list[str] = field(default_factory=list)
+    counter: int = 0
+
+    def fresh(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def boolean(self) -> str:
+        if self.draw(st.booleans()):
+            return "true" if self.draw(st.booleans()) else "false"
+        name = self.fresh("b")
+        self.variables[name] = ("Boolean!", self.draw(st.booleans()))
+        return f"${name}"
+
+    def directives(self) -> str:
+        choice = self.draw(st.sampled_from(["", "", "", "skip", "include"]))
+        return f" @{choice}(if: {self.boolean()})" if choice else ""
+
+    def first(self) -> str:
+        value = self.draw(st.sampled_from([1, 2, 3, 20, 100]))
+        if self.draw(st.booleans()):
+            name = self.fresh("f")
+            self.variables[name] = ("Int", value)
+            return f"${name}"
+        return str(value)
+
+
+SCALARS: dict[str, list[str]] = {
+    "Listing": ["id", "classifiedId", "state", "__typename"],
+    "LegacyAdKey": ["userId", "adId"],
+    "PortalStatus": ["portal", "provider", "state", "since", "message", "actionRequired"],
+    "Classified": ["id", "__typename"],
+    "ClassifiedStatus": ["id", "status", "rawStatus", "subStatus", "subStatusDetails",
+                         "message", "portals", "date", "actionRequired"],
+    "Media": ["id"],
+    "MediaStatus": ["id", "portal", "status", "rawStatus", "subStatus", "message",
+                    "actionRequired", "date"],
+    "PageInfo": ["hasNextPage", "endCursor"],
+    "LegacyAd": ["userId", "adId"],
+    "LegacyPortalStatus": ["portal"],
+    "LegacyPublishStatus": ["pending", "pendingDate", "processing", "error", "active",
+                            "online", "startDate", "closeDate", "remoteAdId"],
+    "LegacyFeatureStatus": ["feature", "active", "startDate", "error"],
+}  # fmt: skip
+
+
+def selection(w: Writer, type_name: str, depth: int, media: list[str]) -> str:
+    """A selection set on `type_name`: some scalars, some objects, fragments, directives."""
+    parts: list[str] = []
+    for name in w.draw(st.lists(st.sampled_from(SCALARS[type_name]), min_size=1, max_size=4)):
+        alias = f"{w.fresh('s')}: " if w.draw(st.integers(0, 3)) == 0 else ""
+        parts.append(f"{alias}{name}{w.directives()}")
+    children = OBJECTS[type_name] if depth else []
+    for child in w.draw(st.lists(st.sampled_from(children), max_size=3)) if children else []:
+        parts.append(OBJECT_FIELDS[child](w, depth - 1, media))
+    if type_name == "Listing" and w.draw(st.integers(0, 3)) == 0:
+        inner = selection(w, "Listing", max(depth - 1, 0), media)
+        condition = w.draw(st.sampled_from(["Listing", "Node"]))
+        if condition == "Node":
+            inner = f"{{ id ... on Listing {inner} }}"
+        if w.draw(st.booleans()):
+            parts.append(f"... on {condition}{w.directives()} {inner}")
+        else:
+            name = w.fresh("F")
+            w.fragments.append(f"fragment {name} on {condition} {inner}")
+            parts.append(f"...{name}{w.directives()}")
+    return "{ " + " ".join(w.draw(st.permutations(parts))) + " }"
+
+
+def _object(name: str, type_name: str) -> Any:
+    def write(w: Writer, depth: int, media: list[str]) -> str:
+        return f"{name}{w.directives()} {selection(w, type_name, depth, media)}"
+
+    return write
+
+
+def _statuses(w: Writer, depth: int, media: list[str]) -> str:
+    args = [f"first: {w.first()}"]
+    if w.draw(st.booleans()):
+        args.append(
+            f"status: [{', '.join(w.draw(st.lists(st.sampled_from(CLASSIFIED_CODES), max_size=2)))}]"
+        )
+    if w.draw(st.booleans()):
+        args.append(
+            f"portal: [{', '.join(w.draw(st.lists(st.sampled_from(PORTALS), max_size=2)))}]"
+        )
+    return f"{w.fresh('p')}: statuses({', '.join(args)}){w.directives()} {connection(w, 'ClassifiedStatus', depth)}"
+
+
+def connection(w: Writer, node: str, depth: int) -> str:
+    parts = ["pageInfo { hasNextPage endCursor }"]
+    if w.draw(st.booleans()):
+        parts.append(f"nodes {selection(w, node, 0, [])}")
+    if w.draw(st.booleans()):
+        parts.append(f"edges {{ cursor node {selection(w, node, 0, [])} }}")
+    return "{ " + " ".join(parts) + " }"
+
+
+def _media(w: Writer, depth: int, media: list[str]) -> str:
+    media_id = w.draw(st.sampled_from([*media[:2], "no-such-media"]))
+    parts = [selection(w, "Media", 0, [])[2:-2]]
+    if w.draw(st.booleans()):
+        parts.append(f"latestStatus {selection(w, 'MediaStatus', 0, [])}")
+    if w.draw(st.booleans()):
+        parts.append(
+            f"{w.fresh('m')}: statuses(first: {w.first()}) {connection(w, 'MediaStatus', 0)}"
+        )
+    return f'{w.fresh("md")}: media(mediaId: "{media_id}") {{ {" ".join(parts)} }}'
+
+
+OBJECT_FIELDS: dict[str, Any] = {
+    "legacyAd": _object("legacyAd", "LegacyAdKey"),
+    "portals": _object("portals", "PortalStatus"),
+    "classified": _object("classified", "Classified"),
+    "legacy": _object("legacy", "LegacyAd"),
+    "latestStatus": _object("latestStatus", "ClassifiedStatus"),
+    "statuses": _statuses,
+    "media": _media,
+    "legacyPortals": _object("portals", "LegacyPortalStatus"),
+    "publish": _object("publish", "LegacyPublishStatus"),
+    "features": _object("features", "LegacyFeatureStatus"),
+}
+OBJECTS: dict[str, list[str]] = {
+    "Listing": ["legacyAd", "portals", "classified", "legacy"],
+    "Classified": ["latestStatus", "statuses", "media"],
+    "LegacyAd": ["legacyPortals"],
+    "LegacyPortalStatus": ["publish", "features"],
+    **{name: [] for name in SCALARS if name not in ("Listing", "Classified", "LegacyAd", "LegacyPortalStatus")},
+}  # fmt: skip
+
+
+@st.composite
+def operations(
+    draw: Any, refs: list[str], nodes: list[str], media: list[str]
+) -> tuple[str, dict[str, Any]]:
+    w = Writer(draw)
+    roots = []
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["listing", "listings", "node"]))
+        body = selection(w, "Listing", 2, media)
+        if kind == "listing":
+            head = f"listing(ref: {draw(st.sampled_from(refs))})"
+        elif kind == "listings":
+            chosen = draw(st.lists(st.sampled_from(refs), min_size=1, max_size=3))
+            head = f"listings(refs: [{', '.join(chosen)}])"
+        else:
+            head = f"node(id: $node{len(roots)})"
+            body = f"{{ id ... on Listing {body} }}"
+            w.variables[f"node{len(roots)}"] = ("ID!", draw(st.sampled_from(nodes)))
+        if draw(st.booleans()):
+            roots.append(f"__typename{w.directives()}")
+        roots.append(f"{w.fresh('r')}: {head}{w.directives()} {body}")
+    declared = ", ".join(f"${name}: {type_}" for name, (type_, _) in w.variables.items())
+    text = f"query Q{f'({declared})' if declared else ''} {{ {' '.join(roots)} }}\n" + "\n".join(
+        w.fragments
+    )
+    return text, {name: value for name, (_, value) in w.variables.items()}
+
+
+# --- the comparison ------------------------------------------------------------------
+
+
+async def both_ways(
+    world: World, text: str, variables: dict[str, Any]
+) -> tuple[bytes, bytes, list[Any], list[Any]]:
+    document = parse(text)
+    assert not validate(world.schema, document), validate(world.schema, document)
+    context = GatewayContext(
+        request=None,  # type: ignore[arg-type]
+        response=None,
+        listings=world.runtime.service.request(Caller()),
+        max_listings=200,
+        events=world.runtime.events,
+        webhooks=world.runtime.webhooks,
+    )
+    executor = GatewayExecutor.build(
+        world.schema, document, context_value=context, raw_variable_values=variables
+    )
+    assert isinstance(executor, GatewayExecutor), executor
+    executor.plans = Plans(compiled=True)  # type: ignore[misc]
+    gathered = await executor.gather(context)
+    assert gathered.plan is not None, "the generated operation must compile"
+    compiled = executor.project(gathered)
+    interpreted = await executor.interpret(context, gathered)
+    assert get_operation_ast(document) is not None
+    return (
+        orjson.dumps(compiled.data),
+        orjson.dumps(interpreted.data),
+        [translate(e).formatted for e in compiled.errors or ()],
+        [translate(e).formatted for e in interpreted.errors or ()],
+    )
+
+
+@settings(settings.get_profile("differential"))
+@given(data=st.data())
+def test_compiled_and_graphql_core_answer_identically(world: World, data: st.DataObject) -> None:
+    text, variables = data.draw(operations(world.refs, world.nodes, world.media), label="operation")
+    faults = data.draw(st.sets(st.sampled_from(sorted(FAULTS))), label="failing sources")
+    state = world.running.sim.state
+    state.clear_faults()
+    for source in faults:
+        upstream, endpoint = FAULTS[source]
+        # 404 and 403 are answered at once (no retry, no backoff): NOT_FOUND, UPSTREAM_REJECTED.
+        state.add_fault(
+            upstream, "error", status=404 if source == "media" else 403, endpoint=endpoint
+        )
+    try:
+        compiled, interpreted, compiled_errors, interpreted_errors = world.run(
+            both_ways(world, text, variables)
+        )
+    finally:
+        state.clear_faults()
+    event(f"errors: {min(len(compiled_errors), 3)}")
+    assert compiled == interpreted, (text, compiled, interpreted)
+    assert compiled_errors == interpreted_errors, (text, compiled_errors, interpreted_errors)
