@@ -12,7 +12,7 @@ Outcomes that may fail on their own (a source of one listing) are returned as
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -27,7 +27,6 @@ from gateway.models import (
     Caller,
     ClassifiedStatusCode,
     ClassifiedStatusItem,
-    LegacyAdKey,
     LegacyAdStatus,
     ListingRef,
     MediaStatusItem,
@@ -207,17 +206,19 @@ class ListingRequest:
         self, ref: ListingRef, selection: ListingSelection, refresh: bool
     ) -> ListingData:
         wants_legacy = selection.legacy or selection.unified or refresh
-        legacy_read = (
-            capture(self._legacy_ad(ref.legacy, force=refresh))
+        # The loader's future is asked for first: the load joins this tick's batch while
+        # the classified's reads go on.
+        legacy_load = (
+            (self._legacy_forced if refresh else self._legacy).load(ref.legacy)
             if ref.legacy is not None and wants_legacy
-            else _none()
+            else None
         )
-        classified_read = (
-            self._classified(ref.classified_id, selection, refresh)
+        classified = (
+            await self._classified(ref.classified_id, selection, refresh)
             if ref.classified_id is not None
-            else _none()
+            else None
         )
-        legacy, classified = await asyncio.gather(legacy_read, classified_read)
+        legacy = None if legacy_load is None else await capture(legacy_load)
         portals: Outcome[tuple[PortalState, ...]] | None = None
         state: Outcome[PublicationState] | None = None
         if selection.unified:
@@ -231,10 +232,6 @@ class ListingRequest:
             state=state,
             classified=None if classified is None else classified[1],
         )
-
-    async def _legacy_ad(self, key: LegacyAdKey, *, force: bool = False) -> LegacyAdStatus:
-        loader = self._legacy_forced if force else self._legacy
-        return await loader.load(key)
 
     # --- V3 classified ----------------------------------------------------------------
 
@@ -257,43 +254,61 @@ class ListingRequest:
         def id_of(item: ClassifiedStatusItem) -> str:
             return ids.status_item_id(classified_id, item)
 
+        read: Outcome[History[ClassifiedStatusItem]] | None = (
+            None if history is None else await capture(history)
+        )
+        whole = read if isinstance(read, History) else None
+
         async def latest() -> ClassifiedStatusItem | None:
-            if history is not None:
-                return (await history).latest()
             page = await self._classified_page(classified_id, latest=True)
             return latest_item(page.items)
 
         async def page(args: PageArgs) -> StatusSlice[ClassifiedStatusItem]:
             cursor = args.cursor
-            keep = _status_filter(args.statuses, args.portals)
-            if history is not None and not isinstance(cursor, UpstreamCursor):
-                cut = (await history).cut(args.first, id_of, keep, cursor)
-                if cut is not None:
-                    return cut
-            read = await self._classified_page(
+            answer = await self._classified_page(
                 classified_id,
                 limit=args.first,
                 statuses=[code.value for code in args.statuses],
                 portals=[portal.value for portal in args.portals],
                 next_token=cursor.token if isinstance(cursor, UpstreamCursor) else None,
             )
-            return page_slice(read, id_of)
+            return page_slice(answer, id_of)
 
-        history_read = capture(_shared(history)) if history is not None else _none()
-        latest_read = capture(latest()) if asked.latest else _none()
-        history_outcome, latest_outcome, pages, media = await asyncio.gather(
-            history_read,
-            latest_read,
-            asyncio.gather(*(capture(page(args)) for args in asked.pages)),
-            asyncio.gather(*(self._media(classified_id, media) for media in asked.media)),
-        )
+        # What the history answers costs nothing more; the rest is read together.
+        reads: dict[object, Awaitable[Any]] = {}
+        latest_outcome: Outcome[ClassifiedStatusItem | None] | None = None
+        if asked.latest:
+            if isinstance(read, GatewayError):
+                latest_outcome = read
+            elif whole is not None:
+                latest_outcome = whole.latest()
+            else:
+                reads["latest"] = latest()
+        pages: dict[PageArgs, Outcome[StatusSlice[ClassifiedStatusItem]]] = {}
+        for args in asked.pages:
+            cursor = args.cursor
+            if read is not None and not isinstance(cursor, UpstreamCursor):
+                if isinstance(read, GatewayError):
+                    pages[args] = read
+                    continue
+                keep = _status_filter(args.statuses, args.portals)
+                cut = read.cut(args.first, id_of, keep, cursor)
+                if cut is not None:
+                    pages[args] = cut
+                    continue
+            reads[args] = page(args)
+        for media in asked.media:
+            reads[media] = self._media(classified_id, media)
+        results = dict(zip(reads, await _together(reads.values()), strict=True))
+        if "latest" in results:
+            latest_outcome = results["latest"]
         data = ClassifiedData(
             classified_id=classified_id,
             latest=latest_outcome,
-            pages=dict(zip(asked.pages, pages, strict=True)),
-            media={item.media_id: item for item in media},
+            pages={args: results[args] if args in results else pages[args] for args in asked.pages},
+            media={media.media_id: results[media] for media in asked.media},
         )
-        return history_outcome, data
+        return read, data
 
     def _history(
         self, classified_id: str, *, refresh: bool = False
@@ -391,14 +406,14 @@ class ListingRequest:
             )
             return page_slice(read, id_of)
 
-        latest_read = capture(latest()) if asked.latest else _none()
-        latest_outcome, pages = await asyncio.gather(
-            latest_read, asyncio.gather(*(capture(page(args)) for args in asked.pages))
-        )
+        reads: dict[object, Awaitable[Any]] = {args: page(args) for args in asked.pages}
+        if asked.latest:
+            reads["latest"] = latest()
+        results = dict(zip(reads, await _together(reads.values()), strict=True))
         return MediaData(
             media_id=media_id,
-            latest=latest_outcome,
-            pages=dict(zip(asked.pages, pages, strict=True)),
+            latest=results.get("latest"),
+            pages={args: results[args] for args in asked.pages},
         )
 
     def _media_history(
@@ -439,12 +454,12 @@ class ListingRequest:
         return page
 
 
-async def _none() -> None:
-    return None
-
-
-async def _shared(future: Awaitable[T]) -> T:
-    return await future
+async def _together(reads: Iterable[Awaitable[Any]]) -> list[Any]:
+    """Each read's outcome; reads run concurrently, without a task when there is one."""
+    pending = list(reads)
+    if len(pending) <= 1:
+        return [await capture(read) for read in pending]
+    return list(await asyncio.gather(*(capture(read) for read in pending)))
 
 
 def _pages_of(selection: ListingSelection) -> Iterator[PageArgs]:
