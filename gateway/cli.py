@@ -72,6 +72,8 @@ def _serve(args: argparse.Namespace) -> int:
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             # /readyz answers 503 from the first signal on, while in-flight requests finish.
             app.state.shutting_down = True
+            if getattr(app.state, "grpc", None) is not None:
+                app.state.grpc.begin_shutdown()  # gRPC health says NOT_SERVING as well
             super().handle_exit(sig, frame)
 
     server = Server(

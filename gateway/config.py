@@ -92,8 +92,6 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
     grpc_port: int = Field(default=50051, ge=0, le=65535)
-    # How long in-flight gRPC calls may take to finish once shutdown starts.
-    grpc_grace_s: float = Field(default=5.0, ge=0, le=300)
     upstream_timeout_s: float = Field(default=5.0, gt=0, le=300)
     max_listings: int = Field(default=200, ge=1, le=10_000)
     client_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()

@@ -132,8 +132,14 @@ async def run_demo(
             uvicorn.Config(started, host=host, port=port, log_level="warning", lifespan="on")
         )
         loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            if getattr(app.state, "grpc", None) is not None:
+                app.state.grpc.begin_shutdown()  # NOT_SERVING while the HTTP side drains
+            server.request_exit()
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, server.request_exit)
+            loop.add_signal_handler(signum, stop)
         serving = asyncio.create_task(server.serve(sockets=[listener]))
         try:
             await started.wait_or_fail(serving)

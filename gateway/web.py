@@ -97,7 +97,7 @@ async def _grpc_edge(
         runtime,
         host=settings.host,
         port=settings.grpc_port,
-        grace_s=settings.grpc_grace_s,
+        grace_s=settings.shutdown_grace_s,
         tokens=ClientTokens(settings.client_tokens),
     ) as running:
         app.state.grpc = running

@@ -134,17 +134,31 @@ async def test_the_callers_deadline_bounds_the_upstream_work(
     assert gw.calls("legacy") == 1
 
 
-async def test_health_serves_and_turns_not_serving_on_shutdown(
-    simulator: RunningSimulator,
+async def test_health_serves_and_turns_not_serving_at_the_stop_signal(
+    gw: RunningGateway, channel: grpc.aio.Channel
 ) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "listing.v1.ListingStatusService"):
+        answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+    gw.app.state.grpc.begin_shutdown()  # what `serve` and `demo` do at the first signal
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    watch.cancel()
+    # Calls still in reach are answered while the gateway drains.
+    classified_id, _, _ = a_listing(gw)
+    listing = await pb_grpc.ListingStatusServiceStub(channel).GetListing(
+        pb.GetListingRequest(ref=pb.ListingRef(classified_id=classified_id))
+    )
+    assert listing.classified.id == classified_id
+
+
+async def test_health_turns_not_serving_when_the_app_stops(simulator: RunningSimulator) -> None:
     async with AsyncExitStack() as stack:
         gw = await stack.enter_async_context(run_gateway(simulator, grpc=True))
         async with grpc.aio.insecure_channel(gw.grpc_address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            for service in ("", "listing.v1.ListingStatusService"):
-                answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
-                assert answer.status == health_pb2.HealthCheckResponse.SERVING
-            watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
             assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
             # Stop the gateway (uvicorn, then its lifespan) while the watch is open.
             stopping = asyncio.ensure_future(stack.pop_all().aclose())

@@ -12,6 +12,7 @@ open whatever credentials the listing service asks for.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,10 +49,21 @@ class RunningGrpc:
     host: str
     port: int
     health: Any  # AsyncHealthServicer
+    loop: asyncio.AbstractEventLoop
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def begin_shutdown(self) -> None:
+        """Report NOT_SERVING from now on; safe to call from a signal handler or any thread.
+
+        Called at the first stop signal, so load balancers stop sending new calls while
+        the HTTP side drains; the server itself stops when the app's lifespan ends.
+        """
+        self.loop.call_soon_threadsafe(
+            lambda: self.loop.create_task(self.health.enter_graceful_shutdown())
+        )
 
 
 @asynccontextmanager
@@ -89,7 +101,9 @@ async def serve_grpc(
     )
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, status)
-    running = RunningGrpc(host=host, port=bound, health=health_servicer)
+    running = RunningGrpc(
+        host=host, port=bound, health=health_servicer, loop=asyncio.get_running_loop()
+    )
     log.info("gRPC listening on %s", running.address)
     try:
         yield running
