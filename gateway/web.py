@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,7 +27,8 @@ from gateway.graphql.guard import ClientAuthGuard
 from gateway.graphql.persisted import PersistedDocuments, load_manifest
 from gateway.graphql.schema import build_schema
 from gateway.graphql.view import GatewayGraphQL
-from gateway.grpc.server import serve_grpc
+from gateway.grpc.server import SERVICE_NAME, serve_grpc
+from gateway.grpc.telemetry import CallTelemetry
 from gateway.observability import (
     TRACER_NAME,
     Metrics,
@@ -88,7 +90,13 @@ async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
 
 @asynccontextmanager
 async def _grpc_edge(
-    app: Starlette, runtime: Runtime, settings: Settings, *, enabled: bool
+    app: Starlette,
+    runtime: Runtime,
+    settings: Settings,
+    *,
+    enabled: bool,
+    metrics: Metrics,
+    tracer: Tracer,
 ) -> AsyncIterator[None]:
     if not enabled:
         yield
@@ -99,6 +107,7 @@ async def _grpc_edge(
         port=settings.grpc_port,
         grace_s=settings.shutdown_grace_s,
         tokens=ClientTokens(settings.client_tokens),
+        telemetry=CallTelemetry(SERVICE_NAME, metrics=metrics, tracer=tracer),
     ) as running:
         app.state.grpc = running
         yield
@@ -159,7 +168,9 @@ def create_app(
             metrics.watch_runtime(runtime.upstreams, lambda: runtime.service.cache.stats)
             lag = asyncio.create_task(watch_loop_lag(metrics, settings.loop_lag_interval_s))
             try:
-                async with _grpc_edge(app, runtime, settings, enabled=grpc):
+                async with _grpc_edge(
+                    app, runtime, settings, enabled=grpc, metrics=metrics, tracer=tracer
+                ):
                     yield
             finally:
                 app.state.shutting_down = True

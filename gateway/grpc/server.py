@@ -74,11 +74,14 @@ async def serve_grpc(
     port: int,
     grace_s: float,
     tokens: ClientTokens | None = None,
+    telemetry: grpc.aio.ServerInterceptor | None = None,  # type: ignore[type-arg]
 ) -> AsyncIterator[RunningGrpc]:
     """Serve gRPC on `host:port` (0: any free port) for the lifetime of the block; with
-    `tokens` that are required, the listing service asks callers for one."""
+    `tokens` that are required, the listing service asks callers for one; `telemetry`
+    (outermost, so it sees refusals too) observes each call."""
+    guard = ClientTokenGuard(tokens or ClientTokens(()), SERVICE_NAME)
     server = grpc.aio.server(
-        interceptors=[ClientTokenGuard(tokens or ClientTokens(()), SERVICE_NAME)],
+        interceptors=[guard] if telemetry is None else [telemetry, guard],
         # Without SO_REUSEPORT a second gateway on the same port fails instead of sharing it.
         options=[("grpc.so_reuseport", 0)],
     )

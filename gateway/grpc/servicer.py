@@ -25,6 +25,7 @@ from gateway.grpc import messages
 from gateway.grpc.errors import translated
 from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
+from gateway.grpc.telemetry import mark_partial
 from gateway.models import ListingRef, caller_of
 from gateway.selection import ClassifiedSelection, ListingSelection, PageArgs
 from gateway.service import ListingData, ListingRequest, ListingService
@@ -101,6 +102,8 @@ class ListingStatusServicer(pb_grpc.ListingStatusServiceServicer):
         failure = _whole_call_failure(built)
         if failure is not None:
             raise failure
+        if any(item.failures for item in built):
+            mark_partial()
         return [item.message for item in built]
 
     @translated

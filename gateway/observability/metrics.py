@@ -45,7 +45,7 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "gateway_requests",
-            "GraphQL HTTP requests by operation name and outcome "
+            "GraphQL HTTP requests and gRPC calls (grpc.<Method>) by operation and outcome "
             "(ok, partial, error, overloaded, rejected).",
             ["operation", "outcome"],
             registry=r,
@@ -58,7 +58,9 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "gateway_requests_in_flight", "GraphQL HTTP requests being answered now.", registry=r
+            "gateway_requests_in_flight",
+            "GraphQL HTTP requests and gRPC calls being answered now.",
+            registry=r,
         )
         self.upstream_requests = Counter(
             "gateway_upstream_requests",
