@@ -287,3 +287,19 @@ async def test_calls_are_counted_by_method_and_outcome(
         line = f'gateway_requests_total{{operation="grpc.GetListing",outcome="{outcome}"}} 1.0'
         assert line in text
     assert "grpc.health" not in text and "Health" not in text
+
+
+async def test_open_watch_streams_end_cleanly_when_the_gateway_stops(
+    simulator: RunningSimulator,
+) -> None:
+    async with AsyncExitStack() as stack:
+        gw = await stack.enter_async_context(run_gateway(simulator, grpc=True))
+        async with grpc.aio.insecure_channel(gw.grpc_address) as channel:
+            call = pb_grpc.ListingStatusServiceStub(channel).WatchClassifiedStatus(
+                pb.WatchRequest()
+            )
+            await call.initial_metadata()
+            stopping = asyncio.ensure_future(stack.pop_all().aclose())
+            assert await call.read() is grpc.aio.EOF
+            assert await call.code() == grpc.StatusCode.OK
+        await stopping
