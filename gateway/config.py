@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     # False: plain graphql-core execution (the benchmark's naive mode compares the two).
     compiled_execution: bool = True
 
+    # Listings `/board` shows when its URL names none: `classifiedId`, `userId:adId`, or both
+    # joined by `+`; comma-separated in GATEWAY_BOARD_REFS.
+    board_refs: Annotated[tuple[str, ...], NoDecode] = ()
+
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_query_depth: int = Field(default=20, ge=1)
     max_aliases: int = Field(default=200, ge=1)
@@ -138,6 +142,13 @@ class Settings(BaseSettings):
         if value and not Path(value).is_file():
             raise ValueError("must name a readable manifest file")
         return value or None
+
+    @field_validator("board_refs", mode="before")
+    @classmethod
+    def _split_refs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("user_agent")
     @classmethod

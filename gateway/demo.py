@@ -76,6 +76,11 @@ subscription Live {
 """
 
 
+def board_refs(catalog: Catalog) -> tuple[str, ...]:
+    """The demo's listings in the board's ref syntax (URL `?ref=`, `GATEWAY_BOARD_REFS`)."""
+    return tuple(f"{cid}+{user}:{ad}" for cid, user, ad in demo_refs(catalog))
+
+
 def demo_settings(running: RunningSimulator, **overrides: Any) -> Settings:
     """Settings that point the gateway at a running simulator, in `oauth` mode."""
     values: dict[str, Any] = {
@@ -125,6 +130,7 @@ async def run_demo(
             public_url=f"http://{own_host}:{bound}",
             webhook_subscribe=True,
             grpc_port=grpc_port,
+            board_refs=board_refs(simulator.data),
         )
         app = create_app(settings, grpc=True)
         started = Started(app)
@@ -145,8 +151,9 @@ async def run_demo(
             await started.wait_or_fail(serving)
         except RuntimeError:
             raise DemoError("the gateway did not start") from None
-        url = f"http://{host}:{bound}/graphql"
-        print(f"Gateway ready. GraphiQL: {url}", file=out)
+        base = f"http://{host}:{bound}"
+        print(f"Gateway ready. GraphiQL: {base}/graphql", file=out)
+        print(f"  status board: {base}/board", file=out)
         grpc_address = app.state.grpc.address
         print(f"gRPC: {grpc_address} (listing.v1.ListingStatusService, reflection on)", file=out)
         print(

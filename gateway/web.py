@@ -1,5 +1,5 @@
-"""The HTTP app: `/graphql`, `/healthz`, `/readyz`, `/metrics`, with the runtime (and the gRPC
-server) opened in its lifespan."""
+"""The HTTP app: `/graphql`, `/healthz`, `/readyz`, `/metrics`, `/board`, with the runtime
+(and the gRPC server) opened in its lifespan."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.admission import Admission
 from gateway.client_auth import ClientTokens
 from gateway.config import Settings
+from gateway.frontend import frontend_routes
 from gateway.graphql.executor import execution_stats
 from gateway.graphql.guard import ClientAuthGuard
 from gateway.graphql.persisted import PersistedDocuments, load_manifest
@@ -212,6 +213,7 @@ def create_app(
             Route("/readyz", readyz),
             receiver_route(max_body_bytes=settings.webhook_max_body_bytes),
             Route("/metrics", metrics_endpoint),
+            *frontend_routes(board_refs=settings.board_refs),
         ],
         lifespan=lifespan,
     )

@@ -128,6 +128,11 @@ async def test_demo_command_serves_the_printed_query_and_stops_on_ctrl_c(tmp_pat
         async with httpx.AsyncClient(timeout=30) as client:
             answer = (await client.post(url.group(1), json={"query": query})).json()
             page = await client.get(url.group(1), headers={"accept": "text/html"})
+            board_url = re.search(r"status board: (http://127\.0\.0\.1:\d+/board)", printed)
+            assert board_url is not None, printed
+            board = await client.get(board_url.group(1))
+        assert board.status_code == 200
+        assert len(re.findall(r"[0-9a-f-]{36}\+\d+:\d+", board.text)) == 3
         assert "errors" not in answer
         assert len(answer["data"]["listings"]) == 3
         assert "graphiql" in page.text.lower()

@@ -8,6 +8,8 @@ the GraphQL-over-HTTP spec where plain strawberry does not.
 - Responses are serialised with orjson.
 - A malformed request (not UTF-8 JSON, not one object, wrong content type, variables nested
   too deep) is refused by `gateway.graphql.request` with a 4xx and a coded GraphQL error.
+- A browser asking for `/graphql` gets our GraphiQL page, whose assets the gateway serves
+  itself (`gateway.frontend`), not strawberry's, which loads them from a CDN.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
 from gateway.events import EventBus
+from gateway.frontend import graphiql_html, page_response
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.errors import translate
 from gateway.graphql.guard import is_graphiql_page
@@ -101,6 +104,9 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         return bool(self.graphql_ide) and is_graphiql_page(
             request.method, request.query_params, request.headers.get("accept", "")
         )
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return page_response(graphiql_html())
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -1,0 +1,201 @@
+"""GraphiQL and the status board in a real browser: headless Chromium (Debian's `chromium`)
+driven by Playwright, with every request that is not to the gateway on loopback aborted.
+
+One browser and one simulator+gateway serve the whole module; each test has its own page.
+Screenshots land in `test-artifacts/` (ignored by git).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Page, Request, Route, async_playwright, expect
+
+from gateway.demo import board_refs, demo_query, demo_refs
+from gateway.simulator import Simulator
+from gateway.simulator.faults import Fault
+
+from gateway_harness import RunningGateway, run_gateway
+
+CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+# Generous: waiting for a condition, never asserting how long it took.
+PATIENCE_MS = 30_000
+
+if not shutil.which(CHROMIUM) and not os.environ.get("CI"):
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gateway() -> AsyncIterator[RunningGateway]:
+    simulator = Simulator(seed=7)
+    refs = board_refs(simulator.data)
+    async with simulator.serve() as running, run_gateway(running, board_refs=refs) as gateway:
+        yield gateway
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh page that may reach 127.0.0.1 only; asserts nothing else was asked for."""
+    context = await browser.new_context(viewport={"width": 1440, "height": 900})
+    elsewhere: list[str] = []
+    failures: list[str] = []
+
+    async def only_loopback(route: Route, request: Request) -> None:
+        if urlsplit(request.url).hostname == "127.0.0.1":
+            await route.continue_()
+        else:
+            elsewhere.append(request.url)
+            await route.abort()
+
+    await context.route("**/*", only_loopback)
+    page = await context.new_page()
+    page.on("pageerror", lambda error: failures.append(str(error)))
+    yield page
+    await context.close()
+    assert elsewhere == [], f"the page asked for more than the gateway: {elsewhere}"
+    assert failures == [], f"uncaught errors in the page: {failures}"
+
+
+async def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+async def test_graphiql_runs_the_readme_query_offline(gateway: RunningGateway, page: Page) -> None:
+    query = demo_query(gateway.sim.data)  # the README's query (tests/test_readme.py checks it)
+    await page.goto(f"{gateway.url}/graphql")
+
+    editor = page.locator(".graphiql-query-editor .CodeMirror")
+    await editor.click()
+    await page.keyboard.press("Control+A")
+    await page.keyboard.press("Delete")
+    await page.keyboard.insert_text(query)
+    typed = await editor.evaluate("(node) => node.CodeMirror.getValue()")
+    assert typed == query
+    # GraphiQL picks the operation to send from the editor a moment after an edit.
+    await page.wait_for_function(
+        "() => localStorage.getItem('graphiql:operationName') === 'Demo'", timeout=PATIENCE_MS
+    )
+    await page.locator(".graphiql-execute-button").click()
+
+    # The result pane is an editor too; its value holds the whole answer.
+    answer = await page.wait_for_function(
+        """() => {
+            const node = document.querySelector('.result-window .CodeMirror');
+            const text = node && node.CodeMirror.getValue();
+            return text && text.includes('"listings"') ? text : null;
+        }""",
+        timeout=PATIENCE_MS,
+    )
+    body = json.loads(await answer.json_value())
+    listings = body["data"]["listings"]
+    assert len(listings) == len(demo_refs(gateway.sim.data))
+    for listing in listings:
+        providers = {portal["provider"] for portal in listing["portals"]}
+        assert providers == {"CLASSIFIEDS_V3", "LEGACY"}
+    await screenshot(page, "graphiql.png")
+
+
+async def test_board_shows_a_row_per_demo_listing(gateway: RunningGateway, page: Page) -> None:
+    refs = demo_refs(gateway.sim.data)
+    await page.goto(f"{gateway.url}/board")
+
+    await expect(page.locator("tbody tr[data-ref]")).to_have_count(len(refs))
+    for classified_id, _user, _ad in refs:
+        row = page.locator(f'tr[data-classified-id="{classified_id}"]')
+        for provider in ("CLASSIFIEDS_V3", "LEGACY"):
+            chips = row.locator(f'td[data-provider="{provider}"] .chip')
+            await expect(chips.first).to_be_visible(timeout=PATIENCE_MS)
+        overall = await row.get_attribute("data-state")
+        assert overall in {"FAILED", "ONLINE", "PROCESSING", "PENDING", "OFFLINE", "DELETING",
+                           "DELETED", "NOT_PUBLISHED"}  # fmt: skip
+
+    counts = await page.locator("#bars .bar-count").all_inner_texts()
+    assert sum(int(count) for count in counts) == len(refs)
+    await screenshot(page, "board.png")
+
+    # The upstream message shows on keyboard focus, not only on hover.
+    chip = page.locator('td[data-provider="CLASSIFIEDS_V3"] .chip').first
+    await chip.focus()
+    await expect(chip.locator(".tip")).to_be_visible()
+
+    # Filtering by a state leaves only that state's rows.
+    await page.locator("#filter").select_option(overall)
+    for row in await page.locator("tbody tr[data-ref]").all():
+        if await row.is_visible():
+            assert await row.get_attribute("data-state") == overall
+
+
+async def test_board_takes_refs_from_the_url_and_the_token_from_the_fragment(
+    gateway: RunningGateway, page: Page
+) -> None:
+    classified_id, user_id, ad_id = demo_refs(gateway.sim.data)[1]
+    sent: list[str | None] = []
+    page.on(
+        "request",
+        lambda request: (
+            sent.append(request.headers.get("authorization"))
+            if request.url.endswith("/graphql")
+            else None
+        ),
+    )
+    await page.goto(f"{gateway.url}/board?ref={classified_id}%2B{user_id}:{ad_id}#token=s3cret")
+
+    await expect(page.locator("tbody tr[data-ref]")).to_have_count(1)
+    row = page.locator(f'tr[data-classified-id="{classified_id}"]')
+    await expect(row.locator(".chip").first).to_be_visible(timeout=PATIENCE_MS)
+    assert sent and set(sent) == {"Bearer s3cret"}
+    # Memory only: gone from the address bar, never stored.
+    assert "s3cret" not in page.url
+    stored = await page.evaluate("() => JSON.stringify([{...localStorage}, {...sessionStorage}])")
+    assert "s3cret" not in stored
+
+
+async def test_board_shows_which_upstream_failed(gateway: RunningGateway, page: Page) -> None:
+    gateway.sim.state.add_fault_object(Fault(upstream="legacy", kind="error", status=503))
+    try:
+        await page.goto(f"{gateway.url}/board")
+        rows = page.locator("tbody tr[data-ref]")
+        await expect(rows).to_have_count(len(demo_refs(gateway.sim.data)))
+        first = rows.first
+        await expect(first.locator(".errors")).to_contain_text(
+            "legacy unavailable", timeout=PATIENCE_MS
+        )
+        await expect(first.locator(".errors")).to_contain_text("UPSTREAM_UNAVAILABLE")
+        # The other provider's chips still show; the failed one's cells say so.
+        await expect(
+            first.locator('td[data-provider="CLASSIFIEDS_V3"] .chip').first
+        ).to_be_visible()
+        legacy_cells = first.locator('td[data-provider="LEGACY"] .chip')
+        await expect(legacy_cells.first).to_have_attribute("data-state", "UNAVAILABLE")
+        await screenshot(page, "board-legacy-down.png")
+    finally:
+        gateway.sim.state.clear_faults()
