@@ -7,6 +7,7 @@ Screenshots land in `test-artifacts/` (ignored by git).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, Request, Route, async_playwright, expect
@@ -49,7 +51,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 async def gateway() -> AsyncIterator[RunningGateway]:
     simulator = Simulator(seed=7)
     refs = board_refs(simulator.data)
-    async with simulator.serve() as running, run_gateway(running, board_refs=refs) as gateway:
+    async with (
+        simulator.serve() as running,
+        run_gateway(running, public=True, webhook_subscribe=True, board_refs=refs) as gateway,
+    ):
         yield gateway
 
 
@@ -154,9 +159,7 @@ async def test_board_shows_a_row_per_demo_listing(gateway: RunningGateway, page:
             assert await row.get_attribute("data-state") == overall
 
 
-async def test_board_takes_refs_from_the_url_and_the_token_from_the_fragment(
-    gateway: RunningGateway, page: Page
-) -> None:
+async def test_board_with_client_tokens(gateway: RunningGateway, page: Page) -> None:
     classified_id, user_id, ad_id = demo_refs(gateway.sim.data)[1]
     sent: list[str | None] = []
     page.on(
@@ -167,16 +170,102 @@ async def test_board_takes_refs_from_the_url_and_the_token_from_the_fragment(
             else None
         ),
     )
-    await page.goto(f"{gateway.url}/board?ref={classified_id}%2B{user_id}:{ad_id}#token=s3cret")
+    refs = board_refs(gateway.sim.data)
+    async with run_gateway(gateway.running_sim, client_tokens="s3cret", board_refs=refs) as guarded:
+        # No token yet: the board asks for one, then loads with it.
+        await page.goto(f"{guarded.url}/board")
+        await expect(page.locator("#token-form")).to_be_visible(timeout=PATIENCE_MS)
+        await page.locator("#token-input").fill("s3cret")
+        await page.locator("#token-input").press("Enter")
+        await expect(page.locator("tbody tr[data-ref] .chip").first).to_be_visible(
+            timeout=PATIENCE_MS
+        )
+        await expect(page.locator("#live")).to_have_attribute(
+            "data-state", "connected", timeout=PATIENCE_MS
+        )
 
-    await expect(page.locator("tbody tr[data-ref]")).to_have_count(1)
-    row = page.locator(f'tr[data-classified-id="{classified_id}"]')
-    await expect(row.locator(".chip").first).to_be_visible(timeout=PATIENCE_MS)
+        # A token in the fragment, and listings named in the URL.
+        sent.clear()
+        ref = f"{classified_id}%2B{user_id}:{ad_id}"
+        await page.goto(f"{guarded.url}/board?ref={ref}#token=s3cret")
+        await expect(page.locator("tbody tr[data-ref]")).to_have_count(1)
+        row = page.locator(f'tr[data-classified-id="{classified_id}"]')
+        await expect(row.locator(".chip").first).to_be_visible(timeout=PATIENCE_MS)
+        await expect(page.locator("#live")).to_have_attribute(
+            "data-state", "connected", timeout=PATIENCE_MS
+        )
     assert sent and set(sent) == {"Bearer s3cret"}
     # Memory only: gone from the address bar, never stored.
     assert "s3cret" not in page.url
     stored = await page.evaluate("() => JSON.stringify([{...localStorage}, {...sessionStorage}])")
     assert "s3cret" not in stored
+
+
+async def subscribed(gateway: RunningGateway, classified_ids: set[str]) -> None:
+    """Until the gateway holds a subscription to exactly these classifieds."""
+    events = gateway.app.state.runtime.events
+    async with asyncio.timeout(PATIENCE_MS / 1000):
+        # The bus offers no "subscribed" event; its subscriber set is the readiness signal.
+        while not any(s.classified_ids == classified_ids for s in events.subscribers):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def append_status(gateway: RunningGateway, classified_id: str, **item: object) -> None:
+    """A new status at the simulated V3, which posts it to the gateway's webhook receiver."""
+    url = f"{gateway.running_sim.base_url}/_sim/classifieds/{classified_id}/statuses"
+    async with httpx.AsyncClient() as client:
+        response = await client.post(url, json=item)
+    assert response.status_code == 200, response.text
+    assert all(d["status"] == 201 for d in response.json()["deliveries"]), response.text
+
+
+async def test_board_updates_a_row_live(gateway: RunningGateway, page: Page) -> None:
+    classified_id, user_id, ad_id = demo_refs(gateway.sim.data)[2]
+    await page.goto(f"{gateway.url}/board?ref={classified_id}%2B{user_id}:{ad_id}")
+    chip = page.locator(f'tr[data-classified-id="{classified_id}"] td[data-portal="SL"] .chip')
+    await expect(chip).to_be_visible(timeout=PATIENCE_MS)
+    await expect(page.locator("#live")).to_have_attribute(
+        "data-state", "connected", timeout=PATIENCE_MS
+    )
+    await subscribed(gateway, {classified_id})
+    await page.evaluate("() => { window.notReloaded = true; }")
+
+    before = await chip.get_attribute("data-state")
+    target, status = ("ONLINE", "UPDATED") if before == "FAILED" else ("FAILED", "UPDATING_FAILED")
+    await append_status(gateway, classified_id, status=status, portals=["SL"])
+
+    await expect(chip).to_have_attribute("data-state", target, timeout=PATIENCE_MS)
+    await expect(page.locator("#announce")).to_contain_text(classified_id)
+    assert await page.evaluate("() => window.notReloaded === true")
+    await screenshot(page, "board-live.png")
+
+
+async def test_graphiql_runs_a_subscription(gateway: RunningGateway, page: Page) -> None:
+    classified_id = demo_refs(gateway.sim.data)[0][0]
+    document = (
+        f'subscription Watch {{ classifiedStatusChanged(classifiedIds: ["{classified_id}"]) '
+        "{ classifiedId status { status } } }"
+    )
+    await page.goto(f"{gateway.url}/graphql")
+    editor = page.locator(".graphiql-query-editor .CodeMirror")
+    await editor.evaluate("(node, text) => node.CodeMirror.setValue(text)", document)
+    await page.wait_for_function(
+        "() => localStorage.getItem('graphiql:operationName') === 'Watch'", timeout=PATIENCE_MS
+    )
+    await page.locator(".graphiql-execute-button").click()
+    await subscribed(gateway, {classified_id})
+
+    await append_status(gateway, classified_id, status="UPDATING")
+    answer = await page.wait_for_function(
+        """() => {
+            const node = document.querySelector('.result-window .CodeMirror');
+            const text = node && node.CodeMirror.getValue();
+            return text && text.includes('classifiedStatusChanged') ? text : null;
+        }""",
+        timeout=PATIENCE_MS,
+    )
+    event = json.loads(await answer.json_value())["data"]["classifiedStatusChanged"]
+    assert event == {"classifiedId": classified_id, "status": {"status": "UPDATING"}}
 
 
 async def test_board_shows_which_upstream_failed(gateway: RunningGateway, page: Page) -> None:

@@ -321,10 +321,14 @@ function startLive() {
       },
       error: (error) => {
         stopSubscription = null;
-        const detail = Array.isArray(error) ? error[0]?.message
-          : error?.code === 4403 ? "the token was refused" : error?.reason || error?.message || "closed";
+        const refused = error?.code === 4401 || error?.code === 4403;
+        const detail = Array.isArray(error)
+          ? error[0]?.message
+          : refused
+            ? "this gateway needs a valid client token"
+            : error?.reason || error?.message || "closed";
         setLive("failed", detail);
-        if (error?.code === 4403) askForToken();
+        if (refused) askForToken();
       },
       complete: () => {
         stopSubscription = null;

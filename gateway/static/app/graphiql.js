@@ -48,9 +48,10 @@ function App() {
     fetcher,
     plugins: [explorer],
     defaultQuery: DEFAULT_QUERY,
-    query: search.get("query") ?? search.get("q") ?? undefined,
+    // `q`, not `query`: a GET /graphql with `query` is a GraphQL request, not this page.
+    query: search.get("q") ?? undefined,
     variables: search.get("variables") ?? undefined,
-    onEditQuery: (query) => remember("query", query),
+    onEditQuery: (query) => remember("q", query),
     onEditVariables: (variables) => remember("variables", variables),
     defaultEditorToolsVisibility: true,
     isHeadersEditorEnabled: true,

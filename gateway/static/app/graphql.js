@@ -65,8 +65,8 @@ export function liveClient({ onState, onReconnected }) {
     lazy: true,
     keepAlive: 15000,
     retryAttempts: Number.POSITIVE_INFINITY,
-    // 4403: the server refused the token; retrying with the same one cannot help.
-    shouldRetry: (event) => !(event && event.code === 4403),
+    // 4401/4403: no token or a refused one; retrying with the same cannot help.
+    shouldRetry: (event) => !(event && (event.code === 4401 || event.code === 4403)),
     retryWait: async (retries) => {
       const ms = Math.min(30000, 1000 * 2 ** retries) * (0.5 + Math.random() / 2);
       onState("waiting", ms);
