@@ -16,6 +16,7 @@ without them (one extra call per chunk at most). Any other `result:false` fails 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Collection, Iterable, Sequence
@@ -77,23 +78,33 @@ def parse_legacy_date(value: object) -> datetime | None:
     if not isinstance(value, str):
         log.info("ignoring a legacy date that is not a string: %r", value)
         return None
+    parsed = _amsterdam(value)
+    if parsed is None and not value.strip().startswith(_NOT_SET) and value.strip():
+        log.info("ignoring an unparseable legacy date %r", value)
+    return parsed
+
+
+# Legacy is read on every request, mostly with the dates of the previous one: a hit costs a
+# dict lookup where a parse costs a few microseconds, ~10 dates an ad.
+@functools.lru_cache(maxsize=16_384)
+def _amsterdam(value: str) -> datetime | None:
     text = value.strip()
     # Never hand the sentinel to a date parser (UPSTREAMS 3.2.1).
     if not text or text.startswith(_NOT_SET):
         return None
-    if _DATE.match(text):
+    # The pattern admits only what strptime("%Y-%m-%d %H:%M:%S") would read (with a space or
+    # a T); fromisoformat then reads it in C, ~100 times faster than strptime.
+    if _DATE.match(text) and text[11:13] != "24":
         try:
-            naive = datetime.strptime(text.replace("T", " "), "%Y-%m-%d %H:%M:%S")
+            naive = datetime.fromisoformat(text)
         except ValueError:
-            pass
-        else:
-            return naive.replace(tzinfo=AMSTERDAM)
-    log.info("ignoring an unparseable legacy date %r", value)
+            return None
+        return naive.replace(tzinfo=AMSTERDAM)
     return None
 
 
 def _flag(value: object) -> bool:
-    if isinstance(value, bool):
+    if value is True or value is False:
         return value
     if isinstance(value, int | float):
         return value != 0
