@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import cProfile
 import multiprocessing
+import os
 import pstats
 import socket
 import time
@@ -162,8 +163,9 @@ async def measure(
                 profiler.disable()
             figures[name] = (time.process_time() - start) / repeat * 1000
             if profiler is not None:
+                sort = os.environ.get("BENCH_PROFILE_SORT", "tottime")
                 print(f"--- profile: {name}, compiled")
-                pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+                pstats.Stats(profiler).sort_stats(sort).print_stats(45)
     return figures
 
 

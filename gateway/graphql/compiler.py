@@ -188,6 +188,14 @@ def _latest(outcome: Any, owner_id: str) -> tuple[str, Any] | None:
     return None if item is None else (ids.status_item_id(owner_id, item), item)
 
 
+def _raise(error: Exception) -> Any:
+    raise error
+
+
+def _listed(value: Any) -> list[Any] | None:
+    return None if value is None else list(value)
+
+
 _RUNTIME: dict[str, Any] = {
     "_Null": _Null,
     "_located": _located,
@@ -197,6 +205,8 @@ _RUNTIME: dict[str, Any] = {
     "_listing_id": ids.listing_id,
     "_edge_cursor": ids.edge_cursor,
     "_int": GraphQLInt.serialize,
+    "_listed": _listed,
+    "_raise": _raise,
 }
 
 
@@ -422,6 +432,66 @@ class _Generator:
             ]
         body.append("    return r")
         self.lines += [*body, ""]
+        fast = self.fast_function(object_type, fields, name)
+        return fast or name
+
+    def fast_function(
+        self, object_type: GraphQLObjectType, fields: Mapping[str, list[FieldNode]], careful: str
+    ) -> str | None:
+        """For an object of leaves only: one dict literal, checked once; the careful function
+        (exact errors, null propagation) runs only when a check fails. None if not leaves-only.
+
+        Projections are pure, so running the careful function after a failed attempt
+        repeats nothing observable; leaves-only objects append no errors of their own.
+        """
+        values: list[str] = []
+        checks: list[str] = []
+        entries: list[str] = []
+        for index, (key, field_nodes) in enumerate(fields.items()):
+            field_name = field_nodes[0].name.value
+            if field_name == "__typename":
+                entries.append(f"{key!r}: {object_type.name!r}")
+                continue
+            definition = object_type.fields[field_name]
+            projection = PROJECTIONS[(object_type.name, field_name)]
+            if projection.argument is not None:
+                return None
+            var = f"v{index}"
+            type_ = definition.type
+            non_null = isinstance(type_, GraphQLNonNull)
+            inner = type_.of_type if isinstance(type_, GraphQLNonNull) else type_
+            if isinstance(inner, GraphQLList):
+                item = inner.of_type
+                if not isinstance(item, GraphQLNonNull) or not _identity(item.of_type):
+                    return None
+                values.append(f"{var} = _listed({projection.expr})")
+                checks.append(
+                    f"{var} is None" if non_null else f"({var} is not None and None in {var})"
+                )
+                if non_null:
+                    checks.append(f"None in {var}")
+            elif _identity(inner):
+                values.append(f"{var} = {projection.expr}")
+                if non_null:
+                    checks.append(f"{var} is None")
+            elif isinstance(inner, GraphQLScalarType) and inner.name == "Int":
+                values.append(f"{var} = {projection.expr}")
+                valid = f"({var}.__class__ is int and -2147483648 <= {var} <= 2147483647)"
+                checks.append(
+                    f"not {valid}" if non_null else f"({var} is not None and not {valid})"
+                )
+            else:
+                return None
+            entries.append(f"{key!r}: {var}")
+        name = self.name("f")
+        body = [f"def {name}(d, p, A, E):"]
+        if values:
+            body += ["    try:", *(f"        {line}" for line in values)]
+            body += ["    except Exception:", f"        return {careful}(d, p, A, E)"]
+        if checks:
+            body += [f"    if {' or '.join(checks)}:", f"        return {careful}(d, p, A, E)"]
+        body += ["    return {" + ", ".join(entries) + "}", ""]
+        self.lines += body
         return name
 
     def complete(
@@ -476,6 +546,17 @@ class _Generator:
             lines = [f"{pad}{out} = []", f"{pad}{list_path} = {path}",
                      f"{pad}for {index}, {item} in enumerate({value}):",
                      f"{pad}    {item_path} = ({list_path}, {index})"]  # fmt: skip
+            if isinstance(item_type, GraphQLNonNull) and (
+                builder is not None or _identity(item_type.of_type)
+            ):
+                # The common case as one comprehension: non-null items, built or passed on.
+                made = f"{builder}({item}, ({list_path}, {index}), A, E)" if builder else item
+                missing = f"_raise(_non_null({field_name!r}, {nodes}, ({list_path}, {index})))"
+                return [
+                    f"{pad}{list_path} = {path}",
+                    f"{pad}{target} = [{made} if {item} is not None else {missing}"
+                    f" for {index}, {item} in enumerate({value})]",
+                ]
             if isinstance(item_type, GraphQLNonNull):
                 lines += self.complete(
                     item_type, item, f"{item}", item_path, nodes, field_name, builder, indent + 1
@@ -510,6 +591,16 @@ class _Generator:
             # String enums whose names are their values: orjson writes the member's value.
             return value
         raise NotCompilable(str(type_))
+
+
+def _identity(type_: Any) -> bool:
+    """Leaves whose Python value is already what orjson should write."""
+    if isinstance(type_, GraphQLScalarType):
+        return type_.name in _PLAIN_SCALARS
+    return isinstance(type_, GraphQLEnumType) and all(
+        name == str(getattr(enum_value.value, "value", enum_value.value))
+        for name, enum_value in type_.values.items()
+    )
 
 
 def _named(type_: GraphQLOutputType) -> Any:
