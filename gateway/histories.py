@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+from cachetools import LRUCache
 
 from gateway.cursors import KeysetCursor, UpstreamCursor, encode_cursor
 from gateway.models import StatusPage, StatusSlice
@@ -39,6 +41,9 @@ class History(Generic[D]):
 
     items: tuple[D, ...]
     complete: bool  # every page was read
+    # What callers derive from the items (e.g. portal states), kept with them: a history
+    # built from the same cached pages is the same object, request after request.
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def latest(self) -> D | None:
         return self.items[0] if self.items else None
@@ -66,20 +71,53 @@ class History(Generic[D]):
         return StatusSlice(page, has_next_page=more, end_cursor=end, ids=ids)
 
 
+class HistoryMemo:
+    """Histories by the cached pages they were built from, so warm reads skip the sort.
+
+    Keyed by the pages' identities and checked against the pages themselves: a page
+    the cache replaced (a refresh, a webhook drop, expiry) makes a new history.
+    """
+
+    def __init__(self, max_entries: int = 2048) -> None:
+        self._entries: LRUCache[tuple[int, ...], tuple[tuple[Any, ...], History[Any]]] = LRUCache(
+            maxsize=max_entries
+        )
+
+    def get(self, pages: tuple[StatusPage[D], ...], complete: bool) -> History[D]:
+        key = tuple(map(id, pages))
+        entry = self._entries.get(key)
+        if (
+            entry is not None
+            and entry[1].complete == complete
+            and all(a is b for a, b in zip(entry[0], pages, strict=True))
+        ):
+            return entry[1]
+        history = History(newest_first(item for page in pages for item in page.items), complete)
+        self._entries[key] = (pages, history)
+        return history
+
+
 async def read_history(
-    load_page: Callable[[str | None], Awaitable[StatusPage[D]]], what: str
+    load_page: Callable[[str | None], Awaitable[StatusPage[D]]],
+    what: str,
+    memo: HistoryMemo | None = None,
 ) -> History[D]:
     """Every page `load_page` gives, following nextToken from None to the end."""
-    items: list[D] = []
+    pages: list[StatusPage[D]] = []
     token: str | None = None
+    complete = False
     for _ in range(MAX_HISTORY_PAGES):
         page = await load_page(token)
-        items.extend(page.items)
+        pages.append(page)
         token = page.next_token
         if token is None:
-            return History(newest_first(items), complete=True)
-    log.warning("history of %s cut at %d pages", what, MAX_HISTORY_PAGES)
-    return History(newest_first(items), complete=False)
+            complete = True
+            break
+    else:
+        log.warning("history of %s cut at %d pages", what, MAX_HISTORY_PAGES)
+    if memo is not None:
+        return memo.get(tuple(pages), complete)
+    return History(newest_first(item for page in pages for item in page.items), complete)
 
 
 def newest_first(items: Iterable[D]) -> tuple[D, ...]:

@@ -21,7 +21,7 @@ from gateway.cache import PageCache, PageKey
 from gateway.checks import check_page_args, check_refs, check_status_filter
 from gateway.cursors import KeysetCursor, UpstreamCursor
 from gateway.errors import GatewayError, Outcome, capture
-from gateway.histories import MAX_PAGE_SIZE, History, page_slice, read_history
+from gateway.histories import MAX_PAGE_SIZE, History, HistoryMemo, page_slice, read_history
 from gateway.loaders import LegacyReader, legacy_loader
 from gateway.models import (
     Caller,
@@ -147,6 +147,7 @@ class ListingService:
         self.cache = cache
         self.tenant_of = tenant_of
         self.max_listings = max_listings
+        self.histories = HistoryMemo()
 
     def request(self, caller: Caller) -> ListingRequest:
         """A scope for one incoming request: its own loaders and memo."""
@@ -332,7 +333,7 @@ class ListingRequest:
                 classified_id, limit=MAX_PAGE_SIZE, next_token=token, refresh=refresh
             )
 
-        return await read_history(load_page, f"classified {classified_id}")
+        return await read_history(load_page, f"classified {classified_id}", self.service.histories)
 
     async def _classified_page(
         self,
@@ -429,7 +430,9 @@ class ListingRequest:
                     classified_id, media_id, limit=MAX_PAGE_SIZE, next_token=token
                 )
 
-            task = asyncio.ensure_future(read_history(load_page, f"media {media_id}"))
+            task = asyncio.ensure_future(
+                read_history(load_page, f"media {media_id}", self.service.histories)
+            )
             self._media_histories[key] = task
         return task
 
@@ -500,7 +503,10 @@ def _unified_portals(
             return source
     portals: list[PortalState] = []
     if isinstance(history, History):
-        portals.extend(v3_portal_states(history.items))
+        states = history.derived.get("portal_states")
+        if states is None:
+            states = history.derived["portal_states"] = tuple(v3_portal_states(history.items))
+        portals.extend(states)
     if isinstance(legacy, LegacyAdStatus):
         portals.extend(legacy_portal_states(legacy))
     return tuple(portals)

@@ -74,3 +74,16 @@ def test_an_incomplete_history_leaves_a_short_first_page_to_v3() -> None:
     assert history.cut(5, id_of) is None
     page = history.cut(1, id_of)
     assert page is not None and page.has_next_page
+
+
+def test_a_history_of_the_same_cached_pages_is_built_once() -> None:
+    from gateway.histories import HistoryMemo
+    from gateway.models import StatusPage
+
+    memo = HistoryMemo(max_entries=4)
+    pages = (StatusPage((item(1), item(3)), "t"), StatusPage((item(2),)))
+    first = memo.get(pages, complete=True)
+    assert [entry.status_date.minute for entry in first.items] == [3, 2, 1]
+    assert memo.get(pages, complete=True) is first
+    replaced = (pages[0], StatusPage((item(4),)))  # the cache read the last page anew
+    assert memo.get(replaced, complete=True) is not first
