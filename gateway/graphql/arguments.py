@@ -28,7 +28,7 @@ from graphql import (
     get_operation_ast,
     visit,
 )
-from graphql.execution.values import get_argument_values, get_variable_values
+from graphql.execution.values import get_argument_values
 from strawberry.extensions import SchemaExtension
 
 from gateway import ids
@@ -42,6 +42,7 @@ from gateway.checks import (
 )
 from gateway.errors import InvalidInput
 from gateway.graphql.inputs import ref_from_arguments
+from gateway.graphql.variables import coerce_variables
 
 Check = Callable[[dict[str, Any], int], None]
 
@@ -139,7 +140,7 @@ def argument_errors(
     sites = _sites(schema, document, operation)
     if not sites:
         return []
-    coerced = get_variable_values(schema, operation.variable_definitions or (), variables or {})
+    coerced = coerce_variables(schema, operation, variables)
     if isinstance(coerced, list):
         return []  # bad variables: execution reports them itself
     errors: list[GraphQLError] = []

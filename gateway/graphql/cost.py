@@ -23,7 +23,7 @@ from graphql import (
     OperationType,
     get_operation_ast,
 )
-from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
+from graphql.execution.values import VariableValues, get_argument_values
 from strawberry.extensions import SchemaExtension
 
 from gateway import ids
@@ -31,6 +31,7 @@ from gateway.errors import GatewayError
 from gateway.graphql.errors import QUERY_TOO_COMPLEX
 from gateway.graphql.inputs import ref_from_arguments
 from gateway.graphql.selections import fields_of, listing_selection
+from gateway.graphql.variables import coerce_variables
 from gateway.models import ListingRef
 from gateway.plan_cost import read_cost
 
@@ -83,7 +84,7 @@ def cost_errors(
     max_root_fields: int,
     max_cost: int,
 ) -> list[GraphQLError]:
-    coerced = get_variable_values(schema, operation.variable_definitions or (), raw_variables or {})
+    coerced = coerce_variables(schema, operation, raw_variables)
     if isinstance(coerced, list):
         return []  # bad variables: execution reports them itself
     try:
