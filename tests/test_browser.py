@@ -288,3 +288,23 @@ async def test_board_shows_which_upstream_failed(gateway: RunningGateway, page: 
         await screenshot(page, "board-legacy-down.png")
     finally:
         gateway.sim.state.clear_faults()
+
+
+async def test_board_marks_stale_answers(gateway: RunningGateway, page: Page) -> None:
+    # Stale-if-error answers carry extensions.stale; the gateway's own answer is amended
+    # here, as a V3 outage past a page's TTL would.
+    classified_id = demo_refs(gateway.sim.data)[0][0]
+
+    async def amend(route: Route) -> None:
+        response = await route.fetch()
+        body = await response.json()
+        body["extensions"] = {"stale": [{"classifiedId": classified_id, "ageSeconds": 330}]}
+        await route.fulfill(response=response, json=body)
+
+    await page.route("**/graphql", amend)
+    await page.goto(f"{gateway.url}/board")
+    row = page.locator(f'tr[data-classified-id="{classified_id}"]')
+    await expect(row.locator("[data-stale]")).to_have_text(
+        "⏱ stale answer (5 min old)", timeout=PATIENCE_MS
+    )
+    await expect(page.locator("[data-stale]")).to_have_count(1)

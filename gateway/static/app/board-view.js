@@ -59,13 +59,18 @@ const UNITS = [
   ["s", 1],
 ];
 
-// "3 min ago": short enough for a chip; the exact date is in the element's title.
-export function ago(iso, now = Date.now()) {
-  const seconds = Math.max(0, (now - new Date(iso).getTime()) / 1000);
+// "3 min": short enough for a chip.
+export function duration(seconds) {
+  const value = Math.max(0, seconds);
   for (const [unit, size] of UNITS) {
-    if (seconds >= size || unit === "s") return `${Math.floor(seconds / size)} ${unit} ago`;
+    if (value >= size || unit === "s") return `${Math.floor(value / size)} ${unit}`;
   }
   return "";
+}
+
+// "3 min ago"; the exact date is in the element's title.
+export function ago(iso, now = Date.now()) {
+  return `${duration((now - new Date(iso).getTime()) / 1000)} ago`;
 }
 
 export function sinceElement(iso) {
@@ -145,7 +150,15 @@ function refCell(row) {
     lines.push(el("span", { class: "ref-legacy", text: `legacy ${row.ref.legacy.userId}:${row.ref.legacy.adId}` }));
   }
   const cell = el("th", { scope: "row", class: "ref" }, ...lines);
-  if (row.stale) cell.append(el("span", { class: "badge stale", text: "⏱ stale answer", title: "Served from cache while an upstream failed" }));
+  if (row.stale) {
+    const age = row.stale.age === null ? "" : ` (${duration(row.stale.age)} old)`;
+    cell.append(el("span", {
+      class: "badge stale",
+      "data-stale": "true",
+      text: `⏱ stale answer${age}`,
+      title: "V3 was unavailable: these V3 states come from a cached answer past its freshness",
+    }));
+  }
   if (row.errors.length) {
     const list = el("ul", { class: "errors" });
     for (const error of row.errors) {
@@ -183,7 +196,13 @@ export function rowElement(row, portalsOf) {
       else if (sourceError) content = missingChip("unavailable", `${describeError(sourceError)}: ${sourceError.message}`);
       else if (!known) content = el("span", { class: "none", text: "—", title: "no ref for this provider" });
       else content = el("span", { class: "none", text: "—", title: "not on this portal" });
-      tr.append(el("td", { "data-label": portalLabel(portal), "data-portal": portal, "data-provider": provider.id }, content));
+      const empty = content.classList.contains("none");
+      tr.append(el("td", {
+        class: empty ? "empty" : null,
+        "data-label": portalLabel(portal),
+        "data-portal": portal,
+        "data-provider": provider.id,
+      }, content));
     }
   }
   return tr;

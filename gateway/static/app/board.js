@@ -62,17 +62,19 @@ function boardQuery(refs) {
 const PROVIDER_OF_ALIAS = { v3: "CLASSIFIEDS_V3", legacy: "LEGACY" };
 const PROVIDER_OF_UPSTREAM = Object.fromEntries(PROVIDERS.map((p) => [p.upstream, p.id]));
 
+// extensions.stale: [{classifiedId, ageSeconds}] for classifieds answered from a page past
+// its TTL while V3 failed (stale-if-error). Returns row index -> age in seconds (or null).
 function staleRows(extensions, rows) {
   const stale = extensions?.stale;
-  if (!stale) return new Set();
+  const hit = new Map();
+  if (!stale) return hit;
   const entries = Array.isArray(stale) ? stale : [stale];
-  const hit = new Set();
   for (const [index, row] of rows.entries()) {
-    const id = row.ref.classifiedId;
-    if (id && entries.some((entry) => JSON.stringify(entry).includes(id))) hit.add(index);
+    const entry = entries.find((e) => e && e.classifiedId === row.ref.classifiedId);
+    if (entry) hit.set(index, entry.ageSeconds ?? null);
   }
-  // A flag without details: the whole answer was (partly) served stale.
-  return hit.size ? hit : new Set(rows.keys());
+  if (!hit.size) for (const index of rows.keys()) hit.set(index, null);
+  return hit;
 }
 
 // Turns one GraphQL answer into row states, for `refs` (all rows, or one on a live update).
@@ -121,7 +123,7 @@ function readAnswer(refs, plan, answer) {
       row.errors.push(entry);
     }
   }
-  for (const index of staleRows(answer.extensions, rows)) rows[index].stale = true;
+  for (const [index, age] of staleRows(answer.extensions, rows)) rows[index].stale = { age };
   return { rows, general };
 }
 
