@@ -74,6 +74,7 @@ async def test_http_with_any_configured_token_is_served(guarded: RunningGateway)
 async def test_health_and_the_graphiql_page_stay_open(guarded: RunningGateway) -> None:
     assert (await guarded.client.get("/healthz")).status_code == 200
     assert (await guarded.client.get("/readyz")).status_code == 200
+    assert (await guarded.client.get("/metrics")).status_code == 200
     page = await guarded.client.get("/graphql", headers={"accept": "text/html"})
     assert page.status_code == 200
     assert "text/html" in page.headers["content-type"]
