@@ -10,6 +10,11 @@ Dropping a classified (a webhook event, a refresh) then costs the pages of that
 classified, not a scan of the cache, and discards only the loads in flight for
 the keys it dropped: each load is its key's current *flight*, and a flight that
 was dropped or overtaken (by a refresh) does not store what it read.
+
+With `stale_s`, the last good value of a key is also kept `stale_s` past its TTL, for
+stale-if-error: `stale(key)` hands it out (with its age) when a fresh load failed. A drop
+(a webhook event, a refresh) removes it too, so a page known to be outdated is never
+served; keys carry the tenant, so neither is a page of another tenant.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ class CacheStats:
     loads_failed: int = 0
     invalidated: int = 0  # stored pages dropped by drop_classified
     loads_discarded: int = 0  # loads that finished after their key was dropped or refreshed
+    stale_served: int = 0  # past-TTL pages handed out because a fresh load failed
 
 
 @dataclass(eq=False, slots=True)
@@ -111,8 +117,16 @@ class PageCache(Generic[V]):
         ttl_s: float,
         max_entries: int,
         timer: Callable[[], float] = time.monotonic,
+        stale_s: float = 0.0,
     ) -> None:
         self._ttl_s = ttl_s
+        self._timer = timer
+        # key -> (value, stored at): the last good value, kept until TTL + stale_s.
+        self._last_good: _Entries | None = (
+            _Entries(maxsize=max_entries, ttl=ttl_s + stale_s, timer=timer, gone=self._unindex)
+            if ttl_s > 0 and stale_s > 0
+            else None
+        )
         self._entries: _Entries | None = (
             _Entries(maxsize=max_entries, ttl=ttl_s, timer=timer, gone=self._unindex)
             if ttl_s > 0
@@ -168,7 +182,21 @@ class PageCache(Generic[V]):
             self.stats.loads_discarded += 1
         elif self._entries is not None:
             self._entries[flight.key] = value
+            if self._last_good is not None:
+                self._last_good[flight.key] = (value, self._timer())
         return value
+
+    def stale(self, key: PageKey) -> tuple[V, float] | None:
+        """The last good value of `key` and its age in seconds, if still within the stale
+        window; for a caller whose fresh load just failed."""
+        if self._last_good is None:
+            return None
+        kept = self._last_good.get(key)
+        if kept is None:
+            return None
+        value, stored_at = kept
+        self.stats.stale_served += 1
+        return value, max(0.0, self._timer() - stored_at)
 
     def _landed(self, flight: _Flight[V], task: asyncio.Task[Any]) -> None:
         key = flight.key
@@ -183,6 +211,10 @@ class PageCache(Generic[V]):
     def _unindex(self, key: PageKey) -> None:
         if key in self._inflight:
             return  # still loading: the index must keep finding it
+        if self._last_good is not None and key in self._last_good:
+            return  # its stale copy must still be found by a drop
+        if self._entries is not None and key in self._entries:
+            return
         keys = self._index.get(key.classified_id)
         if keys is not None:
             keys.discard(key)
@@ -209,6 +241,8 @@ class PageCache(Generic[V]):
         self._index.clear()
         if self._entries is not None:
             self._entries.clear()
+        if self._last_good is not None:
+            self._last_good.clear()
 
     def _drop(self, keys: Iterable[PageKey]) -> int:
         dropped = 0
@@ -223,6 +257,8 @@ class PageCache(Generic[V]):
                     pass  # not stored, or stored but already expired (deleted all the same)
                 else:
                     dropped += 1
+            if self._last_good is not None:
+                self._last_good.pop(key, None)
             self._unindex(key)
         self.stats.invalidated += dropped
         return dropped

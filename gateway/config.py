@@ -79,6 +79,7 @@ class Settings(BaseSettings):
 
     cache_ttl_s: float = Field(default=30.0, ge=0)
     cache_max_entries: int = Field(default=10_000, ge=1)
+    cache_stale_s: float = Field(default=300.0, ge=0)
     redis_url: str | None = None
     public_url: str | None = None
     webhook_secret: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(24)))

@@ -59,11 +59,15 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     """Open the upstream sessions for the lifetime of the block.
 
-    `observer` and `tracer` watch every upstream call; `clock` drives the circuit breakers.
+    `observer` and `tracer` watch every upstream call; `clock` drives the circuit breakers
+    and the page cache's TTLs.
     """
     async with open_upstreams(settings, observer=observer, tracer=tracer, clock=clock) as upstreams:
         cache: PageCache[Any] = PageCache(
-            ttl_s=settings.cache_ttl_s, max_entries=settings.cache_max_entries
+            ttl_s=settings.cache_ttl_s,
+            max_entries=settings.cache_max_entries,
+            stale_s=settings.cache_stale_s,
+            timer=clock,
         )
         service = ListingService(
             v3=upstreams.v3,

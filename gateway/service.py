@@ -20,7 +20,7 @@ from gateway import ids
 from gateway.cache import PageCache, PageKey
 from gateway.checks import check_page_args, check_refs, check_status_filter
 from gateway.cursors import KeysetCursor, UpstreamCursor
-from gateway.errors import GatewayError, Outcome, capture
+from gateway.errors import GatewayError, Outcome, UpstreamUnavailable, capture
 from gateway.histories import MAX_PAGE_SIZE, History, HistoryMemo, page_slice, read_history
 from gateway.loaders import LegacyReader, legacy_loader
 from gateway.models import (
@@ -169,6 +169,8 @@ class ListingRequest:
         self._legacy_forced = legacy_loader(service.legacy, force=True)
         self._histories: dict[str, asyncio.Future[History[ClassifiedStatusItem]]] = {}
         self._media_histories: dict[tuple[str, str], asyncio.Future[History[MediaStatusItem]]] = {}
+        # classified id -> age in seconds of the oldest stale page served for it.
+        self.stale: dict[str, float] = {}
 
     @property
     def tenant(self) -> str:
@@ -372,9 +374,7 @@ class ListingRequest:
                 next_token=next_token,
             )
 
-        page: StatusPage[ClassifiedStatusItem] = await self.service.cache.get_or_load(
-            key, load, refresh=refresh
-        )
+        page: StatusPage[ClassifiedStatusItem] = await self._cached(key, load, refresh=refresh)
         return page
 
     # --- V3 media -------------------------------------------------------------------
@@ -453,7 +453,27 @@ class ListingRequest:
                 self.caller, classified_id, media_id, limit=limit, next_token=next_token
             )
 
-        page: StatusPage[MediaStatusItem] = await self.service.cache.get_or_load(key, load)
+        page: StatusPage[MediaStatusItem] = await self._cached(key, load)
+        return page
+
+    async def _cached(
+        self, key: PageKey, load: Callable[[], Awaitable[T]], *, refresh: bool = False
+    ) -> T:
+        """A page through the cache; when V3 cannot answer, a stale copy if one is allowed.
+
+        Stale-if-error: a page past its TTL but within the stale window is better than an
+        error, and the response says so (`extensions.stale`). Never for a refresh, which
+        asked for the upstream's answer, and never for a refusal (4xx), only for an
+        upstream that is unavailable.
+        """
+        try:
+            page: T = await self.service.cache.get_or_load(key, load, refresh=refresh)
+        except UpstreamUnavailable:
+            kept = None if refresh else self.service.cache.stale(key)
+            if kept is None:
+                raise
+            page, age = kept
+            self.stale[key.classified_id] = max(age, self.stale.get(key.classified_id, 0.0))
         return page
 
 

@@ -14,6 +14,7 @@ the GraphQL-over-HTTP spec where plain strawberry does not.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Final
 
@@ -162,6 +163,15 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
             result.data is None and _is_request_error(result)
         ):
             processed.pop("data", None)
+        if context is not None and context.listings.stale:
+            # Stale-if-error: say which classifieds were answered from a past-TTL page.
+            processed["extensions"] = {
+                **(processed.get("extensions") or {}),
+                "stale": [
+                    {"classifiedId": classified_id, "ageSeconds": math.floor(age)}
+                    for classified_id, age in sorted(context.listings.stale.items())
+                ],
+            }
         record = current_record.get()
         if record is not None and result.errors:
             record.outcome = "partial" if processed.get("data") is not None else "error"
