@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -223,3 +224,25 @@ def test_serve_logs_are_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
     assert line["logger"] == ACCESS_LOGGER
     assert line["level"] == "INFO"
     assert line["message"] == "done"
+
+
+async def test_a_caller_leaving_mid_body_is_counted_not_crashed(
+    simulator: RunningSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with gateway(simulator) as client:
+        host, port = str(client.base_url.host), int(client.base_url.port or 80)
+        _, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            b"POST /graphql HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        line = 'gateway_requests_total{operation="-",outcome="disconnected"} 1.0'
+        for _ in range(200):  # the server notices the closed socket on its next read
+            if line in (await client.get("/metrics")).text:
+                break
+            await asyncio.sleep(0.01)
+        assert line in (await client.get("/metrics")).text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -14,6 +14,7 @@ from typing import Final
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.observability.logs import log_request
@@ -66,6 +67,11 @@ class RequestTelemetry:
             self.metrics.in_flight.inc()
             try:
                 await self.app(scope, receive, send_status)
+            except ClientDisconnect:
+                # The caller left before sending its whole body (e.g. it timed out while
+                # queued): nobody is there to answer, and it is not a server error.
+                record.outcome = "disconnected"
+                status = 499
             finally:
                 self.metrics.in_flight.dec()
                 current_record.reset(token)

@@ -20,7 +20,8 @@ class RequestRecord:
 
     trace_id: str = ""
     operation: str = "-"
-    # ok | partial (data and errors) | error (no data) | overloaded | rejected (4xx before GraphQL)
+    # ok | partial (data and errors) | error (no data) | overloaded | rejected (refused before
+    # execution) | disconnected (the caller left before sending its request)
     outcome: str = "ok"
     upstream_calls: int = 0
 
