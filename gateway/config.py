@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
     upstream_max_concurrency: int = Field(default=64, ge=1)
     max_concurrent_requests: int = Field(default=8, ge=1)
-    max_queued_requests: int = Field(default=16, ge=0)
+    max_queued_requests: int = Field(default=64, ge=0)
     queue_timeout_s: float = Field(default=2.0, gt=0)
     shutdown_grace_s: int = Field(default=10, ge=0)
     loop_lag_interval_s: float = Field(default=0.5, gt=0)
