@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +19,15 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Page, Request, Route, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    Page,
+    Request,
+    Route,
+    WebSocketRoute,
+    async_playwright,
+    expect,
+)
 
 from gateway.demo import board_refs, demo_query, demo_refs
 from gateway.simulator import Simulator
@@ -166,7 +175,7 @@ async def test_board_with_client_tokens(gateway: RunningGateway, page: Page) -> 
         "request",
         lambda request: (
             sent.append(request.headers.get("authorization"))
-            if request.url.endswith("/graphql")
+            if request.url.endswith("/graphql") and request.method == "POST"
             else None
         ),
     )
@@ -194,6 +203,22 @@ async def test_board_with_client_tokens(gateway: RunningGateway, page: Page) -> 
         await expect(page.locator("#live")).to_have_attribute(
             "data-state", "connected", timeout=PATIENCE_MS
         )
+        # GraphiQL takes the token from the fragment the same way.
+        await page.goto(f"{guarded.url}/graphql#token=s3cret")
+        editor = page.locator(".graphiql-query-editor .CodeMirror")
+        await editor.evaluate("(node) => node.CodeMirror.setValue('query Who { __typename }')")
+        await page.wait_for_function(
+            "() => localStorage.getItem('graphiql:operationName') === 'Who'",
+            timeout=PATIENCE_MS,
+        )
+        await page.locator(".graphiql-execute-button").click()
+        await page.wait_for_function(
+            """() => {
+                const node = document.querySelector('.result-window .CodeMirror');
+                return node && node.CodeMirror.getValue().includes('"Query"');
+            }""",
+            timeout=PATIENCE_MS,
+        )
     assert sent and set(sent) == {"Bearer s3cret"}
     # Memory only: gone from the address bar, never stored.
     assert "s3cret" not in page.url
@@ -201,12 +226,18 @@ async def test_board_with_client_tokens(gateway: RunningGateway, page: Page) -> 
     assert "s3cret" not in stored
 
 
-async def subscribed(gateway: RunningGateway, classified_ids: set[str]) -> None:
-    """Until the gateway holds a subscription to exactly these classifieds."""
+def subscribers(gateway: RunningGateway, classified_ids: set[str]) -> set[object]:
     events = gateway.app.state.runtime.events
+    return {s for s in events.subscribers if s.classified_ids == classified_ids}
+
+
+async def subscribed(
+    gateway: RunningGateway, classified_ids: set[str], besides: set[object] = frozenset()
+) -> None:
+    """Until the gateway holds a new subscription to exactly these classifieds."""
     async with asyncio.timeout(PATIENCE_MS / 1000):
         # The bus offers no "subscribed" event; its subscriber set is the readiness signal.
-        while not any(s.classified_ids == classified_ids for s in events.subscribers):  # noqa: ASYNC110
+        while not subscribers(gateway, classified_ids) - besides:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
 
@@ -238,6 +269,35 @@ async def test_board_updates_a_row_live(gateway: RunningGateway, page: Page) -> 
     await expect(page.locator("#announce")).to_contain_text(classified_id)
     assert await page.evaluate("() => window.notReloaded === true")
     await screenshot(page, "board-live.png")
+
+
+async def test_board_reconnects_after_a_drop(gateway: RunningGateway, page: Page) -> None:
+    classified_id, user_id, ad_id = demo_refs(gateway.sim.data)[0]
+    sockets: list[WebSocketRoute] = []
+
+    def through(socket: WebSocketRoute) -> None:
+        socket.connect_to_server()  # pass every message through to the gateway
+        sockets.append(socket)
+
+    await page.route_web_socket(re.compile(r"/graphql$"), through)
+    await page.goto(f"{gateway.url}/board?ref={classified_id}%2B{user_id}:{ad_id}")
+    live = page.locator("#live")
+    await expect(live).to_have_attribute("data-state", "connected", timeout=PATIENCE_MS)
+    await subscribed(gateway, {classified_id})
+    first = subscribers(gateway, {classified_id})
+
+    # The connection drops as in a gateway restart; the board connects again by itself.
+    await sockets[0].close(code=1012, reason="restarting")
+    await expect(live).not_to_have_attribute("data-state", "connected", timeout=PATIENCE_MS)
+    await expect(live).to_have_attribute("data-state", "connected", timeout=PATIENCE_MS)
+    assert len(sockets) == 2
+    await subscribed(gateway, {classified_id}, besides=first)
+
+    chip = page.locator(f'tr[data-classified-id="{classified_id}"] td[data-portal="SL"] .chip')
+    before = await chip.get_attribute("data-state")
+    target, status = ("ONLINE", "UPDATED") if before == "FAILED" else ("FAILED", "UPDATING_FAILED")
+    await append_status(gateway, classified_id, status=status, portals=["SL"])
+    await expect(chip).to_have_attribute("data-state", target, timeout=PATIENCE_MS)
 
 
 async def test_graphiql_runs_a_subscription(gateway: RunningGateway, page: Page) -> None:
