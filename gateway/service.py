@@ -295,7 +295,7 @@ class ListingRequest:
                     pages[args] = read
                     continue
                 keep = _status_filter(args.statuses, args.portals)
-                cut = read.cut(args.first, id_of, keep, cursor)
+                cut = read.cut(args.first, _ids_of(read, classified_id), keep, cursor)
                 if cut is not None:
                     pages[args] = cut
                     continue
@@ -315,13 +315,20 @@ class ListingRequest:
 
     def _history(
         self, classified_id: str, *, refresh: bool = False
-    ) -> asyncio.Future[History[ClassifiedStatusItem]]:
-        """The classified's whole history, read once per request."""
-        task = self._histories.get(classified_id)
-        if task is None or refresh:
-            task = asyncio.ensure_future(self._read_history(classified_id, refresh))
-            self._histories[classified_id] = task
-        return task
+    ) -> Awaitable[History[ClassifiedStatusItem]]:
+        """The classified's whole history, read once per request.
+
+        The first asker reads it (no task of its own: a warm read never waits); anyone
+        asking meanwhile, e.g. another root field, awaits the same future.
+        """
+        shared = self._histories.get(classified_id)
+        if shared is not None and not refresh:
+            return shared
+        future: asyncio.Future[History[ClassifiedStatusItem]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._histories[classified_id] = future
+        return _settle(future, self._read_history(classified_id, refresh))
 
     async def _read_history(
         self, classified_id: str, refresh: bool
@@ -398,7 +405,8 @@ class ListingRequest:
         async def page(args: PageArgs) -> StatusSlice[MediaStatusItem]:
             cursor = args.cursor
             if history is not None and not isinstance(cursor, UpstreamCursor):
-                cut = (await history).cut(args.first, id_of, after=cursor)
+                whole = await history
+                cut = whole.cut(args.first, _ids_of(whole, media_id), after=cursor)
                 if cut is not None:
                     return cut
             token = cursor.token if isinstance(cursor, UpstreamCursor) else None
@@ -475,6 +483,34 @@ class ListingRequest:
             page, age = kept
             self.stale[key.classified_id] = max(age, self.stale.get(key.classified_id, 0.0))
         return page
+
+
+async def _settle(future: asyncio.Future[T], read: Awaitable[T]) -> T:
+    """Await `read` and hand its outcome to `future`'s other waiters too."""
+    try:
+        value = await read
+    except BaseException as exc:
+        if not future.done():
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: nobody else may be waiting
+        raise
+    if not future.done():
+        future.set_result(value)
+    return value
+
+
+def _ids_of(history: History[Any], owner_id: str) -> Callable[[Any], str]:
+    """The public id of each item of `history`, worked out once per history (derived ids
+    are a hash each) and kept with it."""
+    key = f"ids:{owner_id}"
+    table: dict[int, str] | None = history.derived.get(key)
+    if table is None:
+        table = {id(item): ids.status_item_id(owner_id, item) for item in history.items}
+        history.derived[key] = table
+    return lambda item: table[id(item)]
 
 
 async def _together(reads: Iterable[Awaitable[Any]]) -> list[Any]:
