@@ -153,7 +153,7 @@ async def measure(
             body = orjson.dumps({"query": query, "variables": {"refs": refs}})
             status, answer = await post(body)  # warms the cache, the plan and the token
             assert status == 200 and b'"errors"' not in answer, answer[:500]
-            profiler = cProfile.Profile() if profile and compiled else None
+            profiler = cProfile.Profile(time.process_time) if profile and compiled else None
             start = time.process_time()
             if profiler is not None:
                 profiler.enable()
