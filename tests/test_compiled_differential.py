@@ -328,3 +328,45 @@ def test_compiled_and_graphql_core_answer_identically(world: World, data: st.Dat
     event(f"errors: {min(len(compiled_errors), 3)}")
     assert compiled == interpreted, (text, compiled, interpreted)
     assert compiled_errors == interpreted_errors, (text, compiled_errors, interpreted_errors)
+
+
+def test_a_failed_root_field_nulls_the_data_in_the_same_way(world: World) -> None:
+    """A non-null root field whose read failed: data null, the other fields' errors first."""
+    state = world.running.sim.state
+    state.add_fault("legacy", "error", status=403, endpoint="status_post")
+
+    async def run() -> tuple[bytes, bytes, list[Any], list[Any]]:
+        service = world.runtime.service
+        original = service.request
+
+        def failing_request(caller: Caller) -> Any:
+            scope = original(caller)
+            listings = scope.listings
+
+            async def fail_on_unknown(refs: Any, *args: Any, **kwargs: Any) -> Any:
+                if any(ref.classified_id == "no-such-classified" for ref in refs):
+                    raise RuntimeError("a bug")
+                return await listings(refs, *args, **kwargs)
+
+            scope.listings = fail_on_unknown  # type: ignore[method-assign]
+            return scope
+
+        service.request = failing_request  # type: ignore[method-assign]
+        try:
+            return await both_ways(
+                world,
+                f"{{ a: listing(ref: {world.refs[0]}) {{ id legacy {{ adId }} }}"
+                f" b: listing(ref: {world.refs[3]}) {{ id }}"
+                f" c: listing(ref: {world.refs[2]}) {{ legacy {{ adId }} }} }}",
+                {},
+            )
+        finally:
+            service.request = original  # type: ignore[method-assign]
+
+    try:
+        compiled, interpreted, compiled_errors, interpreted_errors = world.run(run())
+    finally:
+        state.clear_faults()
+    assert compiled == interpreted == b"null"
+    assert compiled_errors == interpreted_errors
+    assert [error["path"] for error in compiled_errors] == [["a", "legacy"], ["c", "legacy"], ["b"]]
