@@ -29,11 +29,12 @@ from playwright.async_api import (
     expect,
 )
 
-from gateway.demo import board_refs, demo_query, demo_refs
+from gateway.demo import board_refs, demo_query, demo_refs, demo_settings
 from gateway.simulator import Simulator
 from gateway.simulator.faults import Fault
+from gateway.web import create_app
 
-from gateway_harness import RunningGateway, run_gateway
+from gateway_harness import RunningGateway, run_gateway, serve_app
 
 CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -350,21 +351,34 @@ async def test_board_shows_which_upstream_failed(gateway: RunningGateway, page: 
         gateway.sim.state.clear_faults()
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_board_marks_stale_answers(gateway: RunningGateway, page: Page) -> None:
-    # Stale-if-error answers carry extensions.stale; the gateway's own answer is amended
-    # here, as a V3 outage past a page's TTL would.
-    classified_id = demo_refs(gateway.sim.data)[0][0]
-
-    async def amend(route: Route) -> None:
-        response = await route.fetch()
-        body = await response.json()
-        body["extensions"] = {"stale": [{"classifiedId": classified_id, "ageSeconds": 330}]}
-        await route.fulfill(response=response, json=body)
-
-    await page.route("**/graphql", amend)
-    await page.goto(f"{gateway.url}/board")
-    row = page.locator(f'tr[data-classified-id="{classified_id}"]')
-    await expect(row.locator("[data-stale]")).to_have_text(
-        "⏱ stale answer (5 min old)", timeout=PATIENCE_MS
+    # A gateway of its own, on an injected clock: its V3 pages age without sleeping.
+    clock = FakeClock()
+    running = gateway.running_sim
+    settings = demo_settings(
+        running, cache_ttl_s=30, cache_stale_s=600, board_refs=board_refs(running.sim.data)
     )
-    await expect(page.locator("[data-stale]")).to_have_count(1)
+    async with serve_app(create_app(settings, clock=clock)) as url:
+        await page.goto(f"{url}/board")
+        chips = page.locator('tbody td[data-provider="CLASSIFIEDS_V3"] .chip')
+        await expect(chips.first).to_be_visible(timeout=PATIENCE_MS)
+        await expect(page.locator("[data-stale]")).to_have_count(0)
+
+        running.sim.state.add_fault("v3", "malformed")  # not retried: each read fails at once
+        try:
+            clock.now += 330  # past the TTL, within the stale window
+            await page.locator("#reload").click()
+            stale = page.locator("[data-stale]")
+            await expect(stale).to_have_count(len(demo_refs(running.sim.data)), timeout=PATIENCE_MS)
+            await expect(stale.first).to_have_text("⏱ stale answer (5 min old)")
+            await expect(chips.first).to_be_visible()
+        finally:
+            running.sim.state.clear_faults()
