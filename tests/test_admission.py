@@ -86,6 +86,8 @@ async def test_a_burst_beyond_capacity_gets_503_and_admitted_requests_succeed(
         refused = await client.get("/metrics")
         assert 'gateway_admission_refused_total{reason="queue_full"} 20.0' in refused.text
         assert "gateway_admission_queue_depth 2.0" in refused.text
+        assert "gateway_admission_in_flight 2.0" in refused.text
+        assert "gateway_requests_in_flight 4.0" in refused.text  # running and queued
 
         gate.set()
         admitted = await asyncio.gather(*running, *queued)

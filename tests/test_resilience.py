@@ -262,6 +262,9 @@ async def test_retries_stay_within_the_budget(simulator: RunningSimulator) -> No
         assert {e["extensions"]["code"] for e in response.json()["errors"]} == {
             "UPSTREAM_UNAVAILABLE"
         }
+        metrics = (await gw.client.get("/metrics")).text
+    refused = 'gateway_upstream_refused_total{reason="retry_budget",upstream="classifieds-v3"} 8.0'
+    assert refused in metrics  # 18 retries wanted, 10 taken
     # 9 first attempts, and of the 18 retries wanted only the reserve of 10 (the ratio adds
     # nothing here).
     assert simulator.sim.state.calls("v3") == 9 + 10
