@@ -99,6 +99,8 @@ class Settings(BaseSettings):
 
     # False: plain graphql-core execution (the benchmark's naive mode compares the two).
     compiled_execution: bool = True
+    # Before the first caller: fetch the V3 token, run one query through the GraphQL path.
+    warm_up: bool = True
 
     # Listings `/board` shows when its URL names none: `classifiedId`, `userId:adId`, or both
     # joined by `+`; comma-separated in GATEWAY_BOARD_REFS.

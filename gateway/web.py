@@ -39,6 +39,7 @@ from gateway.observability import (
 )
 from gateway.receiver import receiver_route
 from gateway.runtime import Runtime, open_runtime
+from gateway.warmup import warm_up
 
 
 class BodyLimit:
@@ -167,6 +168,10 @@ def create_app(
                 tracer=tracer,
             )
             metrics.watch_runtime(runtime.upstreams, lambda: runtime.service.cache.stats)
+            if settings.warm_up:
+                await warm_up(
+                    holder["graphql"], runtime.upstreams.v3.credentials, settings.upstream_timeout_s
+                )
             lag = asyncio.create_task(watch_loop_lag(metrics, settings.loop_lag_interval_s))
             try:
                 async with _grpc_edge(

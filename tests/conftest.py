@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import pytest
@@ -9,6 +10,10 @@ import pytest
 from gateway.simulator import RunningSimulator, Simulator
 
 from gateway_harness import RunningGateway, run_gateway
+
+# Tests count upstream calls from the first request on; the start-up warm-up (a V3 token
+# fetch) is tested on its own in test_warmup.py.
+os.environ.setdefault("GATEWAY_WARM_UP", "false")
 
 
 @pytest.fixture
