@@ -229,6 +229,9 @@ class Run:
         gateway = await self.start_gateway(f"first-{workload.name}", "cache-cold")
         load = await self.launch.load(f"load-first-{workload.name}")
         try:
+            # The load generator's own first request (threads, resolver, code paths) goes to
+            # the simulator, so the figure below is the gateway's alone.
+            await load.run(_command(self.target(LIMIT, workload, None), 1, 1, 0.0, 1))
             target = self.target("cache-cold", workload, gateway)
             first = await load.run(_command(target, 1, 1, 0.0, 1))
             steady = await self.measure(load, target, gateway, 1)
