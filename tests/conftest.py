@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from redis_harness import RunningRedis, run_redis
 
 from gateway.simulator import RunningSimulator, Simulator
 
@@ -27,4 +29,11 @@ async def simulator() -> AsyncIterator[RunningSimulator]:
 async def gateway(simulator: RunningSimulator) -> AsyncIterator[RunningGateway]:
     """The real gateway (uvicorn on a free loopback port) wired to `simulator`, agency-1."""
     async with run_gateway(simulator) as running:
+        yield running
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RunningRedis]:
+    """A private redis-server on a unix socket under `tmp_path` (no TCP port)."""
+    async with run_redis(tmp_path) as running:
         yield running
