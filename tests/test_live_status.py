@@ -276,8 +276,9 @@ async def test_the_receiver_refuses_bad_deliveries_without_calling_upstream(
         malformed = await post(base, content=b'{"status": ', headers=JSON)
         not_a_status = await post(base, json={"status": "UPDATED"})
         not_an_object = await post(base, json=["UPDATED"])
+        before_year_1 = await post(base, json=status_body(statusDate="0001-01-01T00:00:00+14:00"))
         mismatched = await post(base, json=status_body("another-classified"))
-        for response in (malformed, not_a_status, not_an_object, mismatched):
+        for response in (malformed, not_a_status, not_an_object, before_year_1, mismatched):
             assert response.status_code == 400, response.text
             assert response.json()["error"]
 
@@ -390,3 +391,15 @@ async def test_a_mover_tick_arrives_as_events(live: RunningGateway) -> None:
 def test_subscribing_at_start_needs_a_public_url(simulator: RunningSimulator) -> None:
     with pytest.raises(SettingsError, match=r"^GATEWAY_PUBLIC_URL is required"):
         demo_settings(simulator, webhook_subscribe=True)
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_an_empty_id_filter_is_refused_with_a_code(
+    live: RunningGateway, protocol: str
+) -> None:
+    async with connect(live, protocol) as subscriber:
+        await subscriber.start(WATCH, {"ids": []})
+        message = await subscriber.ws.receive_json()
+    (error,) = message["payload"]["errors"]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT"}
+    assert not bus_of(live).subscribers

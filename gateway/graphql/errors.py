@@ -101,6 +101,13 @@ class ErrorCodes(SchemaExtension):
         if result is not None and errors:
             result.errors = [_bad_user_input(error) for error in errors]
 
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        # A subscription's results go out one by one, before on_operation's end.
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = [translate(_bad_user_input(error)) for error in errors]
+        yield
+
     def on_operation(self) -> Iterator[None]:
         yield
         result = self.execution_context.result

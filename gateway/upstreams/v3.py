@@ -110,9 +110,10 @@ def parse_rfc3339(value: object) -> datetime | None:
         zone = f"{zone[:3]}:{zone[3:]}"
     try:
         parsed = datetime.fromisoformat(f"{match['date']}T{match['time']}{fraction}{zone}")
-    except ValueError:
+        # Year 1 with a positive offset falls before datetime.min once in UTC.
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return parsed.astimezone(UTC)
 
 
 def _text(value: object) -> str | None:
