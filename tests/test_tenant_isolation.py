@@ -1,12 +1,17 @@
 """Tenant isolation under concurrency: two agencies (oauth, X-Intermediary-Id) and two
 passthrough tokens, interleaved over the same listings, each see exactly what they see
-alone — through the page cache, the per-request loaders and the history reads."""
+alone — through the page cache, the per-request loaders and the history reads; and a webhook
+event reaches only the subscribers of the agency that owns its classified."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from typing import Any
+
+import websockets
+from test_live_status import until
 
 from gateway.simulator import RunningSimulator
 
@@ -95,3 +100,50 @@ async def test_two_passthrough_tokens_interleaved_never_see_each_others_data(
     }
     async with run_gateway(simulator, v3_auth="passthrough") as gateway:
         await isolation_run(gateway, tenants, shared_refs(simulator))
+
+
+SUBSCRIPTION = "subscription { classifiedStatusChanged { classifiedId status { status message } } }"
+WEBHOOK_SECRET = "isolation-secret-5e1a"
+
+
+async def _subscriber(gateway: RunningGateway, agency: str) -> Any:
+    socket = await websockets.connect(
+        gateway.url.replace("http://", "ws://") + "/graphql",
+        subprotocols=["graphql-transport-ws"],
+        additional_headers={"X-Intermediary-Id": agency},
+    )
+    await socket.send(json.dumps({"type": "connection_init", "payload": {}}))
+    assert json.loads(await socket.recv())["type"] == "connection_ack"
+    await socket.send(
+        json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIPTION}})
+    )
+    return socket
+
+
+async def test_subscribers_get_only_their_own_agencys_events(
+    simulator: RunningSimulator,
+) -> None:
+    tenants = simulator.sim.data.tenants
+    own = {"agency-1": tenants["agency-1"][1], "agency-2": tenants["agency-2"][1]}
+    async with run_gateway(simulator, webhook_secret=WEBHOOK_SECRET) as gateway:
+        bus = gateway.app.state.runtime.events
+        sockets = {agency: await _subscriber(gateway, agency) for agency in own}
+        await until(lambda: len(bus.subscribers) == len(sockets))
+        # Each agency's classified changes, the other agency's first.
+        for second, agency in enumerate(("agency-2", "agency-1")):
+            delivery = {
+                "portals": ["SL"],
+                "status": "UPDATED",
+                "message": f"{agency} private message",
+                "statusDate": f"2030-01-02T03:04:0{second}Z",
+            }
+            response = await gateway.client.post(
+                f"/webhooks/v3/{WEBHOOK_SECRET}/classifieds/{own[agency]}/statuses",
+                json=delivery,
+            )
+            assert response.status_code == 201
+        for agency, socket in sockets.items():
+            event = json.loads(await socket.recv())["payload"]["data"]["classifiedStatusChanged"]
+            assert event["classifiedId"] == own[agency], agency
+            assert event["status"]["message"] == f"{agency} private message"
+            await socket.close()

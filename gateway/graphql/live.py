@@ -21,6 +21,7 @@ from gateway.errors import InvalidInput
 from gateway.graphql.resolvers import GraphQLInfo, load_listings
 from gateway.graphql.types import ClassifiedStatus, Listing
 from gateway.service import ListingRequest
+from gateway.visibility import Visibility
 
 
 @strawberry.type(
@@ -80,6 +81,10 @@ class Subscription:
                 raise InvalidInput(f"at most {context.max_listings} classifiedIds")
         wanted = None if classified_ids is None else {str(cid) for cid in classified_ids}
         service, caller = context.listings.service, context.listings.caller
+        # Webhook events carry no tenant: each reaches only subscribers whose tenant V3
+        # answers for that classified.
+        visible = Visibility(lambda: service.request(caller))
         async with context.events.subscribe(wanted) as events:
             async for event in events:
-                yield ClassifiedStatusEvent.from_domain(event, service.request(caller))
+                if await visible.allows(event.classified_id):
+                    yield ClassifiedStatusEvent.from_domain(event, service.request(caller))

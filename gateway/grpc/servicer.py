@@ -29,6 +29,7 @@ from gateway.grpc.telemetry import mark_partial
 from gateway.models import ListingRef, caller_of
 from gateway.selection import ClassifiedSelection, ListingSelection, PageArgs
 from gateway.service import ListingData, ListingRequest, ListingService
+from gateway.visibility import Visibility
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -146,6 +147,8 @@ class ListingStatusServicer(pb_grpc.ListingStatusServiceServicer):
         for classified_id in request.classified_ids:
             check_ref(ListingRef(classified_id=classified_id))
         wanted = frozenset(request.classified_ids) or None
+        # Webhook events carry no tenant: only those of classifieds V3 answers for reach it.
+        visible = Visibility(lambda: _scope(self.service, context))
         closing = asyncio.ensure_future(self._closing.wait())
         try:
             async with self.events.subscribe(wanted) as events:
@@ -159,7 +162,9 @@ class ListingStatusServicer(pb_grpc.ListingStatusServiceServicer):
                     if not following.done():
                         following.cancel()
                         return  # the server is shutting down: end the stream cleanly
-                    yield messages.status_event(following.result())
+                    event = following.result()
+                    if await visible.allows(event.classified_id):
+                        yield messages.status_event(event)
         finally:
             closing.cancel()
 
