@@ -301,7 +301,15 @@ status_bodies = st.fixed_dictionaries(
         "status": st.one_of(st.sampled_from(["UPDATED", "CREATED", "NOPE", ""]), json_values),
         "message": st.one_of(st.text(max_size=20), json_values),
         "statusDate": st.one_of(
-            st.sampled_from(["2030-01-02T03:04:05Z", "2030-13-45T99:99:99Z", "yesterday"]),
+            st.sampled_from(
+                [
+                    "2030-01-02T03:04:05Z",
+                    "2030-13-45T99:99:99Z",
+                    "yesterday",
+                    "0001-01-01T00:00:00+01:00",
+                    "9999-12-31T23:59:59-01:00",
+                ]
+            ),
             json_values,
         ),
         "portals": st.one_of(st.lists(st.sampled_from(["SL", "BU", "XX", ""])), json_values),
