@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, ge=0, le=65535)
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     upstream_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    # Retries of one idempotent upstream read, within upstream_timeout_s (DESIGN limits).
+    upstream_retries: int = Field(default=2, ge=0, le=5)
+    upstream_backoff_s: float = Field(default=0.1, ge=0, le=10)
     max_listings: int = Field(default=200, ge=1, le=10_000)
     client_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
 

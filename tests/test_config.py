@@ -79,6 +79,7 @@ def test_valid_oauth_settings_have_documented_defaults() -> None:
     assert settings.cache_ttl_s == 30
     assert settings.cache_max_entries == 10_000
     assert settings.upstream_timeout_s == 5
+    assert (settings.upstream_retries, settings.upstream_backoff_s) == (2, 0.1)
     assert settings.max_listings == 200
     assert (settings.host, settings.http_port, settings.grpc_port) == ("127.0.0.1", 8000, 50051)
     assert settings.client_tokens == ()
@@ -174,6 +175,9 @@ def test_trailing_slash_is_stripped_from_urls() -> None:
         ("grpc_port", -1),
         ("upstream_timeout_s", 0),
         ("upstream_timeout_s", "soon"),
+        ("upstream_retries", -1),
+        ("upstream_retries", 6),
+        ("upstream_backoff_s", -0.1),
         ("cache_ttl_s", -1),
         ("cache_max_entries", 0),
         ("max_listings", 0),
@@ -188,10 +192,13 @@ def test_variables_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch
         monkeypatch.setenv(f"GATEWAY_{key.upper()}", value)
     monkeypatch.setenv("GATEWAY_LEGACY_MAX_BATCH", "250")
     monkeypatch.setenv("GATEWAY_UPSTREAM_TIMEOUT_S", "1.5")
+    monkeypatch.setenv("GATEWAY_UPSTREAM_RETRIES", "0")
+    monkeypatch.setenv("GATEWAY_UPSTREAM_BACKOFF_S", "0.25")
     settings = load_settings()
     assert settings.v3_intermediary_id == "agency-42"
     assert settings.legacy_max_batch == 250
     assert settings.upstream_timeout_s == 1.5
+    assert (settings.upstream_retries, settings.upstream_backoff_s) == (0, 0.25)
 
 
 def test_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

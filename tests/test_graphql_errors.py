@@ -695,3 +695,15 @@ async def test_unexpected_failure_is_opaque(
     assert error["extensions"] == {"code": "INTERNAL_SERVER_ERROR"}
     assert body["data"]["listing"]["classified"] == {"latestStatus": None}
     assert "boom" not in json.dumps(body)
+
+
+async def test_retries_follow_the_settings(simulator: RunningSimulator) -> None:
+    listing = tenant_listings(simulator.sim)[0]
+    async with run_gateway(simulator, upstream_retries=0, cache_ttl_s=0) as gw:
+        await post(gw, LISTING_QUERY, {"ref": ref_of(listing)})  # fetches the token
+        gw.sim.state.reset_counters()
+        gw.sim.state.add_fault("v3", "error", status=503)
+        gw.sim.state.add_fault("legacy", "error", status=503)
+        body = await post(gw, LISTING_QUERY, {"ref": ref_of(listing)})
+    assert {code_of(e) for e in body["errors"]} >= {("UPSTREAM_UNAVAILABLE", V3)}
+    assert gw.calls("v3", "classified_statuses") == 1 and gw.calls("legacy") == 1

@@ -27,7 +27,13 @@ from gateway.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from gateway.upstreams._http import Deadline, create_session, parse_retry_after, request
+from gateway.upstreams._http import (
+    Deadline,
+    RetryPolicy,
+    create_session,
+    parse_retry_after,
+    request,
+)
 
 SECRET = "Bearer sekrit-token-0xDEADBEEF"
 BODY_SECRET = "body-leak-CAFEBABE"
@@ -195,34 +201,70 @@ async def test_a_retry_that_succeeds_returns_its_answer(
     assert upstream.calls == 2
 
 
+class Sleeps:
+    """Stands in for asyncio.sleep: records each wait and returns at once."""
+
+    def __init__(self) -> None:
+        self.waited: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waited.append(seconds)
+
+
 async def test_429_honours_retry_after(serve: Any, session: aiohttp.ClientSession) -> None:
     async def limited(request: web.Request) -> web.StreamResponse:
         if upstream.calls == 1:
             return web.json_response(
-                {"message": "slow down"}, status=429, headers={"Retry-After": "1"}
+                {"message": "slow down"}, status=429, headers={"Retry-After": "7"}
             )
         return web.json_response({"items": []})
 
     upstream = await serve(limited)
-    started = time.monotonic()
-    assert await call(session, upstream.url(), seconds=3) == {"items": []}
-    assert time.monotonic() - started >= 0.95, "the retry waited for Retry-After"
+    sleeps = Sleeps()
+    result = await call(session, upstream.url(), seconds=30, policy=RetryPolicy(sleep=sleeps))
+    assert result == {"items": []}
+    assert sleeps.waited == [7.0], "the retry waited what Retry-After said"
     assert upstream.calls == 2
 
 
 async def test_429_with_http_date_retry_after(serve: Any, session: aiohttp.ClientSession) -> None:
     async def limited(request: web.Request) -> web.StreamResponse:
         if upstream.calls == 1:
-            when = format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
+            when = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
             return web.json_response({}, status=429, headers={"Retry-After": when})
         return web.json_response({"ok": 1})
 
     upstream = await serve(limited)
-    started = time.monotonic()
-    assert await call(session, upstream.url(), seconds=4) == {"ok": 1}
-    # The HTTP-date has whole-second resolution: at least ~1 s must have been waited.
-    assert time.monotonic() - started >= 0.9
+    sleeps = Sleeps()
+    result = await call(session, upstream.url(), seconds=60, policy=RetryPolicy(sleep=sleeps))
+    assert result == {"ok": 1}
+    # An HTTP-date has whole-second resolution, and the answer took a moment to arrive.
+    [waited] = sleeps.waited
+    assert 15 < waited <= 20
     assert upstream.calls == 2
+
+
+async def test_backoff_grows_exponentially_with_jitter(
+    serve: Any, session: aiohttp.ClientSession
+) -> None:
+    upstream = await serve(status_handler(503))
+    sleeps = Sleeps()
+    policy = RetryPolicy(max_retries=3, backoff_s=1.0, max_backoff_s=3.0, sleep=sleeps)
+    with pytest.raises(UpstreamUnavailable):
+        await call(session, upstream.url(), seconds=60, policy=policy)
+    assert upstream.calls == 4
+    first, second, third = sleeps.waited
+    assert 1 <= first <= 2 and 2 <= second <= 3 and 3 <= third <= 4  # capped at 3, plus jitter
+
+
+async def test_no_retries_when_the_policy_says_none(
+    serve: Any, session: aiohttp.ClientSession
+) -> None:
+    upstream = await serve(status_handler(503))
+    sleeps = Sleeps()
+    with pytest.raises(UpstreamUnavailable):
+        await call(session, upstream.url(), policy=RetryPolicy(max_retries=0, sleep=sleeps))
+    assert (upstream.calls, sleeps.waited) == (1, [])
 
 
 async def test_retry_after_beyond_the_deadline_fails_at_once(

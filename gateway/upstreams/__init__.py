@@ -21,7 +21,7 @@ import aiohttp
 from opentelemetry import trace
 
 from gateway.config import Settings
-from gateway.upstreams._http import Deadline, create_session
+from gateway.upstreams._http import Deadline, RetryPolicy, create_session
 from gateway.upstreams.breaker import BreakerState
 from gateway.upstreams.guard import UpstreamGuard, UpstreamObserver
 from gateway.upstreams.legacy import LegacyClient
@@ -44,6 +44,7 @@ __all__ = [
     "LegacyClient",
     "OAuthCredentials",
     "PassthroughCredentials",
+    "RetryPolicy",
     "StaticCredentials",
     "UpstreamGuard",
     "UpstreamObserver",
@@ -111,7 +112,12 @@ async def open_upstreams(
         # force=true legacy reads get three times the budget; the session must allow it.
         legacy_session = create_session(timeout_s=settings.upstream_timeout_s * 3, limit=pool_limit)
         stack.push_async_callback(legacy_session.close)
-        credentials = build_credentials(settings, v3_session, guard=v3_guard)
+        retry_policy = RetryPolicy(
+            max_retries=settings.upstream_retries, backoff_s=settings.upstream_backoff_s
+        )
+        credentials = build_credentials(
+            settings, v3_session, guard=v3_guard, retry_policy=retry_policy
+        )
         if isinstance(credentials, OAuthCredentials):
             # Runs before the session closes (callbacks unwind in reverse order).
             stack.push_async_callback(credentials.aclose)
@@ -123,6 +129,7 @@ async def open_upstreams(
                 settings.user_agent,
                 settings.upstream_timeout_s,
                 guard=v3_guard,
+                retry_policy=retry_policy,
             ),
             legacy=LegacyClient(
                 legacy_session,
@@ -131,6 +138,7 @@ async def open_upstreams(
                 settings.upstream_timeout_s,
                 settings.legacy_max_batch,
                 guard=legacy_guard,
+                retry_policy=retry_policy,
             ),
             sessions=(v3_session, legacy_session),
             guards=(v3_guard, legacy_guard),

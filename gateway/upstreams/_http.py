@@ -27,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
@@ -62,6 +63,7 @@ from gateway.upstreams.guard import UpstreamGuard
 __all__ = [
     "DEFAULT_MAX_RETRIES",
     "Deadline",
+    "RetryPolicy",
     "create_session",
     "request",
 ]
@@ -129,6 +131,22 @@ class Deadline:
 
     def remaining(self) -> float:
         return max(0.0, self.at - asyncio.get_running_loop().time())
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How idempotent reads are retried: `max_retries` after the first attempt, waits
+    growing from `backoff_s` (doubled per retry, plus up to `backoff_s` of jitter, at most
+    `max_backoff_s`) unless the upstream says `Retry-After`; all within the deadline.
+
+    Built from `GATEWAY_UPSTREAM_RETRIES` / `GATEWAY_UPSTREAM_BACKOFF_S`. `sleep` is
+    there for tests: they record the waits instead of sitting through them.
+    """
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    backoff_s: float = DEFAULT_BACKOFF_S
+    max_backoff_s: float = MAX_BACKOFF_S
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
 
 
 class _RetryableFailure(Exception):
@@ -328,6 +346,7 @@ async def request(
     log_body: bool = True,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     guard: UpstreamGuard | None = None,
+    policy: RetryPolicy | None = None,
 ) -> Any:
     """Perform one upstream operation and return its decoded JSON body (None if not `expect_json`).
 
@@ -337,8 +356,11 @@ async def request(
     `max_retries` times within `deadline`; a `Retry-After` longer than the time left ends
     the operation at once with the last error. Pass `log_body=False` when the body may hold
     a secret (the token endpoint). With a `guard`, an open circuit fails at once with
-    `UpstreamUnavailable(reason="circuit_open")`. Raises the `gateway.errors` tree only.
+    `UpstreamUnavailable(reason="circuit_open")`. A `policy` (from the settings) takes the
+    place of `max_retries` and `backoff_s`. Raises the `gateway.errors` tree only.
     """
+    if policy is None:
+        policy = RetryPolicy(max_retries=max_retries, backoff_s=backoff_s)
     if guard is None:
         return await _operation(
             session,
@@ -351,8 +373,7 @@ async def request(
             json=json,
             retry=retry,
             expect_json=expect_json,
-            max_retries=max_retries,
-            backoff_s=backoff_s,
+            policy=policy,
             log_body=log_body,
             max_body_bytes=max_body_bytes,
             guard=None,
@@ -391,8 +412,7 @@ async def request(
             json=json,
             retry=retry,
             expect_json=expect_json,
-            max_retries=max_retries,
-            backoff_s=backoff_s,
+            policy=policy,
             log_body=log_body,
             max_body_bytes=max_body_bytes,
             guard=guard,
@@ -414,8 +434,7 @@ async def _guarded(
     json: object,
     retry: bool,
     expect_json: bool,
-    max_retries: int,
-    backoff_s: float,
+    policy: RetryPolicy,
     log_body: bool,
     max_body_bytes: int,
     guard: UpstreamGuard,
@@ -448,8 +467,7 @@ async def _guarded(
                 json=json,
                 retry=retry,
                 expect_json=expect_json,
-                max_retries=max_retries,
-                backoff_s=backoff_s,
+                policy=policy,
                 log_body=log_body,
                 max_body_bytes=max_body_bytes,
                 guard=guard,
@@ -482,8 +500,7 @@ async def _operation(
     json: object,
     retry: bool,
     expect_json: bool,
-    max_retries: int,
-    backoff_s: float,
+    policy: RetryPolicy,
     log_body: bool,
     max_body_bytes: int,
     guard: UpstreamGuard | None,
@@ -499,7 +516,7 @@ async def _operation(
     if span is not None and span.get_span_context().is_valid:
         # Our client span is the parent the upstream sees; it replaces any header given.
         _W3C.inject(all_headers)
-    attempts = 1 + (max_retries if retry else 0)
+    attempts = 1 + (policy.max_retries if retry else 0)
     attempt_number = 0
 
     async def one_attempt() -> Any:
@@ -523,7 +540,9 @@ async def _operation(
             guard=guard,
         )
 
-    backoff = wait_exponential_jitter(multiplier=backoff_s, max=MAX_BACKOFF_S, jitter=backoff_s)
+    backoff = wait_exponential_jitter(
+        multiplier=policy.backoff_s, max=policy.max_backoff_s, jitter=policy.backoff_s
+    )
 
     def wait(state: RetryCallState) -> float:
         failure = state.outcome.exception() if state.outcome is not None else None
@@ -552,6 +571,7 @@ async def _operation(
         retry=retry_if_exception_type(_RetryableFailure),
         before_sleep=log_retry,
         reraise=True,
+        sleep=policy.sleep,
     )
     try:
         async with asyncio.timeout_at(deadline.at):

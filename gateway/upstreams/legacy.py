@@ -48,7 +48,7 @@ from gateway.models import (
     LegacyPortalStatus,
     LegacyPublishStatus,
 )
-from gateway.upstreams._http import Deadline, request
+from gateway.upstreams._http import Deadline, RetryPolicy, request
 from gateway.upstreams.guard import UpstreamGuard
 from gateway.upstreams.unknowns import note_unknown
 
@@ -366,9 +366,11 @@ class LegacyClient:
         max_batch: int,
         *,
         guard: UpstreamGuard | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         self._session = session
         self._guard = guard
+        self._retry_policy = retry_policy or RetryPolicy()
         self._base = str(yarl.URL(base_url.rstrip("/")))
         self._api_key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         self._timeout_s = timeout_s
@@ -406,6 +408,7 @@ class LegacyClient:
                 headers=self._headers(),
                 retry=True,
                 guard=self._guard,
+                policy=self._retry_policy,
             )
             data, _ = _envelope(body, "status_get")
             ads, _ = _ads(user_id, data)
@@ -508,6 +511,7 @@ class LegacyClient:
                 },
                 retry=True,
                 guard=self._guard,
+                policy=self._retry_policy,
             )
             data, _ = _envelope(body, "status_post", wanted)
             ads, count = _ads(user_id, data)

@@ -30,7 +30,7 @@ from gateway.models import (
     Portal,
     StatusPage,
 )
-from gateway.upstreams._http import Deadline, request
+from gateway.upstreams._http import Deadline, RetryPolicy, request
 from gateway.upstreams.guard import UpstreamGuard
 from gateway.upstreams.trace import child_traceparent
 from gateway.upstreams.unknowns import note_unknown
@@ -273,9 +273,11 @@ class ClassifiedsV3Client:
         timeout_s: float,
         *,
         guard: UpstreamGuard | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         self._session = session
         self._guard = guard
+        self._retry_policy = retry_policy or RetryPolicy()
         # Kept as text: paths are appended already percent-encoded.
         self._base = str(yarl.URL(base_url.rstrip("/")))
         self._credentials = credentials
@@ -394,6 +396,7 @@ class ClassifiedsV3Client:
                 retry=retry,
                 expect_json=expect_json,
                 guard=self._guard,
+                policy=self._retry_policy,
             )
 
         authorization = await self._credentials.authorization(caller, deadline)

@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from gateway.config import Settings, V3AuthMode
 from gateway.errors import InvalidInput, Unauthenticated, UpstreamName, UpstreamUnavailable
 from gateway.models import Caller
-from gateway.upstreams._http import Deadline, request
+from gateway.upstreams._http import Deadline, RetryPolicy, request
 from gateway.upstreams.guard import UpstreamGuard
 
 __all__ = [
@@ -173,9 +173,11 @@ class OAuthCredentials:
         max_agencies: int = 1024,
         clock: Callable[[], float] = time.monotonic,
         guard: UpstreamGuard | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         self._session = session
         self._guard = guard
+        self._retry_policy = retry_policy or RetryPolicy()
         self._token_url = yarl.URL(token_url)
         self._client_id = client_id
         self._client_secret = (
@@ -281,6 +283,7 @@ class OAuthCredentials:
             retry=True,
             log_body=False,  # the body holds the access token
             guard=self._guard,
+            policy=self._retry_policy,
         )
         token = self._parse(body)
         expires_in = _expires_in(body)
@@ -327,6 +330,7 @@ def build_credentials(
     *,
     clock: Callable[[], float] = time.monotonic,
     guard: UpstreamGuard | None = None,
+    retry_policy: RetryPolicy | None = None,
 ) -> V3Credentials:
     """The credentials `settings.v3_auth` asks for; `session` is used for token requests."""
     if settings.v3_auth is V3AuthMode.OAUTH:
@@ -341,6 +345,7 @@ def build_credentials(
             timeout_s=settings.upstream_timeout_s,
             clock=clock,
             guard=guard,
+            retry_policy=retry_policy,
         )
     if settings.v3_auth is V3AuthMode.STATIC:
         return StaticCredentials(settings.v3_token)
