@@ -8,7 +8,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from gateway.admission import Admission
 from gateway.client_auth import ClientTokens
@@ -115,6 +115,18 @@ async def _grpc_edge(
         yield
 
 
+async def _graphql_view(scope: Scope, receive: Receive, send: Send) -> None:
+    """The app's GraphQL view, made by its lifespan (the view needs the service, which
+    exists only once the lifespan has run); before that, 503 and try again."""
+    view: GatewayGraphQL | None = getattr(scope["app"].state, "graphql", None)
+    if view is not None:
+        await view(scope, receive, send)
+    elif scope["type"] == "websocket":
+        await WebSocketClose(code=1013)(scope, receive, send)  # 1013: try again later
+    else:
+        await PlainTextResponse("Starting", status_code=503)(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -146,19 +158,13 @@ def create_app(
         max_bytes=settings.apq_max_bytes,
         trusted=load_manifest(settings.trusted_documents) if settings.trusted_documents else None,
     )
-    holder: dict[str, Any] = {}
-
-    class _LazyGraphQL:
-        # The view needs the service, which exists only once the lifespan has run.
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            await holder["graphql"](scope, receive, send)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.shutting_down = False
         async with open_runtime(settings, observer=metrics, tracer=tracer, clock=clock) as runtime:
             app.state.runtime = runtime
-            holder["graphql"] = GatewayGraphQL(
+            app.state.graphql = GatewayGraphQL(
                 schema,
                 runtime.service,
                 events=runtime.events,
@@ -170,7 +176,7 @@ def create_app(
             metrics.watch_runtime(runtime.upstreams, lambda: runtime.service.cache.stats)
             if settings.warm_up:
                 await warm_up(
-                    holder["graphql"], runtime.upstreams.v3.credentials, settings.upstream_timeout_s
+                    app.state.graphql, runtime.upstreams.v3.credentials, settings.upstream_timeout_s
                 )
             lag = asyncio.create_task(watch_loop_lag(metrics, settings.loop_lag_interval_s))
             try:
@@ -209,7 +215,7 @@ def create_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # Client tokens guard /graphql only: health, metrics and the webhook receiver stay open.
-    graphql = ClientAuthGuard(_LazyGraphQL(), ClientTokens(settings.client_tokens))
+    graphql = ClientAuthGuard(_graphql_view, ClientTokens(settings.client_tokens))
     app = Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),

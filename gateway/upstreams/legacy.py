@@ -22,7 +22,7 @@ import re
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from itertools import repeat
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -136,18 +136,36 @@ def _id(value: object) -> int | None:
     return number if number else None
 
 
-def _publish(raw: object) -> LegacyPublishStatus:
-    if not isinstance(raw, dict):
-        return LegacyPublishStatus()
-    return LegacyPublishStatus(
+class _StatusFields(TypedDict):
+    pending: bool
+    pending_date: datetime | None
+    processing: bool
+    processing_date: datetime | None
+    error: bool
+    active: bool
+    start_date: datetime | None
+
+
+def _status_fields(raw: dict[str, Any]) -> _StatusFields:
+    """The fields a publish object and a feature object share (UPSTREAMS 2.3, 3.2.3-3.2.4),
+    parsed one way for both: each optional, absent meaning false or null."""
+    return _StatusFields(
         pending=_flag(raw.get("pending")),
         pending_date=parse_legacy_date(raw.get("pendingDate")),
         processing=_flag(raw.get("processing")),
         processing_date=parse_legacy_date(raw.get("processingDate")),
         error=_flag(raw.get("error")),
         active=_flag(raw.get("active")),
-        online=_flag(raw.get("online")),
         start_date=parse_legacy_date(raw.get("startDate")),
+    )
+
+
+def _publish(raw: object) -> LegacyPublishStatus:
+    if not isinstance(raw, dict):
+        return LegacyPublishStatus()
+    return LegacyPublishStatus(
+        **_status_fields(raw),
+        online=_flag(raw.get("online")),
         close_date=parse_legacy_date(raw.get("closeDate")),
         remote_ad_id=_id(raw.get("remoteAdId")),
     )
@@ -165,16 +183,7 @@ def _features(raw: object) -> tuple[LegacyFeatureStatus, ...]:
         if not isinstance(name, str) or not name:
             log.info("skipping a legacy feature without a name")
             continue
-        feature = LegacyFeatureStatus(
-            feature=name,
-            pending=_flag(item.get("pending")),
-            pending_date=parse_legacy_date(item.get("pendingDate")),
-            processing=_flag(item.get("processing")),
-            processing_date=parse_legacy_date(item.get("processingDate")),
-            error=_flag(item.get("error")),
-            active=_flag(item.get("active")),
-            start_date=parse_legacy_date(item.get("startDate")),
-        )
+        feature = LegacyFeatureStatus(feature=name, **_status_fields(item))
         if not feature.known:
             note_unknown("legacy.feature", name)
         features.append(feature)
