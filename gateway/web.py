@@ -174,6 +174,13 @@ def create_app(
                 tracer=tracer,
             )
             metrics.watch_runtime(runtime.upstreams, lambda: runtime.service.cache.stats)
+            bus = runtime.events
+            metrics.watch_live(
+                # Whatever the bus implementation counts; LocalEventBus keeps BusStats.
+                events=lambda: getattr(bus, "stats", None),
+                subscribers=lambda: len(getattr(bus, "subscribers", ())),
+                callbacks=lambda: runtime.webhooks.stats,
+            )
             if settings.warm_up:
                 await warm_up(
                     app.state.graphql, runtime.upstreams.v3.credentials, settings.upstream_timeout_s

@@ -61,6 +61,14 @@ class WebhookRegistration:
     receiver: bool  # the URL is this gateway's own receiver
 
 
+@dataclass(slots=True)
+class CallbackStats:
+    """What became of the callbacks received, for metrics and tests."""
+
+    published: int = 0
+    duplicate: int = 0
+
+
 class Delivery(Enum):
     """What became of one callback."""
 
@@ -92,8 +100,7 @@ class Webhooks:
         self._clock = clock
         # Keys of recently published statuses; the oldest fall out first.
         self._recent: FIFOCache[str, None] = FIFOCache(maxsize=dedup_window)
-        self.published = 0
-        self.duplicates = 0
+        self.stats = CallbackStats()
 
     @property
     def receiver_url(self) -> str | None:
@@ -176,7 +183,7 @@ class Webhooks:
         )
         dedup_key = f"{classified_id}\x00{key}"
         if dedup_key in self._recent:
-            self.duplicates += 1
+            self.stats.duplicate += 1
             return Delivery.DUPLICATE
         self._recent[dedup_key] = None
         # Dropped before publishing, so a subscriber that reads the listing at once sees it.
@@ -186,5 +193,5 @@ class Webhooks:
                 classified_id=classified_id, status=item, received_at=self._clock()
             )
         )
-        self.published += 1
+        self.stats.published += 1
         return Delivery.PUBLISHED

@@ -298,6 +298,11 @@ async def test_the_receiver_refuses_bad_deliveries_without_calling_upstream(
         assert [e.status.status_date.second for e in received] == [5, 6]
         (subscriber,) = bus_of(live).subscribers
         assert len(subscriber) == 0  # the duplicates were not published
+        metrics = (await live.client.get("/metrics")).text
+        assert 'gateway_webhook_callbacks_total{outcome="published"} 2.0' in metrics
+        assert 'gateway_webhook_callbacks_total{outcome="duplicate"} 2.0' in metrics
+        assert 'gateway_events_total{event="published"} 2.0' in metrics
+        assert "gateway_event_subscribers 1.0" in metrics
     assert sum(n for calls in live.sim.state.counters().values() for n in calls.values()) == 0
 
 
@@ -338,6 +343,8 @@ async def test_a_subscriber_that_never_reads_keeps_a_bounded_queue(
         assert len(queue) == 16
         assert queue.dropped == bus.stats.dropped == 1000 - 16
         assert sum("not keeping up" in r.message for r in caplog.records) == 1
+        metrics = (await gateway.client.get("/metrics")).text
+        assert 'gateway_events_total{event="dropped"} 984.0' in metrics
         # What it reads once it wakes up are the newest events, oldest first.
         messages = [
             (await stuck.next())["data"]["classifiedStatusChanged"]["status"]["message"]

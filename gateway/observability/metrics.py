@@ -126,6 +126,7 @@ class Metrics:
         )
         self._operations: set[str] = set()
         self._runtime_collector: _RuntimeCollector | None = None
+        self._live_collector: _LiveCollector | None = None
 
     # --- requests ------------------------------------------------------------------------
 
@@ -172,10 +173,66 @@ class Metrics:
         self._runtime_collector = _RuntimeCollector(upstreams, cache_stats)
         self.registry.register(self._runtime_collector)
 
+    def watch_live(
+        self,
+        events: Callable[[], object],
+        subscribers: Callable[[], int],
+        callbacks: Callable[[], object],
+    ) -> None:
+        """Export the event bus and webhook counters; `unwatch_runtime()` removes them too."""
+        if self._live_collector is not None:
+            self.registry.unregister(self._live_collector)
+        self._live_collector = _LiveCollector(events, subscribers, callbacks)
+        self.registry.register(self._live_collector)
+
     def unwatch_runtime(self) -> None:
         if self._runtime_collector is not None:
             self.registry.unregister(self._runtime_collector)
             self._runtime_collector = None
+        if self._live_collector is not None:
+            self.registry.unregister(self._live_collector)
+            self._live_collector = None
+
+
+class _LiveCollector:
+    """Webhook callbacks accepted, events published, delivered and dropped, subscribers."""
+
+    def __init__(
+        self,
+        events: Callable[[], object],
+        subscribers: Callable[[], int],
+        callbacks: Callable[[], object],
+    ) -> None:
+        self._events = events
+        self._subscribers = subscribers
+        self._callbacks = callbacks
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        callbacks = CounterMetricFamily(
+            "gateway_webhook_callbacks",
+            "V3 webhook callbacks accepted, by outcome (published, duplicate).",
+            labels=["outcome"],
+        )
+        for outcome, count in _stat_counts(self._callbacks()):
+            callbacks.add_metric([outcome], count)
+        yield callbacks
+        events = CounterMetricFamily(
+            "gateway_events",
+            "Status events published on the bus, delivered to subscriber queues, and dropped "
+            "from the queue of a subscriber that did not keep up.",
+            labels=["event"],
+        )
+        for event, count in _stat_counts(self._events()):
+            events.add_metric([event], count)
+        yield events
+        yield GaugeMetricFamily(
+            "gateway_event_subscribers",
+            "Subscribers to status events now (GraphQL subscriptions, gRPC watches).",
+            value=self._subscribers(),
+        )
 
 
 class _RuntimeCollector:
