@@ -1,15 +1,18 @@
 """Composition root: the upstream clients, cache, service and event bus built from `Settings`.
 
 The HTTP app's lifespan opens one `Runtime` and shares it, so every edge uses the
-same sessions, cache and loaders.
+same sessions, cache and loaders. With `GATEWAY_REDIS_URL`, the page cache, the event bus
+and the V3 tokens are the Redis-backed ones (DESIGN.md, Scale-out).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +23,11 @@ from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.events import EventBus, LocalEventBus
 from gateway.models import Caller
+from gateway.redis_link import RedisLink
 from gateway.service import ListingService
+from gateway.shared_cache import SharedPageCache
+from gateway.shared_events import RedisEventBus
+from gateway.shared_tokens import RedisTokenStore
 from gateway.upstreams import UpstreamObserver, Upstreams, open_upstreams
 from gateway.webhooks import Webhooks
 
@@ -33,6 +40,12 @@ class Runtime:
     upstreams: Upstreams
     events: EventBus
     webhooks: Webhooks
+    redis: RedisLink | None = None
+
+    @property
+    def redis_state(self) -> str:
+        """`off` (no GATEWAY_REDIS_URL), `ok`, or `degraded` (serving without sharing)."""
+        return "off" if self.redis is None else self.redis.state
 
     @property
     def ready(self) -> bool:
@@ -62,13 +75,37 @@ async def open_runtime(
     `observer` and `tracer` watch every upstream call; `clock` drives the circuit breakers
     and the page cache's TTLs.
     """
-    async with open_upstreams(settings, observer=observer, tracer=tracer, clock=clock) as upstreams:
-        cache: PageCache[Any] = PageCache(
-            ttl_s=settings.cache_ttl_s,
-            max_entries=settings.cache_max_entries,
-            stale_s=settings.cache_stale_s,
-            timer=clock,
+    async with AsyncExitStack() as stack:
+        link = None
+        if settings.redis_url:
+            link = RedisLink(settings.redis_url)
+            stack.push_async_callback(link.aclose)
+        upstreams = await stack.enter_async_context(
+            open_upstreams(
+                settings,
+                observer=observer,
+                tracer=tracer,
+                clock=clock,
+                token_store=None if link is None else RedisTokenStore(link),
+            )
         )
+        cache: PageCache[Any]
+        if link is not None and settings.cache_ttl_s > 0:
+            cache = SharedPageCache(
+                link,
+                ttl_s=settings.cache_ttl_s,
+                max_local_entries=settings.cache_max_entries,
+                stale_s=settings.cache_stale_s,
+                timer=clock,
+            )
+            stack.push_async_callback(cache.aclose)
+        else:
+            cache = PageCache(
+                ttl_s=settings.cache_ttl_s,
+                max_entries=settings.cache_max_entries,
+                stale_s=settings.cache_stale_s,
+                timer=clock,
+            )
         service = ListingService(
             v3=upstreams.v3,
             legacy=upstreams.legacy,
@@ -76,7 +113,10 @@ async def open_runtime(
             tenant_of=upstreams.v3.tenant,
             max_listings=settings.max_listings,
         )
-        events = LocalEventBus(max_queue=settings.event_queue_size)
+        local = LocalEventBus(max_queue=settings.event_queue_size)
+        events: EventBus = local
+        if link is not None:
+            events = await stack.enter_async_context(_shared_bus(link, local, cache))
         webhooks = Webhooks(
             v3=upstreams.v3,
             service=service,
@@ -87,10 +127,28 @@ async def open_runtime(
         )
         subscribed = settings.webhook_subscribe and await _subscribe(webhooks)
         try:
-            yield Runtime(service, upstreams, events, webhooks)
+            yield Runtime(service, upstreams, events, webhooks, link)
         finally:
             if subscribed:
                 await _unsubscribe(webhooks)
+
+
+@asynccontextmanager
+async def _shared_bus(
+    link: RedisLink, local: LocalEventBus, cache: PageCache[Any]
+) -> AsyncIterator[RedisEventBus]:
+    bus = RedisEventBus(
+        link, local=local, cache=cache if isinstance(cache, SharedPageCache) else None
+    )
+    bus.start()
+    # A Redis that is away must not hold up the start: the listener keeps trying.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(link.op_timeout_s * 4):
+            await bus.listening.wait()
+    try:
+        yield bus
+    finally:
+        await bus.aclose()
 
 
 async def _subscribe(webhooks: Webhooks) -> bool:

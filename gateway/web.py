@@ -37,6 +37,7 @@ from gateway.observability import (
     build_tracer_provider,
     watch_loop_lag,
 )
+from gateway.observability.redis import RedisCollector
 from gateway.receiver import receiver_route
 from gateway.runtime import Runtime, open_runtime
 from gateway.warmup import warm_up
@@ -181,6 +182,8 @@ def create_app(
                 subscribers=lambda: len(getattr(bus, "subscribers", ())),
                 callbacks=lambda: runtime.webhooks.stats,
             )
+            redis_metrics = RedisCollector(runtime)
+            metrics.registry.register(redis_metrics)
             if settings.warm_up:
                 await warm_up(
                     app.state.graphql, runtime.upstreams.v3.credentials, settings.upstream_timeout_s
@@ -197,6 +200,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await lag
                 metrics.unwatch_runtime()
+                metrics.registry.unregister(redis_metrics)
         if tracer_provider is None:
             provider.shutdown()
 
@@ -213,6 +217,8 @@ def create_app(
             {
                 "status": "ready" if ready else "not ready",
                 "upstreamSessions": runtime is not None and runtime.upstreams.open,
+                # Redis away is not a reason to refuse traffic: the replica serves alone.
+                "redis": "starting" if runtime is None else runtime.redis_state,
                 "reasons": reasons,
             },
             status_code=200 if ready else 503,

@@ -32,6 +32,7 @@ from gateway.upstreams.v3_auth import (
     OAuthCredentials,
     PassthroughCredentials,
     StaticCredentials,
+    TokenStore,
     V3Credentials,
     build_credentials,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "PassthroughCredentials",
     "RetryPolicy",
     "StaticCredentials",
+    "TokenStore",
     "UpstreamGuard",
     "UpstreamObserver",
     "Upstreams",
@@ -87,11 +89,13 @@ async def open_upstreams(
     observer: UpstreamObserver | None = None,
     tracer: trace.Tracer | None = None,
     clock: Callable[[], float] = time.monotonic,
+    token_store: TokenStore | None = None,
 ) -> AsyncIterator[Upstreams]:
     """Open both upstream sessions and clients from `settings`; close everything on exit.
 
     Each upstream gets its own `UpstreamGuard` (breaker, retry budget, concurrency cap)
-    reporting to `observer` and `tracer`; `clock` drives the breakers (tests inject one).
+    reporting to `observer` and `tracer`; `clock` drives the breakers (tests inject one);
+    `token_store` shares V3 OAuth tokens with other replicas.
     """
     v3_guard, legacy_guard = (
         UpstreamGuard(
@@ -116,7 +120,7 @@ async def open_upstreams(
             max_retries=settings.upstream_retries, backoff_s=settings.upstream_backoff_s
         )
         credentials = build_credentials(
-            settings, v3_session, guard=v3_guard, retry_policy=retry_policy
+            settings, v3_session, guard=v3_guard, retry_policy=retry_policy, token_store=token_store
         )
         if isinstance(credentials, OAuthCredentials):
             # Runs before the session closes (callbacks unwind in reverse order).

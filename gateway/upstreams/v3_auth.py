@@ -5,7 +5,10 @@ Three modes (DESIGN.md, `GATEWAY_V3_AUTH`):
 - `oauth`: the OAuth 2.0 client-credentials flow of UPSTREAMS.md 1.2, one token per agency
   (intermediary id), cached for its lifetime less a margin, fetched once for all concurrent
   callers (single-flight), refreshed once after a 401. A caller waits for a token only
-  until the deadline of its own operation; the shared fetch goes on for the others;
+  until the deadline of its own operation; the shared fetch goes on for the others. With a
+  `TokenStore` (Redis, several replicas), a replica takes the agency's token from the store
+  before it asks V3, and only the replica holding the store's claim for the agency fetches:
+  N replicas fetch one token per agency, and one of them renews it after a 401;
 - `static`: one fixed token from the settings;
 - `passthrough`: the caller's own `Authorization: Bearer ...` header.
 
@@ -21,6 +24,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -39,6 +43,7 @@ __all__ = [
     "OAuthCredentials",
     "PassthroughCredentials",
     "StaticCredentials",
+    "TokenStore",
     "V3Credentials",
     "build_credentials",
     "token_fingerprint",
@@ -71,6 +76,25 @@ class V3Credentials(Protocol):
     ) -> str | None:
         """After V3 answered 401 to `rejected`: a fresh header value, or None if impossible."""
         ...
+
+
+class TokenStore(Protocol):
+    """Tokens shared by replicas, per agency. Every method copes with the store being away:
+    `get` finds nothing, `claim` grants the claim, `put` stores nothing."""
+
+    async def get(self, agency: str) -> tuple[str, float] | None:
+        """The agency's `Authorization` value and how many seconds it stays fresh."""
+        ...
+
+    async def put(self, agency: str, header: str, fresh_s: float) -> None: ...
+
+    def claim(self, agency: str) -> AbstractAsyncContextManager[bool]:
+        """True inside the block when this replica may fetch the agency's token now."""
+        ...
+
+
+# How often a replica looks for the token another replica is fetching.
+_SHARED_WAIT_S: Final = 0.05
 
 
 def token_fingerprint(token: str) -> str:
@@ -174,8 +198,12 @@ class OAuthCredentials:
         clock: Callable[[], float] = time.monotonic,
         guard: UpstreamGuard | None = None,
         retry_policy: RetryPolicy | None = None,
+        store: TokenStore | None = None,
     ) -> None:
         self._session = session
+        self._store = store
+        # Per agency: the header V3 refused, which a token from the store must not be.
+        self._rejected: dict[str, str] = {}
         self._guard = guard
         self._retry_policy = retry_policy or RetryPolicy()
         self._token_url = yarl.URL(token_url)
@@ -192,6 +220,7 @@ class OAuthCredentials:
         self._tokens: LRUCache[str, _Token] = LRUCache(maxsize=max_agencies)
         self._inflight: dict[str, asyncio.Task[_Token]] = {}
         self.fetch_count = 0  # token requests made; for diagnostics and tests
+        self.shared_count = 0  # tokens taken from the store instead
 
     def __repr__(self) -> str:
         return (
@@ -224,6 +253,7 @@ class OAuthCredentials:
             return cached.header  # another request has refreshed already
         if agency not in self._inflight and cached is not None and cached.header == rejected:
             del self._tokens[agency]
+        self._rejected[agency] = rejected
         return await self._shared_fetch(agency, deadline)
 
     async def aclose(self) -> None:
@@ -263,6 +293,27 @@ class OAuthCredentials:
             task.exception()  # a failure reaches the waiters; it is never cached
 
     async def _fetch(self, agency: str) -> _Token:
+        store = self._store
+        if store is None:
+            return await self._fetch_here(agency)
+        rejected = self._rejected.pop(agency, None)
+        give_up_at = self._clock() + self._timeout_s
+        while True:
+            shared = await store.get(agency)
+            if shared is not None and shared[0] != rejected:
+                header, fresh_s = shared
+                token = _Token(header=header, fresh_until=self._clock() + fresh_s)
+                self._tokens[agency] = token
+                self.shared_count += 1
+                return token
+            async with store.claim(agency) as mine:
+                if mine or self._clock() >= give_up_at:
+                    token = await self._fetch_here(agency)
+                    await store.put(agency, token.header, token.fresh_until - self._clock())
+                    return token
+            await asyncio.sleep(_SHARED_WAIT_S)  # another replica is fetching it
+
+    async def _fetch_here(self, agency: str) -> _Token:
         self.fetch_count += 1
         started = self._clock()
         body = await request(
@@ -331,8 +382,10 @@ def build_credentials(
     clock: Callable[[], float] = time.monotonic,
     guard: UpstreamGuard | None = None,
     retry_policy: RetryPolicy | None = None,
+    token_store: TokenStore | None = None,
 ) -> V3Credentials:
-    """The credentials `settings.v3_auth` asks for; `session` is used for token requests."""
+    """The credentials `settings.v3_auth` asks for; `session` is used for token requests,
+    `token_store` (oauth only) shares tokens with other replicas."""
     if settings.v3_auth is V3AuthMode.OAUTH:
         return OAuthCredentials(
             session,
@@ -346,6 +399,7 @@ def build_credentials(
             clock=clock,
             guard=guard,
             retry_policy=retry_policy,
+            store=token_store,
         )
     if settings.v3_auth is V3AuthMode.STATIC:
         return StaticCredentials(settings.v3_token)

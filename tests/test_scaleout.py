@@ -1,0 +1,193 @@
+"""Two gateway replicas (uvicorn apps in this process) sharing one redis-server and one
+simulator: the V3 page cache, webhook events and V3 tokens are shared, tenants stay apart,
+and losing Redis costs sharing, never an answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from redis_harness import RunningRedis
+
+from gateway.redis_link import RedisLink
+from gateway.shared_cache import SharedPageCache
+from gateway.shared_events import RedisEventBus
+from gateway.simulator import RunningSimulator
+
+from gateway_harness import RunningGateway, run_gateway
+
+SECRET = "scaleout-secret"
+LATEST = """
+query($id: ID!) { listing(ref: {classifiedId: $id}) { classified { latestStatus { id status } } } }"""
+
+
+@asynccontextmanager
+async def replicas(
+    simulator: RunningSimulator,
+    redis: RunningRedis,
+    first: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> AsyncIterator[tuple[RunningGateway, RunningGateway]]:
+    """Replica 1 (reachable by the simulator's webhooks) and replica 2, one Redis."""
+    shared = {"redis_url": redis.url, "webhook_secret": SECRET} | overrides
+    async with (
+        run_gateway(simulator, public=True, **shared | (first or {})) as one,
+        run_gateway(simulator, **shared) as two,
+    ):
+        for replica in (one, two):
+            await bus_of(replica).listening.wait()
+        yield one, two
+
+
+def bus_of(replica: RunningGateway) -> RedisEventBus:
+    bus = replica.app.state.runtime.events
+    assert isinstance(bus, RedisEventBus)
+    return bus
+
+
+def cache_of(replica: RunningGateway) -> SharedPageCache:
+    cache = replica.app.state.runtime.service.cache
+    assert isinstance(cache, SharedPageCache)
+    return cache
+
+
+def link_of(replica: RunningGateway) -> RedisLink:
+    link = replica.app.state.runtime.redis
+    assert isinstance(link, RedisLink)
+    return link
+
+
+def classified_of(replica: RunningGateway, tenant: str = "agency-1", position: int = 1) -> str:
+    return replica.sim.data.tenants[tenant][position]
+
+
+async def latest(replica: RunningGateway, classified_id: str, tenant: str = "agency-1") -> Any:
+    body = await replica.query(LATEST, {"id": classified_id}, headers={"x-intermediary-id": tenant})
+    assert "errors" not in body, body
+    return body["data"]["listing"]["classified"]["latestStatus"]
+
+
+async def test_a_page_read_by_one_replica_is_served_by_the_other_per_tenant(
+    simulator: RunningSimulator, redis_server: RunningRedis
+) -> None:
+    async with replicas(simulator, redis_server, cache_ttl_s=30) as (one, two):
+        classified_id = classified_of(one)
+        first = await latest(one, classified_id)
+        assert one.calls("v3", "classified_statuses") == 1
+        assert await latest(two, classified_id) == first
+        assert one.calls("v3", "classified_statuses") == 1  # replica 2 read it from Redis
+        assert cache_of(two).shared.hits == 1
+
+        # Another agency's pages are its own: the same read for agency-2 goes to V3.
+        other = classified_of(one, "agency-2")
+        await latest(one, other, "agency-2")
+        await latest(two, other, "agency-2")
+        assert one.calls("v3", "classified_statuses") == 2
+        body = await two.query(
+            LATEST, {"id": classified_id}, headers={"x-intermediary-id": "agency-2"}
+        )
+        assert one.calls("v3", "classified_statuses") == 3, (
+            "agency-1's page must not serve agency-2"
+        )
+        assert body != {"data": {"listing": {"classified": {"latestStatus": first}}}}
+
+        # The TTL is Redis' own expiry on every stored page.
+        async with redis_server.client() as client:
+            names = [name async for name in client.scan_iter("gateway:v3page:*")]
+            assert len(names) >= 2
+            ttls = [await client.pttl(name) for name in names]
+        assert all(0 < ttl <= 30_000 for ttl in ttls), ttls
+
+
+async def test_an_event_reaches_every_replica_once_and_drops_its_pages(
+    simulator: RunningSimulator, redis_server: RunningRedis
+) -> None:
+    async with replicas(simulator, redis_server, {"webhook_subscribe": True}) as (one, two):
+        classified_id = classified_of(one)
+        before = await latest(two, classified_id)
+        await latest(one, classified_id)  # cached in both in-process layers and in Redis
+        async with (
+            bus_of(two).subscribe({classified_id}) as on_two,
+            bus_of(one).subscribe({classified_id}) as on_one,
+        ):
+            # V3 posts the new status to replica 1's receiver (its subscription).
+            async with httpx.AsyncClient() as control:
+                response = await control.post(
+                    f"{one.running_sim.control_url}/classifieds/{classified_id}/statuses",
+                    json={"status": "DELETING"},
+                )
+            response.raise_for_status()
+            event = await anext(aiter(on_two))
+            assert event.classified_id == classified_id
+            assert event.status.raw_status == "DELETING"
+            assert (await anext(aiter(on_one))).status == event.status
+
+            # The same delivery again, now to replica 2: claimed already, published nowhere.
+            body = {
+                "status": "DELETING",
+                "message": event.status.message,
+                "statusDate": event.status.status_date.isoformat(),
+                "portals": [p.value for p in event.status.portals],
+            }
+            if event.status.status_id:
+                body["statusId"] = event.status.status_id
+            path = f"/webhooks/v3/{SECRET}/classifieds/{classified_id}/statuses"
+            assert (await two.client.post(path, json=body)).status_code == 201
+            await bus_of(two).settled()
+            marker = {"status": "UPDATED", "message": "m", "statusDate": "2031-01-01T00:00:00Z"}
+            assert (await two.client.post(path, json=marker)).status_code == 201
+            assert (await anext(aiter(on_two))).status.raw_status == "UPDATED"
+            assert (await anext(aiter(on_one))).status.raw_status == "UPDATED"
+        assert bus_of(two).shared.duplicates == 1
+
+        after = await latest(two, classified_id)
+        assert after != before
+        assert after["status"] == "DELETING"
+
+
+async def test_two_replicas_fetch_one_token_per_agency(
+    simulator: RunningSimulator, redis_server: RunningRedis
+) -> None:
+    async with replicas(simulator, redis_server) as (one, two):
+        await asyncio.gather(
+            latest(one, classified_of(one, position=2)),
+            latest(two, classified_of(one, position=3)),
+            latest(one, classified_of(one, "agency-2", 2), "agency-2"),
+            latest(two, classified_of(one, "agency-2", 3), "agency-2"),
+        )
+        assert one.calls("token") == 2  # one per agency, not one per replica
+
+
+async def test_without_redis_requests_succeed_degraded_and_sharing_resumes(
+    simulator: RunningSimulator, redis_server: RunningRedis
+) -> None:
+    async with replicas(simulator, redis_server) as (one, two):
+        await redis_server.stop()
+        classified_id = classified_of(one, position=4)
+        assert (await latest(one, classified_id))["status"]
+        assert (await latest(two, classified_id))["status"]
+        assert one.calls("v3", "classified_statuses") == 2  # nothing shared now
+        for replica in (one, two):
+            ready = await replica.client.get("/readyz")
+            assert ready.status_code == 200
+            assert ready.json()["redis"] == "degraded"
+        metrics = (await one.client.get("/metrics")).text
+        assert "gateway_redis_degraded_total 1.0" in metrics
+
+        await redis_server.start()
+        for replica in (one, two):
+            await bus_of(replica).listening.wait()  # reconnected by itself
+            assert link_of(replica).state == "ok"
+        other = classified_of(one, position=6)
+        await latest(one, other)
+        await latest(two, other)
+        assert one.calls("v3", "classified_statuses") == 3  # shared again
+        ready = await two.client.get("/readyz")
+        assert ready.json()["redis"] == "ok"
+
+
+async def test_without_a_redis_url_readyz_says_redis_is_off(gateway: RunningGateway) -> None:
+    assert (await gateway.client.get("/readyz")).json()["redis"] == "off"
