@@ -5,8 +5,14 @@ and losing Redis costs sharing, never an answer."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import sys
+from asyncio.subprocess import PIPE, STDOUT
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +22,12 @@ from gateway.redis_link import RedisLink
 from gateway.shared_cache import SharedPageCache
 from gateway.shared_events import RedisEventBus
 from gateway.simulator import RunningSimulator
+from gateway.simulator.vocabulary import (
+    SIM_AUDIENCE,
+    SIM_CLIENT_ID,
+    SIM_CLIENT_SECRET,
+    SIM_LEGACY_API_KEY,
+)
 
 from gateway_harness import RunningGateway, run_gateway
 
@@ -191,3 +203,61 @@ async def test_without_redis_requests_succeed_degraded_and_sharing_resumes(
 
 async def test_without_a_redis_url_readyz_says_redis_is_off(gateway: RunningGateway) -> None:
     assert (await gateway.client.get("/readyz")).json()["redis"] == "off"
+
+
+async def test_two_gateway_serve_processes_share_pages_and_one_token(
+    simulator: RunningSimulator, redis_server: RunningRedis, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env |= {
+        "GATEWAY_V3_URL": simulator.v3_url,
+        "GATEWAY_V3_TOKEN_URL": simulator.token_url,
+        "GATEWAY_V3_CLIENT_ID": SIM_CLIENT_ID,
+        "GATEWAY_V3_CLIENT_SECRET": SIM_CLIENT_SECRET,
+        "GATEWAY_V3_AUDIENCE": SIM_AUDIENCE,
+        "GATEWAY_V3_INTERMEDIARY_ID": "agency-1",
+        "GATEWAY_LEGACY_URL": simulator.legacy_url,
+        "GATEWAY_LEGACY_API_KEY": SIM_LEGACY_API_KEY,
+        "GATEWAY_HTTP_PORT": "0",
+        "GATEWAY_GRPC_PORT": "0",
+        "GATEWAY_REDIS_URL": redis_server.url,
+    }
+    gateway = str(Path(sys.executable).with_name("gateway"))
+    processes = [
+        await asyncio.create_subprocess_exec(
+            gateway, "serve", stdout=PIPE, stderr=STDOUT, env=env, cwd=tmp_path
+        )
+        for _ in range(2)
+    ]
+    try:
+        urls = []
+        for process in processes:
+            assert process.stdout is not None
+            seen = ""
+            while "Gateway listening" not in seen:
+                line = await process.stdout.readline()
+                assert line, f"gateway serve ended early:\n{seen}"
+                seen += line.decode()
+            found = re.search(r"listening on (http://127\.0\.0\.1:\d+)/graphql", seen)
+            assert found is not None, seen
+            urls.append(found.group(1))
+        classified_id = simulator.sim.data.tenants["agency-1"][7]
+        answers = []
+        for url in urls:  # replica 1 reads V3, replica 2 reads Redis
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                response = await client.post(
+                    "/graphql", json={"query": LATEST, "variables": {"id": classified_id}}
+                )
+                answers.append(response.json())
+                assert (await client.get("/readyz")).json()["redis"] == "ok"
+        assert answers[0] == answers[1] and "errors" not in answers[0]
+        assert simulator.sim.state.calls("v3", "classified_statuses") == 1
+        assert simulator.sim.state.calls("token") == 1
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGINT)
+        for process in processes:
+            assert process.stdout is not None
+            await process.stdout.read()
+            await process.wait()
+    assert [p.returncode for p in processes] == [0, 0]
