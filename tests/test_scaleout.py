@@ -173,6 +173,20 @@ async def test_two_replicas_fetch_one_token_per_agency(
         assert one.calls("token") == 2  # one per agency, not one per replica
 
 
+async def test_after_a_401_one_replica_renews_and_the_other_picks_the_token_up(
+    simulator: RunningSimulator, redis_server: RunningRedis
+) -> None:
+    async with replicas(simulator, redis_server) as (one, two):
+        await latest(one, classified_of(one, position=2))
+        await latest(two, classified_of(one, position=3))
+        assert one.calls("token") == 1
+        one.sim.state.revoke_tokens()  # V3 answers 401 to the token both replicas hold
+        assert (await latest(one, classified_of(one, position=8)))["status"]
+        assert one.calls("token") == 2  # replica 1 renewed it
+        assert (await latest(two, classified_of(one, position=9)))["status"]
+        assert one.calls("token") == 2  # replica 2 took the renewed one from Redis
+
+
 async def test_without_redis_requests_succeed_degraded_and_sharing_resumes(
     simulator: RunningSimulator, redis_server: RunningRedis
 ) -> None:
