@@ -6,9 +6,10 @@ import pytest
 
 from gateway.deadlines import caller_deadline
 from gateway.errors import UpstreamUnavailable
+from gateway.simulator import RunningSimulator
 from gateway.upstreams import Deadline
 
-from gateway_harness import RunningGateway
+from gateway_harness import run_gateway
 
 
 async def test_the_earlier_of_both_deadlines_wins() -> None:
@@ -24,14 +25,16 @@ async def test_the_earlier_of_both_deadlines_wins() -> None:
 
 
 async def test_an_upstream_call_under_a_caller_deadline_ends_with_it(
-    gateway: RunningGateway,
+    simulator: RunningSimulator,
 ) -> None:
-    listing = gateway.sim.data.listings[0]
-    gateway.sim.state.add_fault("legacy", "timeout", delay_s=20)
-    legacy = gateway.app.state.runtime.upstreams.legacy
-    with caller_deadline(0.2), pytest.raises(UpstreamUnavailable) as caught:
-        await legacy.ad_status(listing.user_id, listing.ad_id)
-    assert "timed out" in caught.value.message
-    # Its own budget (GATEWAY_UPSTREAM_TIMEOUT_S, 5 s) leaves room for retries after a hung
-    # attempt; under the caller's 0.2 s there is none left after the first.
-    assert gateway.calls("legacy", "status_get") == 1
+    # The default pause between retries (0.1 s and more), which the shared fixture skips.
+    async with run_gateway(simulator, upstream_backoff_s=0.1) as gateway:
+        listing = gateway.sim.data.listings[0]
+        gateway.sim.state.add_fault("legacy", "timeout", delay_s=20)
+        legacy = gateway.app.state.runtime.upstreams.legacy
+        with caller_deadline(0.2), pytest.raises(UpstreamUnavailable) as caught:
+            await legacy.ad_status(listing.user_id, listing.ad_id)
+        assert "timed out" in caught.value.message
+        # Its own budget (GATEWAY_UPSTREAM_TIMEOUT_S, 5 s) leaves room for retries after a
+        # hung attempt; under the caller's 0.2 s, the first takes half and a pause the rest.
+        assert gateway.calls("legacy", "status_get") == 1

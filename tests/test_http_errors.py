@@ -257,6 +257,25 @@ async def test_backoff_grows_exponentially_with_jitter(
     assert 1 <= first <= 2 and 2 <= second <= 3 and 3 <= third <= 4  # capped at 3, plus jitter
 
 
+async def test_no_retry_is_sent_with_almost_no_time_left(
+    serve: Any, session: aiohttp.ClientSession
+) -> None:
+    async def hang(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(10)
+        return web.Response()
+
+    upstream = await serve(hang)
+    sleeps = Sleeps()
+    # The first attempt may take half of 15 ms; the 7.5 ms left are too few for another,
+    # even with no pause between them.
+    with pytest.raises(UpstreamUnavailable):
+        await call(
+            session, upstream.url(), seconds=0.015, policy=RetryPolicy(backoff_s=0, sleep=sleeps)
+        )
+    assert sleeps.waited == [], "a retry was scheduled"
+    assert upstream.calls <= 1
+
+
 async def test_no_retries_when_the_policy_says_none(
     serve: Any, session: aiohttp.ClientSession
 ) -> None:

@@ -74,6 +74,8 @@ DEFAULT_MAX_RETRIES: Final = 2
 # First backoff step; doubled per retry, plus up to the same amount of jitter.
 DEFAULT_BACKOFF_S: Final = 0.1
 MAX_BACKOFF_S: Final = 2.0
+# No retry is sent with less time than this left before the deadline.
+MIN_ATTEMPT_S: Final = 0.01
 # Upstream answers are small JSON documents; anything larger is a misbehaving upstream
 # and must not be buffered without limit.
 DEFAULT_MAX_BODY_BYTES: Final = 16 * 1024 * 1024
@@ -159,13 +161,17 @@ class _RetryableFailure(Exception):
 
 
 class _StopAtDeadline(stop_base):
-    """Stop retrying when the next wait would not end before the deadline."""
+    """Stop retrying when the next wait would not leave an attempt worth making.
+
+    A timed-out attempt can end a timer tick before the deadline (asyncio runs timers
+    within its clock resolution); a retry then would be sent with no time to answer.
+    """
 
     def __init__(self, deadline: Deadline) -> None:
         self._deadline = deadline
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        return retry_state.upcoming_sleep >= self._deadline.remaining()
+        return retry_state.upcoming_sleep + MIN_ATTEMPT_S >= self._deadline.remaining()
 
 
 class _StopWithoutBudget(stop_base):
