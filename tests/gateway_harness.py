@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,10 +14,49 @@ from typing import Any
 import httpx
 import uvicorn
 
+from gateway.config import Settings
 from gateway.demo import demo_settings
 from gateway.lifespan import Started
 from gateway.simulator import RunningSimulator, Simulator
 from gateway.web import create_app
+
+# httpx loads the system CA bundle for every client it makes (~25 ms of CPU); the tests
+# speak plain HTTP on loopback, so one context is made once and shared.
+LOOPBACK_TLS = ssl.create_default_context()
+
+
+class PromptServer(uvicorn.Server):
+    """uvicorn, stopped as soon as asked.
+
+    uvicorn looks at `should_exit` every 100 ms and sleeps another 100 ms before it waits
+    for connections to close; a suite that starts and stops hundreds of servers spends a
+    minute in those naps. `stop()` wakes the main loop at once, and shutdown waits only
+    while connections or requests remain, in the same order as uvicorn's own.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self.should_exit = True
+        self._stop.set()
+
+    async def main_loop(self) -> None:
+        await self.on_tick(0)  # sets the Date header once
+        await self._stop.wait()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        # uvicorn signals neither event; a connection leaves the set when its transport closes.
+        while self.server_state.connections or self.server_state.tasks:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        for server in self.servers:
+            await server.wait_closed()
+        await self.lifespan.shutdown()
 
 
 @dataclass
@@ -63,15 +103,25 @@ async def serve_app(app: Any, sock: socket.socket | None = None) -> AsyncIterato
     """
     listener = sock if sock is not None else socket.create_server(("127.0.0.1", 0))
     started = Started(app)
-    server = uvicorn.Server(uvicorn.Config(started, log_level="warning", lifespan="on"))
+    server = PromptServer(uvicorn.Config(started, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[listener]))
     try:
         await started.wait_or_fail(task)
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     finally:
-        server.should_exit = True
+        server.stop()
         await task
         listener.close()
+
+
+def settings_for(running_sim: RunningSimulator, **overrides: Any) -> Settings:
+    """`demo_settings` without the pause between retries.
+
+    Retries still happen and are counted; the wait between them is tested with an injected
+    sleep (test_http_errors.py) instead of being napped through in every retrying test.
+    """
+    overrides.setdefault("upstream_backoff_s", 0.0)
+    return demo_settings(running_sim, **overrides)
 
 
 @asynccontextmanager
@@ -86,15 +136,16 @@ async def run_gateway(
     """
     if grpc:
         overrides.setdefault("grpc_port", 0)
+
     with contextlib.ExitStack() as stack:
         sock = None
         if public:
             sock = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
             overrides.setdefault("public_url", f"http://127.0.0.1:{sock.getsockname()[1]}")
-        settings = demo_settings(running_sim, **overrides)
+        settings = settings_for(running_sim, **overrides)
         app = create_app(settings, grpc=grpc)
         async with (
             serve_app(app, sock) as url,
-            httpx.AsyncClient(base_url=url, timeout=30) as client,
+            httpx.AsyncClient(base_url=url, timeout=30, verify=LOOPBACK_TLS) as client,
         ):
             yield RunningGateway(url=url, client=client, running_sim=running_sim, app=app)

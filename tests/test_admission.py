@@ -12,11 +12,10 @@ from typing import Any
 import httpx
 
 from gateway.admission import Admission
-from gateway.demo import demo_settings
 from gateway.simulator import RunningSimulator
 from gateway.web import create_app
 
-from gateway_harness import serve_app
+from gateway_harness import LOOPBACK_TLS, serve_app, settings_for
 
 QUERY = "query Latest($id: ID!) { listing(ref: {classifiedId: $id}) { classified { latestStatus { status } } } }"
 
@@ -52,12 +51,15 @@ def admission_of(app: Any) -> Admission:
 async def test_a_burst_beyond_capacity_gets_503_and_admitted_requests_succeed(
     simulator: RunningSimulator,
 ) -> None:
-    settings = demo_settings(
+    settings = settings_for(
         simulator, max_concurrent_requests=2, max_queued_requests=2, queue_timeout_s=30
     )
     ids = [c.classified_id for c in simulator.sim.data.listings[:4]]
     app = create_app(settings)
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with (
+        serve_app(app) as url,
+        httpx.AsyncClient(verify=LOOPBACK_TLS, base_url=url, timeout=30) as client,
+    ):
         gate = asyncio.Event()
         service = app.state.runtime.service
         gated = GatedV3(service.v3, gate, arrivals=2)
@@ -105,12 +107,15 @@ async def test_a_burst_beyond_capacity_gets_503_and_admitted_requests_succeed(
 async def test_a_queued_request_gives_up_after_the_queue_timeout(
     simulator: RunningSimulator,
 ) -> None:
-    settings = demo_settings(
+    settings = settings_for(
         simulator, max_concurrent_requests=1, max_queued_requests=5, queue_timeout_s=0.05
     )
     app = create_app(settings)
     classified_id = simulator.sim.data.listings[0].classified_id
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with (
+        serve_app(app) as url,
+        httpx.AsyncClient(verify=LOOPBACK_TLS, base_url=url, timeout=30) as client,
+    ):
         gate = asyncio.Event()
         gated = GatedV3(app.state.runtime.service.v3, gate, arrivals=1)
         app.state.runtime.service.v3 = gated

@@ -29,12 +29,12 @@ from playwright.async_api import (
     expect,
 )
 
-from gateway.demo import board_refs, demo_query, demo_refs, demo_settings
+from gateway.demo import board_refs, demo_query, demo_refs
 from gateway.simulator import Simulator
 from gateway.simulator.faults import Fault
 from gateway.web import create_app
 
-from gateway_harness import RunningGateway, run_gateway, serve_app
+from gateway_harness import LOOPBACK_TLS, RunningGateway, run_gateway, serve_app, settings_for
 
 CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -245,7 +245,7 @@ async def subscribed(
 async def append_status(gateway: RunningGateway, classified_id: str, **item: object) -> None:
     """A new status at the simulated V3, which posts it to the gateway's webhook receiver."""
     url = f"{gateway.running_sim.base_url}/_sim/classifieds/{classified_id}/statuses"
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=LOOPBACK_TLS) as client:
         response = await client.post(url, json=item)
     assert response.status_code == 200, response.text
     assert all(d["status"] == 201 for d in response.json()["deliveries"]), response.text
@@ -363,7 +363,7 @@ async def test_board_marks_stale_answers(gateway: RunningGateway, page: Page) ->
     # A gateway of its own, on an injected clock: its V3 pages age without sleeping.
     clock = FakeClock()
     running = gateway.running_sim
-    settings = demo_settings(
+    settings = settings_for(
         running, cache_ttl_s=30, cache_stale_s=600, board_refs=board_refs(running.sim.data)
     )
     async with serve_app(create_app(settings, clock=clock)) as url:

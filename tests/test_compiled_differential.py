@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gateway import ids
-from gateway.demo import demo_settings
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.errors import translate
 from gateway.graphql.executor import GatewayExecutor, Plans
@@ -30,6 +29,8 @@ from gateway.graphql.schema import build_schema
 from gateway.models import Caller, LegacyAdKey, ListingRef
 from gateway.runtime import Runtime, open_runtime
 from gateway.simulator import RunningSimulator, Simulator
+
+from gateway_harness import settings_for
 
 settings.register_profile(
     "differential",
@@ -74,7 +75,7 @@ def world() -> Iterator[World]:
     sim_context = Simulator(seed=7).serve()
     running = loop.run_until_complete(sim_context.__aenter__())
     # No cache: every example reads upstream, so the faults it injects apply.
-    runtime_context = open_runtime(demo_settings(running, cache_ttl_s=0))
+    runtime_context = open_runtime(settings_for(running, cache_ttl_s=0))
     runtime = loop.run_until_complete(runtime_context.__aenter__())
     data = running.sim.data
     mine = [item for item in data.listings if data.tenant_of(item.classified_id) == "agency-1"]

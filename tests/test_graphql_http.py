@@ -12,12 +12,11 @@ import pytest
 import websockets
 
 from gateway.cli import build_parser, main
-from gateway.demo import demo_settings
 from gateway.models import PublicationState
 from gateway.simulator.data import Listing
 from gateway.web import create_app
 
-from gateway_harness import RunningGateway
+from gateway_harness import RunningGateway, settings_for
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -373,7 +372,7 @@ async def test_websocket_messages_are_text_frames(gateway: RunningGateway) -> No
 
 async def test_graphql_before_the_app_has_started_is_503(simulator: Any) -> None:
     """The view is made by the lifespan; a request that comes before it is told to retry."""
-    app = create_app(demo_settings(simulator))
+    app = create_app(settings_for(simulator))
     transport = httpx.ASGITransport(app=app)  # runs no lifespan
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         response = await client.post("/graphql", json={"query": "{ __typename }"})

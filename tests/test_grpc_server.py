@@ -17,7 +17,7 @@ from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
 from gateway.simulator import RunningSimulator
 
-from gateway_harness import RunningGateway, run_gateway
+from gateway_harness import LOOPBACK_TLS, RunningGateway, run_gateway
 
 TENANT = "agency-1"
 SECRET = "webhook-secret-0123456789"
@@ -199,7 +199,7 @@ async def test_reflection_lists_and_describes_the_service(channel: grpc.aio.Chan
 
 async def append_upstream(gw: RunningGateway, classified_id: str, status: str) -> None:
     """A new status at V3 (the simulator's control route), which posts it to the gateway."""
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=LOOPBACK_TLS) as client:
         response = await client.post(
             f"{gw.running_sim.control_url}/classifieds/{classified_id}/statuses",
             json={"status": status},

@@ -18,11 +18,10 @@ from hostile import SpiedSimulator, decoded_ids, unencoded_paths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.demo import demo_settings
 from gateway.simulator import RunningSimulator
 from gateway.web import create_app
 
-from gateway_harness import RunningGateway, run_gateway
+from gateway_harness import RunningGateway, run_gateway, settings_for
 
 JSON = "application/json"
 WEBHOOK_SECRET = "hostile-input-secret-8d3f"
@@ -67,7 +66,7 @@ class InProcess:
 async def _start(stack: AsyncExitStack) -> InProcess:
     sim = SpiedSimulator()
     running: RunningSimulator = await stack.enter_async_context(sim.serve())
-    app = create_app(demo_settings(running, webhook_secret=WEBHOOK_SECRET))
+    app = create_app(settings_for(running, webhook_secret=WEBHOOK_SECRET))
     await stack.enter_async_context(app.router.lifespan_context(app))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     client = await stack.enter_async_context(

@@ -20,12 +20,11 @@ import httpx
 import pytest
 
 from gateway.config import SettingsError
-from gateway.demo import demo_settings
 from gateway.events import LocalEventBus
 from gateway.models import ClassifiedStatusCode, ClassifiedStatusEvent, ClassifiedStatusItem
 from gateway.simulator import RunningSimulator
 
-from gateway_harness import RunningGateway, run_gateway
+from gateway_harness import LOOPBACK_TLS, RunningGateway, run_gateway, settings_for
 
 SECRET = "webhook-secret-0123456789"
 TRANSPORT_WS = "graphql-transport-ws"
@@ -77,7 +76,7 @@ def tenant_classifieds(gateway: RunningGateway, tenant: str = "agency-1") -> lis
 
 async def append(gateway: RunningGateway, classified_id: str, status: str) -> dict[str, Any]:
     """Append a status upstream through the simulator's control route (fires webhooks)."""
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=LOOPBACK_TLS) as client:
         response = await client.post(
             f"{gateway.running_sim.control_url}/classifieds/{classified_id}/statuses",
             json={"status": status},
@@ -390,7 +389,7 @@ async def test_a_mover_tick_arrives_as_events(live: RunningGateway) -> None:
         await subscriber.start("subscription { classifiedStatusChanged { classifiedId } }")
         await until(lambda: len(bus_of(live).subscribers) == 1)
         mine = set(tenant_classifieds(live))
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(verify=LOOPBACK_TLS) as client:
             deliveries: list[dict[str, Any]] = []
             while not deliveries:  # a tick may move only other agencies' listings
                 moved = await client.post(f"{live.running_sim.control_url}/move")
@@ -404,7 +403,7 @@ async def test_a_mover_tick_arrives_as_events(live: RunningGateway) -> None:
 
 def test_subscribing_at_start_needs_a_public_url(simulator: RunningSimulator) -> None:
     with pytest.raises(SettingsError, match=r"^GATEWAY_PUBLIC_URL is required"):
-        demo_settings(simulator, webhook_subscribe=True)
+        settings_for(simulator, webhook_subscribe=True)
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])

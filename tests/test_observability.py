@@ -17,14 +17,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 from pythonjsonlogger.json import JsonFormatter
 
-from gateway.demo import demo_settings
 from gateway.observability.logs import ACCESS_LOGGER, configure_logging
 from gateway.simulator import SIM_CLIENT_SECRET, SIM_LEGACY_API_KEY, RunningSimulator, Simulator
 from gateway.simulator.data import Listing
 from gateway.upstreams.unknowns import note_unknown
 from gateway.web import create_app
 
-from gateway_harness import serve_app
+from gateway_harness import LOOPBACK_TLS, serve_app, settings_for
 
 QUERY = """
 query Board($refs: [ListingRef!]!) {
@@ -50,8 +49,11 @@ def refs(listings: list[Listing]) -> list[dict[str, Any]]:
 async def gateway(
     simulator: RunningSimulator, provider: TracerProvider | None = None, **overrides: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(demo_settings(simulator, **overrides), tracer_provider=provider)
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+    app = create_app(settings_for(simulator, **overrides), tracer_provider=provider)
+    async with (
+        serve_app(app) as url,
+        httpx.AsyncClient(verify=LOOPBACK_TLS, base_url=url, timeout=30) as client,
+    ):
         yield client
 
 
@@ -178,7 +180,7 @@ async def test_one_log_line_per_request_and_no_secret_in_any_log(
                 json={"query": QUERY, "variables": {"refs": refs(listings)}},
                 headers={"traceparent": TRACEPARENT, "authorization": "Bearer caller-token-1"},
             )
-    settings = demo_settings(simulator)
+    settings = settings_for(simulator)
     issued = {
         r.headers["Authorization"].split(" ", 1)[1]
         for r in simulator.sim.state.requests

@@ -24,7 +24,7 @@ from gateway.cli import main
 from gateway.demo import demo_query
 from gateway.simulator import RunningSimulator
 
-from gateway_harness import RunningGateway
+from gateway_harness import LOOPBACK_TLS, RunningGateway
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -125,7 +125,7 @@ async def test_demo_command_serves_the_printed_query_and_stops_on_ctrl_c(tmp_pat
         url = re.search(r"GraphiQL: (http://127\.0\.0\.1:\d+/graphql)", printed)
         assert url is not None, printed
         query = printed[printed.index("query Demo") : printed.index("Press Ctrl-C")].strip() + "\n"
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(verify=LOOPBACK_TLS, timeout=30) as client:
             answer = (await client.post(url.group(1), json={"query": query})).json()
             page = await client.get(url.group(1), headers={"accept": "text/html"})
             board_url = re.search(r"status board: (http://127\.0\.0\.1:\d+/board)", printed)
@@ -216,7 +216,7 @@ async def test_simulate_command_serves_the_catalog(tmp_path: Path) -> None:
         printed = await _read_until(process.stdout, "Press Ctrl-C")
         base = re.search(r"listening on (http://127\.0\.0\.1:\d+)", printed)
         assert base is not None, printed
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(verify=LOOPBACK_TLS) as client:
             catalog = (await client.get(f"{base.group(1)}/_sim/catalog")).json()
         assert catalog["listings"]
     finally:
@@ -262,7 +262,9 @@ async def test_serve_command_answers_from_the_configured_upstreams(
         banner = await _read_until(process.stdout, "Gateway listening")
         base = re.search(r"listening on (http://127\.0\.0\.1:\d+)/graphql", banner)
         assert base is not None, banner
-        async with httpx.AsyncClient(base_url=base.group(1), timeout=30) as client:
+        async with httpx.AsyncClient(
+            verify=LOOPBACK_TLS, base_url=base.group(1), timeout=30
+        ) as client:
             # Bound before the banner: the request waits for the app, nothing is polled.
             health = await client.get("/healthz")
             assert health.status_code == 200

@@ -17,7 +17,6 @@ import httpx
 import pytest
 import yarl
 
-from gateway.demo import demo_settings
 from gateway.errors import UpstreamUnavailable
 from gateway.simulator import RunningSimulator, Simulator
 from gateway.simulator.data import Listing
@@ -27,7 +26,7 @@ from gateway.upstreams.breaker import BreakerState, CircuitBreaker, CircuitOpen
 from gateway.upstreams.guard import RetryBudget
 from gateway.web import create_app
 
-from gateway_harness import serve_app
+from gateway_harness import LOOPBACK_TLS, serve_app, settings_for
 
 V3, LEGACY = "classifieds-v3", "legacy"
 QUERY = """
@@ -70,8 +69,11 @@ class Gateway:
 async def gateway_with(
     simulator: RunningSimulator, clock: FakeClock, **overrides: Any
 ) -> AsyncIterator[Gateway]:
-    app = create_app(demo_settings(simulator, **overrides), clock=clock)
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+    app = create_app(settings_for(simulator, **overrides), clock=clock)
+    async with (
+        serve_app(app) as url,
+        httpx.AsyncClient(verify=LOOPBACK_TLS, base_url=url, timeout=30) as client,
+    ):
         yield Gateway(client, simulator.sim, app)
 
 

@@ -29,7 +29,7 @@ from gateway.simulator.vocabulary import (
     SIM_LEGACY_API_KEY,
 )
 
-from gateway_harness import RunningGateway, run_gateway
+from gateway_harness import LOOPBACK_TLS, RunningGateway, run_gateway
 
 SECRET = "scaleout-secret"
 LATEST = """
@@ -126,7 +126,7 @@ async def test_an_event_reaches_every_replica_once_and_drops_its_pages(
             bus_of(one).subscribe({classified_id}) as on_one,
         ):
             # V3 posts the new status to replica 1's receiver (its subscription).
-            async with httpx.AsyncClient() as control:
+            async with httpx.AsyncClient(verify=LOOPBACK_TLS) as control:
                 response = await control.post(
                     f"{one.running_sim.control_url}/classifieds/{classified_id}/statuses",
                     json={"status": "DELETING"},
@@ -258,7 +258,7 @@ async def test_two_gateway_serve_processes_share_pages_and_one_token(
         classified_id = simulator.sim.data.tenants["agency-1"][7]
         answers = []
         for url in urls:  # replica 1 reads V3, replica 2 reads Redis
-            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            async with httpx.AsyncClient(verify=LOOPBACK_TLS, base_url=url, timeout=30) as client:
                 response = await client.post(
                     "/graphql", json={"query": LATEST, "variables": {"id": classified_id}}
                 )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,13 +21,9 @@ from gateway.simulator import (
     RunningSimulator,
 )
 
+from gateway_harness import LOOPBACK_TLS
+
 GATEWAY = str(Path(sys.executable).parent / "gateway")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def _read_until(stream: asyncio.StreamReader, marker: str) -> str:
@@ -43,7 +39,6 @@ async def _read_until(stream: asyncio.StreamReader, marker: str) -> str:
 async def test_sigterm_lets_a_slow_request_finish_then_exits_0(
     simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OTEL_"))}
     env |= {
         "GATEWAY_V3_URL": simulator.v3_url,
@@ -54,7 +49,7 @@ async def test_sigterm_lets_a_slow_request_finish_then_exits_0(
         "GATEWAY_V3_INTERMEDIARY_ID": "agency-1",
         "GATEWAY_LEGACY_URL": simulator.legacy_url,
         "GATEWAY_LEGACY_API_KEY": SIM_LEGACY_API_KEY,
-        "GATEWAY_HTTP_PORT": str(port),
+        "GATEWAY_HTTP_PORT": "0",  # the banner names the port it bound
         "GATEWAY_SHUTDOWN_GRACE_S": "30",
         "GATEWAY_GRPC_PORT": "0",
     }
@@ -68,14 +63,14 @@ async def test_sigterm_lets_a_slow_request_finish_then_exits_0(
         "variables": {"u": listing.user_id, "a": listing.ad_id},
     }
     try:
-        await _read_until(process.stdout, "Gateway listening")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            for _ in range(100):  # the banner comes just before uvicorn binds
-                try:
-                    await client.get("/healthz")
-                    break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
+        banner = await _read_until(process.stdout, "Gateway listening")
+        # Bound and listening before the banner: a connection waits in the backlog until
+        # the app has started, so nothing is polled.
+        url = re.search(r"(http://\S+)/graphql", banner)
+        assert url is not None, banner
+        async with httpx.AsyncClient(
+            verify=LOOPBACK_TLS, base_url=url.group(1), timeout=30
+        ) as client:
             simulator.sim.state.set_latency("legacy", 1000)
             slow = asyncio.create_task(client.post("/graphql", json=query))
             while simulator.sim.state.calls("legacy") == 0:  # noqa: ASYNC110 (no event to await)

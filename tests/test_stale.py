@@ -12,11 +12,10 @@ from typing import Any
 
 import httpx
 
-from gateway.demo import demo_settings
 from gateway.simulator import RunningSimulator
 from gateway.web import create_app
 
-from gateway_harness import serve_app
+from gateway_harness import LOOPBACK_TLS, serve_app, settings_for
 
 SECRET = "webhook-secret-0123456789"
 QUERY = """
@@ -36,9 +35,12 @@ class FakeClock:
 async def gateway(
     simulator: RunningSimulator, clock: FakeClock
 ) -> AsyncIterator[httpx.AsyncClient]:
-    settings = demo_settings(simulator, cache_ttl_s=30, cache_stale_s=300, webhook_secret=SECRET)
+    settings = settings_for(simulator, cache_ttl_s=30, cache_stale_s=300, webhook_secret=SECRET)
     app = create_app(settings, clock=clock)
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with (
+        serve_app(app) as url,
+        httpx.AsyncClient(verify=LOOPBACK_TLS, base_url=url, timeout=30) as client,
+    ):
         yield client
 
 
