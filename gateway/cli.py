@@ -7,12 +7,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import sys
 from pathlib import Path
 from types import FrameType
 
 from gateway.config import SettingsError, load_settings
+from gateway.listener import bind_listener
 
 SCHEMA_PATH = Path("schema/schema.graphql")
 
@@ -92,7 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Bound before the banner, so it names the real port (GATEWAY_HTTP_PORT=0 picks a free
     # one) and a client may connect as soon as it reads it.
     try:
-        listener = socket.create_server((settings.host, settings.http_port))
+        listener = bind_listener(settings.host, settings.http_port)
     except OSError as exc:
         print(f"gateway: cannot listen on {settings.host}:{settings.http_port}: {exc.strerror}",
               file=sys.stderr)  # fmt: skip

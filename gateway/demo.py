@@ -19,6 +19,7 @@ import uvicorn
 
 from gateway.config import Settings, V3AuthMode, load_settings
 from gateway.lifespan import Started
+from gateway.listener import bind_listener
 from gateway.simulator import (
     SIM_AUDIENCE,
     SIM_CLIENT_ID,
@@ -110,7 +111,7 @@ async def run_demo(
 ) -> None:
     # Bound before anything starts, so a busy port is one clear line, not a traceback.
     try:
-        listener = socket.create_server((host, port))
+        listener = bind_listener(host, port)
     except OSError as exc:
         reason = "in use" if exc.errno == errno.EADDRINUSE else "unavailable"
         raise DemoError(f"{host}:{port} is {reason}; pick another with --port") from None

@@ -17,6 +17,7 @@ import uvicorn
 from gateway.config import Settings
 from gateway.demo import demo_settings
 from gateway.lifespan import Started
+from gateway.listener import bind_listener
 from gateway.simulator import RunningSimulator, Simulator
 from gateway.web import create_app
 
@@ -101,7 +102,7 @@ async def serve_app(app: Any, sock: socket.socket | None = None) -> AsyncIterato
     The socket is bound (port 0) and listening before uvicorn starts, and the URL is
     handed out once the app's lifespan startup has completed: nothing is polled.
     """
-    listener = sock if sock is not None else socket.create_server(("127.0.0.1", 0))
+    listener = sock if sock is not None else bind_listener("127.0.0.1", 0)
     started = Started(app)
     server = PromptServer(uvicorn.Config(started, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[listener]))
@@ -140,7 +141,7 @@ async def run_gateway(
     with contextlib.ExitStack() as stack:
         sock = None
         if public:
-            sock = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+            sock = stack.enter_context(bind_listener("127.0.0.1", 0))
             overrides.setdefault("public_url", f"http://127.0.0.1:{sock.getsockname()[1]}")
         settings = settings_for(running_sim, **overrides)
         app = create_app(settings, grpc=grpc)
