@@ -96,6 +96,7 @@ async def open_runtime(
                 ttl_s=settings.cache_ttl_s,
                 max_local_entries=settings.cache_max_entries,
                 stale_s=settings.cache_stale_s,
+                lock_s=settings.upstream_timeout_s,
                 timer=clock,
             )
             stack.push_async_callback(cache.aclose)

@@ -12,6 +12,9 @@ With Redis away, `publish` hands the event to this replica's subscribers directl
 other replicas cannot hear it; their pages age out with the TTL), and the listener
 reconnects with the link's backoff. After a reconnect the in-process page layer is emptied:
 drops may have been missed meanwhile.
+
+The same listener hears the page cache's lock releases (`SharedPageCache.fill_channel`),
+published only when another replica waits for that page.
 """
 
 from __future__ import annotations
@@ -115,7 +118,10 @@ class RedisEventBus:
         while True:
             try:
                 async with self.link.client.pubsub() as pubsub:
-                    await pubsub.subscribe(self.channel)
+                    channels = [self.channel]
+                    if self.cache is not None:
+                        channels.append(self.cache.fill_channel)
+                    await pubsub.subscribe(*channels)
                     if lost and self.cache is not None:
                         self.cache.clear()  # events may have passed while unsubscribed
                     self.link.succeeded()
@@ -125,12 +131,18 @@ class RedisEventBus:
                             ignore_subscribe_messages=True, timeout=_POLL_S
                         )
                         if message is not None and message.get("type") == "message":
-                            self._deliver(message["data"])
+                            self._heard(message["channel"], message["data"])
             except (RedisError, OSError, TimeoutError) as exc:
                 self.listening.clear()
                 lost = True
                 self.link.failed(exc)
                 await asyncio.sleep(self.link.backoff_s)
+
+    def _heard(self, channel: bytes, data: bytes) -> None:
+        if self.cache is not None and channel == self.cache.fill_channel.encode():
+            self.cache.filled(data)  # a page's lock was let go: its waiters look again
+        else:
+            self._deliver(data)
 
     def _deliver(self, data: bytes) -> None:
         try:

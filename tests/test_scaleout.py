@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from redis_harness import RunningRedis
 
 from gateway.redis_link import RedisLink
@@ -213,6 +214,73 @@ async def test_without_redis_requests_succeed_degraded_and_sharing_resumes(
         assert one.calls("v3", "classified_statuses") == 3  # shared again
         ready = await two.client.get("/readyz")
         assert ready.json()["redis"] == "ok"
+
+
+async def test_concurrent_misses_on_two_replicas_read_v3_once(
+    simulator: RunningSimulator, redis_server: RunningRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with replicas(simulator, redis_server, cache_ttl_s=30) as (one, two):
+        classified_id = classified_of(one, position=5)
+        reading, go_on = asyncio.Event(), asyncio.Event()
+
+        async def held(seconds: float) -> None:
+            reading.set()
+            await go_on.wait()
+
+        # Every V3 answer waits in `hang` until the test lets it go.
+        monkeypatch.setattr(one.sim.state, "hang", held)
+        one.sim.state.set_latency("v3", 1)
+        async with redis_server.client() as watcher:
+            # Keyspace events say when replica 2 marks that it waits for the page.
+            await watcher.config_set("notify-keyspace-events", "K$")
+            async with watcher.pubsub() as marks:
+                await marks.psubscribe("__keyspace@0__:gateway:v3wait:*")
+                first = asyncio.create_task(latest(one, classified_id))
+                await reading.wait()  # replica 1 holds the page's lock and reads V3
+                second = asyncio.create_task(latest(two, classified_id))
+                async for message in marks.listen():
+                    if message["type"] == "pmessage":
+                        break
+                go_on.set()
+                answers = await asyncio.gather(first, second)
+        assert answers[0] == answers[1]
+        assert one.calls("v3", "classified_statuses") == 1
+        assert cache_of(one).shared.lock_wins == 1
+        waiter = cache_of(two).shared
+        # Woken by replica 1's release, not by the end of its wait.
+        assert (waiter.lock_waits, waiter.lock_woken, waiter.lock_timeouts) == (1, 1, 0)
+        assert waiter.hits == 1
+        metrics = (await two.client.get("/metrics")).text
+        assert 'gateway_shared_cache_events_total{event="lock_waits"} 1.0' in metrics
+
+
+async def test_a_waiter_whose_lock_holder_never_stores_reads_v3_itself(
+    simulator: RunningSimulator, redis_server: RunningRedis
+) -> None:
+    # Half of the 1 s operation deadline is spent waiting, the other half is for V3.
+    async with replicas(simulator, redis_server, cache_ttl_s=30, upstream_timeout_s=1.0) as (
+        one,
+        two,
+    ):
+        classified_id = classified_of(one, position=6)
+        first = await latest(one, classified_id)
+        reads = one.calls("v3", "classified_statuses")
+        async with redis_server.client() as client:
+            names = [
+                n.decode() async for n in client.scan_iter(f"gateway:v3page:{classified_id}:*")
+            ]
+            assert names
+            # A holder that took each page's lock for a minute and died: its pages never come.
+            for name in names:
+                await client.delete(name)
+                await client.set(cache_of(two).lock_names(name)[0], b"gone", px=60_000)
+            assert await latest(two, classified_id) == first
+            for name in names:
+                assert await client.get(cache_of(two).lock_names(name)[0]) == b"gone"
+        assert one.calls("v3", "classified_statuses") == 2 * reads
+        waiter = cache_of(two).shared
+        assert waiter.lock_waits == waiter.lock_timeouts == len(names)
+        assert waiter.lock_woken == 0
 
 
 async def test_without_a_redis_url_readyz_says_redis_is_off(gateway: RunningGateway) -> None:
