@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 
+from starlette.routing import Mount
+
 from gateway.demo import board_refs
-from gateway.frontend import STATIC_DIR, VENDOR
+from gateway.frontend import MIN_COMPRESSED_BYTES, STATIC_DIR, VENDOR, CompressedStatic
 from gateway.simulator import RunningSimulator
 
 from gateway_harness import RunningGateway, run_gateway
@@ -53,13 +55,42 @@ async def test_board_page_and_its_modules_are_served(simulator: RunningSimulator
     assert {"board-view.js", "graphql.js", "refs.js", "token.js"} <= set(modules)
 
 
+def static_app(gateway: RunningGateway) -> CompressedStatic:
+    [mount] = [r for r in gateway.app.routes if isinstance(r, Mount) and r.name == "static"]
+    assert isinstance(mount.app, CompressedStatic)
+    return mount.app
+
+
 async def test_revalidation_and_compression_of_static_files(gateway: RunningGateway) -> None:
     url = f"/static/vendor/{VENDOR['graphiql']}/graphiql.min.js"
-    first = await gateway.client.get(url, headers={"Accept-Encoding": "gzip"})
-    assert first.headers["content-encoding"] == "gzip"
-    again = await gateway.client.get(url, headers={"If-None-Match": first.headers["etag"]})
+    on_disk = (VENDOR_DIR / VENDOR["graphiql"] / "graphiql.min.js").read_bytes()
+    gzip_ok = {"Accept-Encoding": "gzip"}
+    first, second = [await gateway.client.get(url, headers=gzip_ok) for _ in range(2)]
+    for response in (first, second):
+        assert response.headers["content-encoding"] == "gzip"
+        assert response.headers["vary"] == "Accept-Encoding"
+        assert response.content == on_disk  # httpx has decoded it
+        assert response.num_bytes_downloaded < len(on_disk) / 3
+    assert static_app(gateway).compressions == 1, "compressed once, then served from memory"
+    assert first.headers["etag"].startswith('W/"')
+    again = await gateway.client.get(
+        url, headers={"If-None-Match": first.headers["etag"], **gzip_ok}
+    )
     assert again.status_code == 304
+    plain = await gateway.client.get(url, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    assert int(plain.headers["content-length"]) == len(on_disk)
+    part = await gateway.client.get(url, headers={"Range": "bytes=0-99", **gzip_ok})
+    assert (part.status_code, part.content) == (206, on_disk[:100])
     assert (await gateway.client.get("/static/vendor/nothing@1.0.0/x.js")).status_code == 404
+
+
+async def test_small_static_files_are_sent_as_they_are(gateway: RunningGateway) -> None:
+    small = (STATIC_DIR / "app" / "token.js").read_bytes()
+    assert len(small) < MIN_COMPRESSED_BYTES
+    response = await gateway.client.get("/static/app/token.js", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in response.headers
+    assert response.content == small
 
 
 def test_vendored_files_match_their_recorded_checksums() -> None:
