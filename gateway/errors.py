@@ -4,6 +4,7 @@
     ├── InternalError         a bug failed one read; logged with its cause, callers see nothing of it
     ├── InvalidInput          the caller's arguments are wrong; fix the request
     ├── Unauthenticated       the caller presented no valid credential
+    ├── Overloaded            the gateway is at capacity (admission); nothing was done, retry later
     ├── NotFound              the named listing, classified or ad does not exist
     │   └── UpstreamNotFound  ... and an upstream said so
     └── UpstreamError         an upstream could not answer as asked
@@ -57,6 +58,19 @@ class Unauthenticated(GatewayError):
     """The caller must present a valid credential."""
 
     code = "UNAUTHENTICATED"
+
+
+class Overloaded(GatewayError):
+    """Refused at admission: the gateway is at capacity. Nothing was executed; retry after
+    `retry_after` seconds (on another replica, if there is one)."""
+
+    code = "OVERLOADED"
+
+    def __init__(self, message: str, *, retry_after: float, reason: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        # Why: "queue_full" (no room to wait) or "queue_timeout" (waited too long).
+        self.reason = reason
 
 
 class NotFound(GatewayError):

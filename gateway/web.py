@@ -19,7 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
-from gateway.admission import Admission
+from gateway.admission import Admission, AdmissionControl
 from gateway.client_auth import ClientTokens
 from gateway.config import Settings
 from gateway.frontend import frontend_routes
@@ -100,6 +100,7 @@ async def _grpc_edge(
     enabled: bool,
     metrics: Metrics,
     tracer: Tracer,
+    admission: AdmissionControl,
 ) -> AsyncIterator[None]:
     if not enabled:
         yield
@@ -111,6 +112,7 @@ async def _grpc_edge(
         grace_s=settings.shutdown_grace_s,
         tokens=ClientTokens(settings.client_tokens),
         telemetry=CallTelemetry(SERVICE_NAME, metrics=metrics, tracer=tracer),
+        admission=admission,
     ) as running:
         app.state.grpc = running
         yield
@@ -144,6 +146,12 @@ def create_app(
     circuit breakers; tests inject one to move time without sleeping.
     """
     metrics = Metrics()
+    admission = AdmissionControl(
+        max_concurrent=settings.max_concurrent_requests,
+        max_queued=settings.max_queued_requests,
+        queue_timeout_s=settings.queue_timeout_s,
+        metrics=metrics,
+    )
     provider = tracer_provider or build_tracer_provider()
     tracer = provider.get_tracer(TRACER_NAME)
     schema = build_schema(
@@ -191,7 +199,13 @@ def create_app(
             lag = asyncio.create_task(watch_loop_lag(metrics, settings.loop_lag_interval_s))
             try:
                 async with _grpc_edge(
-                    app, runtime, settings, enabled=grpc, metrics=metrics, tracer=tracer
+                    app,
+                    runtime,
+                    settings,
+                    enabled=grpc,
+                    metrics=metrics,
+                    tracer=tracer,
+                    admission=admission,
                 ):
                     yield
             finally:
@@ -242,15 +256,11 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.metrics = metrics
+    app.state.admission = admission
     app.state.shutting_down = False
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(
-        Admission,
-        max_concurrent=settings.max_concurrent_requests,
-        max_queued=settings.max_queued_requests,
-        queue_timeout_s=settings.queue_timeout_s,
-        metrics=metrics,
-    )
+    # One budget per process: `/graphql` HTTP requests and unary gRPC calls share it.
+    app.add_middleware(Admission, control=admission)
     # Outermost: refused and oversized requests are traced, counted and logged as well.
     app.add_middleware(RequestTelemetry, metrics=metrics, tracer=tracer)
     # How queries ran (compiled, fallen back to graphql-core, interpreted), for metrics.

@@ -1,4 +1,5 @@
-"""Admission control on /graphql: a burst beyond capacity is refused at once, admitted work completes.
+"""Admission control on /graphql and unary gRPC calls: a burst beyond capacity is refused at
+once, admitted work completes, and both edges draw on one budget.
 
 The admitted requests are held inside the V3 read by a gate the test opens, so "capacity is
 full" is a fact the test sets up, not a race against time.
@@ -9,43 +10,50 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import grpc
 import httpx
+import pytest
 
-from gateway.admission import Admission
+from gateway.admission import AdmissionControl
+from gateway.grpc.generated import listing_status_pb2 as pb
+from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
 from gateway.simulator import RunningSimulator
 from gateway.web import create_app
 
-from gateway_harness import LOOPBACK_TLS, serve_app, settings_for
+from gateway_harness import LOOPBACK_TLS, run_gateway, serve_app, settings_for
 
 QUERY = "query Latest($id: ID!) { listing(ref: {classifiedId: $id}) { classified { latestStatus { status } } } }"
 
 
 class GatedV3:
-    """The real V3 client, but every read waits for `gate` once it has arrived."""
+    """The real V3 client, but every read (or only the first `holds`) waits for `gate` once
+    it has arrived."""
 
-    def __init__(self, real: Any, gate: asyncio.Event, arrivals: int) -> None:
+    def __init__(
+        self, real: Any, gate: asyncio.Event, arrivals: int, holds: int | None = None
+    ) -> None:
         self.real = real
         self.gate = gate
         self.arrived = 0
         self.all_arrived = asyncio.Event()
         self.expected = arrivals
+        self.holds = holds
 
     async def classified_statuses(self, *args: Any, **kwargs: Any) -> Any:
         self.arrived += 1
         if self.arrived >= self.expected:
             self.all_arrived.set()
-        await self.gate.wait()
+        if self.holds is None or self.arrived <= self.holds:
+            await self.gate.wait()
         return await self.real.classified_statuses(*args, **kwargs)
 
     async def media_statuses(self, *args: Any, **kwargs: Any) -> Any:
         return await self.real.media_statuses(*args, **kwargs)
 
 
-def admission_of(app: Any) -> Admission:
-    layer = app.middleware_stack
-    while not isinstance(layer, Admission):
-        layer = layer.app
-    return layer
+def admission_of(app: Any) -> AdmissionControl:
+    control: AdmissionControl = app.state.admission
+    return control
 
 
 async def test_a_burst_beyond_capacity_gets_503_and_admitted_requests_succeed(
@@ -129,3 +137,55 @@ async def test_a_queued_request_gives_up_after_the_queue_timeout(
         assert (await held).status_code == 200
         metrics = (await client.get("/metrics")).text
         assert 'gateway_admission_refused_total{reason="queue_timeout"} 1.0' in metrics
+
+
+async def test_unary_grpc_calls_share_the_http_budget_and_watch_streams_take_no_turn(
+    simulator: RunningSimulator,
+) -> None:
+    async with run_gateway(
+        simulator, grpc=True, max_concurrent_requests=1, max_queued_requests=0, queue_timeout_s=30
+    ) as gw:
+        first, second = gw.sim.data.tenants["agency-1"][:2]
+        gate = asyncio.Event()
+        service = gw.app.state.runtime.service
+        # Only the first read is held: a call let through by mistake would answer, not hang.
+        gated = GatedV3(service.v3, gate, arrivals=1, holds=1)
+        service.v3 = gated
+
+        def get(classified_id: str) -> pb.GetListingRequest:
+            request = pb.GetListingRequest(ref=pb.ListingRef(classified_id=classified_id))
+            request.read_mask.paths.append("classified.latest_status")
+            return request
+
+        async with grpc.aio.insecure_channel(gw.grpc_address) as channel:
+            stub = pb_grpc.ListingStatusServiceStub(channel)
+            # An open watch stream is long-lived: it is not admitted, so it holds no turn.
+            watch = stub.WatchClassifiedStatus(pb.WatchRequest())
+            await watch.initial_metadata()
+            held = asyncio.ensure_future(stub.GetListing(get(first)))
+            await gated.all_arrived.wait()  # the only turn is taken, inside the upstream read
+
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetListing(get(second))
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert refused.value.details() == "The gateway is at capacity; retry shortly."
+            trailers = dict(refused.value.trailing_metadata() or ())
+            assert trailers["gateway-code"] == "OVERLOADED"
+            assert trailers["gateway-retry-after"] == "30"
+            # The same budget: HTTP is refused while a gRPC call holds the turn.
+            http = await gw.client.post(
+                "/graphql", json={"query": QUERY, "variables": {"id": second}}
+            )
+            assert http.status_code == 503
+            assert gated.arrived == 1  # neither refused request reached an upstream
+
+            gate.set()
+            listing = await held
+            assert listing.classified.latest_status.raw_status
+            watch.cancel()
+        metrics = (await gw.client.get("/metrics")).text
+        assert 'gateway_requests_total{operation="grpc.GetListing",outcome="overloaded"} 1.0' in (
+            metrics
+        )
+        assert 'gateway_requests_total{operation="grpc.GetListing",outcome="ok"} 1.0' in metrics
+        assert 'gateway_admission_refused_total{reason="queue_full"} 2.0' in metrics

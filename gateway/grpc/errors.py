@@ -2,6 +2,7 @@
 
     InvalidInput                      -> INVALID_ARGUMENT   (no upstream was called)
     Unauthenticated                   -> UNAUTHENTICATED
+    Overloaded (admission)            -> RESOURCE_EXHAUSTED (retry after `gateway-retry-after` s)
     NotFound, UpstreamNotFound        -> NOT_FOUND
     UpstreamRejected 401/403          -> UNAUTHENTICATED    (the credentials were refused)
     UpstreamRejected, other           -> FAILED_PRECONDITION (retrying unchanged will not help)
@@ -11,7 +12,8 @@
 
 Handlers are looked up along the exception's MRO, so a subclass needs no entry of its own.
 The details are the error's caller-safe message; trailing metadata `gateway-code` carries
-the GraphQL `extensions.code` and `gateway-upstream` the upstream, when there was one.
+the GraphQL `extensions.code` and `gateway-upstream` the upstream, when there was one;
+a refusal at admission adds `gateway-retry-after` (whole seconds, HTTP's `Retry-After`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import asyncio
 import functools
 import inspect
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 
@@ -29,6 +32,7 @@ from gateway.errors import (
     GatewayError,
     InvalidInput,
     NotFound,
+    Overloaded,
     Unauthenticated,
     UpstreamError,
     UpstreamNotFound,
@@ -40,6 +44,7 @@ log = logging.getLogger("gateway.grpc")
 _CODES: dict[type[GatewayError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotFound: grpc.StatusCode.NOT_FOUND,
     # Listed: along its MRO UpstreamError comes before NotFound.
     UpstreamNotFound: grpc.StatusCode.NOT_FOUND,
@@ -61,11 +66,13 @@ def status_of(error: GatewayError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError) -> None:
-    """End the call with `error`'s status; never returns."""
+async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError) -> NoReturn:
+    """End the call with `error`'s status."""
     metadata: list[tuple[str, str]] = [("gateway-code", error.code)]
     if error.upstream is not None:
         metadata.append(("gateway-upstream", error.upstream))
+    if isinstance(error, Overloaded):
+        metadata.append(("gateway-retry-after", str(math.ceil(error.retry_after))))
     context.set_trailing_metadata(tuple(metadata))
     await context.abort(status_of(error), error.message)
 

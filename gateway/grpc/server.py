@@ -23,7 +23,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.admission import AdmissionControl
 from gateway.client_auth import ClientTokens
+from gateway.grpc.admission import AdmissionGate
 from gateway.grpc.auth import ClientTokenGuard
 from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
@@ -75,13 +77,20 @@ async def serve_grpc(
     grace_s: float,
     tokens: ClientTokens | None = None,
     telemetry: grpc.aio.ServerInterceptor | None = None,  # type: ignore[type-arg]
+    admission: AdmissionControl | None = None,
 ) -> AsyncIterator[RunningGrpc]:
     """Serve gRPC on `host:port` (0: any free port) for the lifetime of the block; with
     `tokens` that are required, the listing service asks callers for one; `telemetry`
-    (outermost, so it sees refusals too) observes each call."""
-    guard = ClientTokenGuard(tokens or ClientTokens(()), SERVICE_NAME)
+    (outermost, so it sees refusals too) observes each call; unary calls take their turn
+    from `admission` (the HTTP edge's budget) before anything else, as on `/graphql`."""
+    interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
+    if telemetry is not None:
+        interceptors.append(telemetry)
+    if admission is not None:
+        interceptors.append(AdmissionGate(admission, SERVICE_NAME))
+    interceptors.append(ClientTokenGuard(tokens or ClientTokens(()), SERVICE_NAME))
     server = grpc.aio.server(
-        interceptors=[guard] if telemetry is None else [telemetry, guard],
+        interceptors=interceptors,
         # Without SO_REUSEPORT a second gateway on the same port fails instead of sharing it.
         options=[("grpc.so_reuseport", 0)],
     )

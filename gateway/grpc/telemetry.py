@@ -5,7 +5,7 @@ Each call to `listing.v1.ListingStatusService` continues the caller's W3C trace 
 made for it are counted), and at the end writes `gateway_requests_total` and the latency
 histogram under the operation `grpc.<Method>` and one access-log line. The outcome is `ok`,
 `partial` (a listing came back with per-source errors), `rejected` (refused arguments or
-credentials, or an unknown listing) or `error`. Health and reflection pass untouched.
+credentials, or an unknown listing), `overloaded` (refused at admission) or `error`. Health and reflection pass untouched.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ class _Observed:
             code = grpc.StatusCode.CANCELLED
         elif exc is not None and code is None:
             code = grpc.StatusCode.UNKNOWN
-        if code is not None and code != grpc.StatusCode.OK:
+        # An outcome a refusal set itself (admission: `overloaded`) is kept.
+        if code is not None and code != grpc.StatusCode.OK and record.outcome in ("ok", "partial"):
             record.outcome = "rejected" if code in _REJECTED else "error"
         seconds = time.perf_counter() - self.started
         span = trace.get_current_span()

@@ -113,14 +113,19 @@ class Metrics:
             registry=r,
         )
         self.admission_in_flight = Gauge(
-            "gateway_admission_in_flight", "GraphQL requests admitted and running.", registry=r
+            "gateway_admission_in_flight",
+            "GraphQL HTTP requests and unary gRPC calls admitted and running.",
+            registry=r,
         )
         self.admission_queued = Gauge(
-            "gateway_admission_queue_depth", "GraphQL requests waiting for admission.", registry=r
+            "gateway_admission_queue_depth",
+            "GraphQL HTTP requests and unary gRPC calls waiting for admission.",
+            registry=r,
         )
         self.admission_refused = Counter(
             "gateway_admission_refused",
-            "GraphQL requests answered 503 OVERLOADED, by why (queue_full, queue_timeout).",
+            "Requests refused at admission (HTTP 503 / gRPC RESOURCE_EXHAUSTED), by why "
+            "(queue_full, queue_timeout).",
             ["reason"],
             registry=r,
         )

@@ -30,8 +30,11 @@ class ListingStatusServiceStub:
 
     Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens; no upstream was
     called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
-    safe to retry), UNAUTHENTICATED (missing or refused credentials). A listing whose
-    sources partly failed is still returned, with one `SourceError` per failure.
+    safe to retry), UNAUTHENTICATED (missing or refused credentials), RESOURCE_EXHAUSTED
+    (unary calls only: the gateway is at capacity; retry after the `gateway-retry-after`
+    trailing metadata, in seconds). Trailing metadata `gateway-code` carries the GraphQL
+    error code. A listing whose sources partly failed is still returned, with one
+    `SourceError` per failure.
     """
 
     def __init__(self, channel):
@@ -67,8 +70,11 @@ class ListingStatusServiceServicer:
 
     Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens; no upstream was
     called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
-    safe to retry), UNAUTHENTICATED (missing or refused credentials). A listing whose
-    sources partly failed is still returned, with one `SourceError` per failure.
+    safe to retry), UNAUTHENTICATED (missing or refused credentials), RESOURCE_EXHAUSTED
+    (unary calls only: the gateway is at capacity; retry after the `gateway-retry-after`
+    trailing metadata, in seconds). Trailing metadata `gateway-code` carries the GraphQL
+    error code. A listing whose sources partly failed is still returned, with one
+    `SourceError` per failure.
     """
 
     def GetListing(self, request, context):
@@ -136,8 +142,11 @@ class ListingStatusService:
 
     Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens; no upstream was
     called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
-    safe to retry), UNAUTHENTICATED (missing or refused credentials). A listing whose
-    sources partly failed is still returned, with one `SourceError` per failure.
+    safe to retry), UNAUTHENTICATED (missing or refused credentials), RESOURCE_EXHAUSTED
+    (unary calls only: the gateway is at capacity; retry after the `gateway-retry-after`
+    trailing metadata, in seconds). Trailing metadata `gateway-code` carries the GraphQL
+    error code. A listing whose sources partly failed is still returned, with one
+    `SourceError` per failure.
     """
 
     @staticmethod

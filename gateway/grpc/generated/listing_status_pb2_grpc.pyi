@@ -36,8 +36,11 @@ class ListingStatusServiceStub:
 
     Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens; no upstream was
     called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
-    safe to retry), UNAUTHENTICATED (missing or refused credentials). A listing whose
-    sources partly failed is still returned, with one `SourceError` per failure.
+    safe to retry), UNAUTHENTICATED (missing or refused credentials), RESOURCE_EXHAUSTED
+    (unary calls only: the gateway is at capacity; retry after the `gateway-retry-after`
+    trailing metadata, in seconds). Trailing metadata `gateway-code` carries the GraphQL
+    error code. A listing whose sources partly failed is still returned, with one
+    `SourceError` per failure.
     """
 
     @_typing.overload
@@ -61,8 +64,11 @@ class ListingStatusServiceAsyncStub(ListingStatusServiceStub):
 
     Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens; no upstream was
     called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
-    safe to retry), UNAUTHENTICATED (missing or refused credentials). A listing whose
-    sources partly failed is still returned, with one `SourceError` per failure.
+    safe to retry), UNAUTHENTICATED (missing or refused credentials), RESOURCE_EXHAUSTED
+    (unary calls only: the gateway is at capacity; retry after the `gateway-retry-after`
+    trailing metadata, in seconds). Trailing metadata `gateway-code` carries the GraphQL
+    error code. A listing whose sources partly failed is still returned, with one
+    `SourceError` per failure.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -82,8 +88,11 @@ class ListingStatusServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens; no upstream was
     called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
-    safe to retry), UNAUTHENTICATED (missing or refused credentials). A listing whose
-    sources partly failed is still returned, with one `SourceError` per failure.
+    safe to retry), UNAUTHENTICATED (missing or refused credentials), RESOURCE_EXHAUSTED
+    (unary calls only: the gateway is at capacity; retry after the `gateway-retry-after`
+    trailing metadata, in seconds). Trailing metadata `gateway-code` carries the GraphQL
+    error code. A listing whose sources partly failed is still returned, with one
+    `SourceError` per failure.
     """
 
     @_abc_1.abstractmethod
