@@ -3,6 +3,7 @@
     GatewayError
     ├── InternalError         a bug failed one read; logged with its cause, callers see nothing of it
     ├── InvalidInput          the caller's arguments are wrong; fix the request
+    │   └── TooCostly         ... the request could make more upstream reads than allowed
     ├── Unauthenticated       the caller presented no valid credential
     ├── Overloaded            the gateway is at capacity (admission); nothing was done, retry later
     ├── NotFound              the named listing, classified or ad does not exist
@@ -52,6 +53,18 @@ class InvalidInput(GatewayError):
     """The caller's arguments are invalid; retrying the same request will fail again."""
 
     code = "BAD_USER_INPUT"
+
+
+class TooCostly(InvalidInput):
+    """The request could make more upstream reads than `GATEWAY_MAX_UPSTREAM_COST` allows
+    (`gateway.plan_cost`); refused before any upstream call. Ask less per request."""
+
+    code = "QUERY_TOO_COMPLEX"
+
+    def __init__(self, message: str, *, cost: int, limit: int) -> None:
+        super().__init__(message)
+        self.cost = cost
+        self.limit = limit
 
 
 class Unauthenticated(GatewayError):

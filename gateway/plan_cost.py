@@ -14,7 +14,8 @@ is an upper bound of the reads `ListingRequest.listings` may plan, ignoring the 
 - each media asked of a classified costs the same way: its whole history (latest status,
   a keyset cursor or two fresh pages) at the page cap, else 1 per page.
 
-A test checks the bound against the reads the simulator actually sees.
+A test checks the bound against the reads the simulator actually sees. `check_cost` is the
+one refusal of a request over `GATEWAY_MAX_UPSTREAM_COST`, whichever edge it came in by.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gateway.cursors import KeysetCursor
+from gateway.errors import TooCostly
 from gateway.histories import MAX_HISTORY_PAGES
 from gateway.models import LegacyAdKey, ListingRef
 from gateway.selection import ClassifiedSelection, ListingSelection, MediaSelection, PageArgs
@@ -69,3 +71,13 @@ def read_cost(
         selection.classified, unified=selection.unified, refresh=refresh
     )
     return len(legacy) + len(classifieds) * per_classified
+
+
+def check_cost(cost: int, limit: int) -> None:
+    """`TooCostly` when a request estimated at `cost` upstream reads exceeds `limit`."""
+    if cost > limit:
+        raise TooCostly(
+            f"this request could make up to {cost} upstream reads; the limit is {limit}",
+            cost=cost,
+            limit=limit,
+        )

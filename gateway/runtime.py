@@ -113,6 +113,7 @@ async def open_runtime(
             cache=cache,
             tenant_of=upstreams.v3.tenant,
             max_listings=settings.max_listings,
+            max_upstream_cost=settings.max_upstream_cost,
         )
         local = LocalEventBus(max_queue=settings.event_queue_size)
         events: EventBus = local

@@ -36,6 +36,7 @@ from gateway.models import (
     StatusPage,
     StatusSlice,
 )
+from gateway.plan_cost import check_cost, read_cost
 from gateway.selection import ClassifiedSelection, ListingSelection, MediaSelection, PageArgs
 from gateway.state import latest_item, legacy_portal_states, overall_state, v3_portal_states
 
@@ -141,12 +142,17 @@ class ListingService:
         cache: PageCache[Any],
         tenant_of: Callable[[Caller], str],
         max_listings: int,
+        max_upstream_cost: int | None = None,
     ) -> None:
         self.v3 = v3
         self.legacy = legacy
         self.cache = cache
         self.tenant_of = tenant_of
         self.max_listings = max_listings
+        # The most upstream reads one call of `listings` may plan (None: no bound). The
+        # GraphQL edge holds a whole operation's sum against it before execution; gRPC
+        # calls are priced here, with the same estimate (`gateway.plan_cost`).
+        self.max_upstream_cost = max_upstream_cost
         self.histories = HistoryMemo()
 
     def request(self, caller: Caller) -> ListingRequest:
@@ -194,6 +200,8 @@ class ListingRequest:
         for page in _pages_of(selection):
             check_page_args(page.first, page.after)
             check_status_filter(page.statuses)
+        if self.service.max_upstream_cost is not None:
+            check_cost(read_cost(refs, selection, refresh=refresh), self.service.max_upstream_cost)
         return list(await asyncio.gather(*(self._listing(ref, selection, refresh) for ref in refs)))
 
     async def classified_statuses(

@@ -6,9 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import grpc
 import pytest
 
 from gateway.cursors import KeysetCursor, encode_cursor
+from gateway.grpc.generated import listing_status_pb2 as pb
+from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
 from gateway.histories import MAX_HISTORY_PAGES
 from gateway.models import LegacyAdKey, ListingRef
 from gateway.plan_cost import read_cost
@@ -152,6 +155,41 @@ async def test_the_estimate_bounds_the_reads_actually_made(simulator: RunningSim
             gw.sim.state.reset_counters()
             await gw.query(query, {"refs": refs})
             assert 0 < upstream_calls(gw) <= estimate, query
+
+
+async def test_a_grpc_call_over_the_upstream_budget_is_refused_as_graphql_is(
+    simulator: RunningSimulator,
+) -> None:
+    async with run_gateway(simulator, grpc=True, max_upstream_cost=120) as gw:
+        listings = agency_listings(gw, 3)
+        refs = [
+            pb.ListingRef(
+                classified_id=li.classified_id,
+                legacy=pb.LegacyAdRef(user_id=li.user_id, ad_id=li.ad_id),
+            )
+            for li in listings
+        ]
+        gw.sim.state.reset_counters()
+        async with grpc.aio.insecure_channel(gw.grpc_address) as channel:
+            stub = pb_grpc.ListingStatusServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                # An empty read mask asks for everything: the unified state reads histories.
+                await stub.BatchGetListings(pb.BatchGetListingsRequest(refs=refs))
+            assert upstream_calls(gw) == 0
+            cheap = pb.BatchGetListingsRequest(refs=refs)
+            cheap.read_mask.paths.append("classified.latest_status")
+            answered = await stub.BatchGetListings(cheap)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        trailers = dict(refused.value.trailing_metadata() or ())
+        cost = 3 * (1 + MAX_HISTORY_PAGES)
+        assert trailers == {
+            "gateway-code": "QUERY_TOO_COMPLEX",
+            "gateway-cost": str(cost),
+            "gateway-limit": "120",
+        }
+        graphql = await gw.query(UNIFIED, {"refs": [ref_of(li) for li in listings]})
+        assert refused.value.details() == graphql["errors"][0]["message"]
+        assert all(listing.classified.latest_status.raw_status for listing in answered.listings)
 
 
 async def test_introspection_can_be_switched_off(simulator: RunningSimulator) -> None:

@@ -27,13 +27,13 @@ from graphql.execution.values import VariableValues, get_argument_values
 from strawberry.extensions import SchemaExtension
 
 from gateway import ids
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, TooCostly
 from gateway.graphql.errors import QUERY_TOO_COMPLEX
 from gateway.graphql.inputs import ref_from_arguments
 from gateway.graphql.selections import fields_of, listing_selection
 from gateway.graphql.variables import coerce_variables
 from gateway.models import ListingRef
-from gateway.plan_cost import read_cost
+from gateway.plan_cost import check_cost, read_cost
 
 
 def _refs(name: str, args: dict[str, Any]) -> list[ListingRef] | None:
@@ -100,15 +100,10 @@ def cost_errors(
                 limit=max_root_fields,
             )
         ]
-    if cost > max_cost:
-        return [
-            _too_complex(
-                f"this query could make up to {cost} upstream reads; the limit is {max_cost}",
-                operation,
-                cost=cost,
-                limit=max_cost,
-            )
-        ]
+    try:
+        check_cost(cost, max_cost)
+    except TooCostly as refused:
+        return [_too_complex(refused.message, operation, cost=refused.cost, limit=refused.limit)]
     return []
 
 

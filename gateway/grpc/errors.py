@@ -1,6 +1,7 @@
 """The gRPC edge's one translation of errors into status codes.
 
     InvalidInput                      -> INVALID_ARGUMENT   (no upstream was called)
+      TooCostly (upstream-cost budget)   ... with `gateway-cost` and `gateway-limit`
     Unauthenticated                   -> UNAUTHENTICATED
     Overloaded (admission)            -> RESOURCE_EXHAUSTED (retry after `gateway-retry-after` s)
     NotFound, UpstreamNotFound        -> NOT_FOUND
@@ -13,7 +14,11 @@
 Handlers are looked up along the exception's MRO, so a subclass needs no entry of its own.
 The details are the error's caller-safe message; trailing metadata `gateway-code` carries
 the GraphQL `extensions.code` and `gateway-upstream` the upstream, when there was one;
-a refusal at admission adds `gateway-retry-after` (whole seconds, HTTP's `Retry-After`).
+a refusal at admission adds `gateway-retry-after` (whole seconds, HTTP's `Retry-After`),
+a request over the upstream-cost budget `gateway-cost` and `gateway-limit` (GraphQL's
+`extensions.cost` / `extensions.limit`). A request too costly is INVALID_ARGUMENT, not
+RESOURCE_EXHAUSTED: it is refused whatever the gateway's load, and retrying it unchanged
+fails again (RESOURCE_EXHAUSTED tells a caller to back off and retry, as admission does).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from gateway.errors import (
     InvalidInput,
     NotFound,
     Overloaded,
+    TooCostly,
     Unauthenticated,
     UpstreamError,
     UpstreamNotFound,
@@ -73,6 +79,8 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
         metadata.append(("gateway-upstream", error.upstream))
     if isinstance(error, Overloaded):
         metadata.append(("gateway-retry-after", str(math.ceil(error.retry_after))))
+    if isinstance(error, TooCostly):
+        metadata += [("gateway-cost", str(error.cost)), ("gateway-limit", str(error.limit))]
     context.set_trailing_metadata(tuple(metadata))
     await context.abort(status_of(error), error.message)
 

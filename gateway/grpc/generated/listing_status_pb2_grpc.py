@@ -28,8 +28,9 @@ if _version_not_supported:
 class ListingStatusServiceStub:
     """Reads listing status across the Classifieds V3 and legacy portal APIs.
 
-    Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens; no upstream was
-    called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
+    Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens, or more upstream
+    reads than GATEWAY_MAX_UPSTREAM_COST allows, with `gateway-cost`/`gateway-limit` trailing
+    metadata; no upstream was called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
     safe to retry), UNAUTHENTICATED (missing or refused credentials), RESOURCE_EXHAUSTED
     (unary calls only: the gateway is at capacity; retry after the `gateway-retry-after`
     trailing metadata, in seconds). Trailing metadata `gateway-code` carries the GraphQL
@@ -68,8 +69,9 @@ class ListingStatusServiceStub:
 class ListingStatusServiceServicer:
     """Reads listing status across the Classifieds V3 and legacy portal APIs.
 
-    Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens; no upstream was
-    called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
+    Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens, or more upstream
+    reads than GATEWAY_MAX_UPSTREAM_COST allows, with `gateway-cost`/`gateway-limit` trailing
+    metadata; no upstream was called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
     safe to retry), UNAUTHENTICATED (missing or refused credentials), RESOURCE_EXHAUSTED
     (unary calls only: the gateway is at capacity; retry after the `gateway-retry-after`
     trailing metadata, in seconds). Trailing metadata `gateway-code` carries the GraphQL
@@ -140,8 +142,9 @@ def add_ListingStatusServiceServicer_to_server(servicer, server):
 class ListingStatusService:
     """Reads listing status across the Classifieds V3 and legacy portal APIs.
 
-    Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens; no upstream was
-    called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
+    Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens, or more upstream
+    reads than GATEWAY_MAX_UPSTREAM_COST allows, with `gateway-cost`/`gateway-limit` trailing
+    metadata; no upstream was called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
     safe to retry), UNAUTHENTICATED (missing or refused credentials), RESOURCE_EXHAUSTED
     (unary calls only: the gateway is at capacity; retry after the `gateway-retry-after`
     trailing metadata, in seconds). Trailing metadata `gateway-code` carries the GraphQL

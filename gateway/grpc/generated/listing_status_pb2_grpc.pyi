@@ -34,8 +34,9 @@ GRPC_VERSION: str
 class ListingStatusServiceStub:
     """Reads listing status across the Classifieds V3 and legacy portal APIs.
 
-    Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens; no upstream was
-    called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
+    Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens, or more upstream
+    reads than GATEWAY_MAX_UPSTREAM_COST allows, with `gateway-cost`/`gateway-limit` trailing
+    metadata; no upstream was called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
     safe to retry), UNAUTHENTICATED (missing or refused credentials), RESOURCE_EXHAUSTED
     (unary calls only: the gateway is at capacity; retry after the `gateway-retry-after`
     trailing metadata, in seconds). Trailing metadata `gateway-code` carries the GraphQL
@@ -62,8 +63,9 @@ class ListingStatusServiceStub:
 class ListingStatusServiceAsyncStub(ListingStatusServiceStub):
     """Reads listing status across the Classifieds V3 and legacy portal APIs.
 
-    Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens; no upstream was
-    called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
+    Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens, or more upstream
+    reads than GATEWAY_MAX_UPSTREAM_COST allows, with `gateway-cost`/`gateway-limit` trailing
+    metadata; no upstream was called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
     safe to retry), UNAUTHENTICATED (missing or refused credentials), RESOURCE_EXHAUSTED
     (unary calls only: the gateway is at capacity; retry after the `gateway-retry-after`
     trailing metadata, in seconds). Trailing metadata `gateway-code` carries the GraphQL
@@ -86,8 +88,9 @@ class ListingStatusServiceAsyncStub(ListingStatusServiceStub):
 class ListingStatusServiceServicer(metaclass=_abc_1.ABCMeta):
     """Reads listing status across the Classifieds V3 and legacy portal APIs.
 
-    Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens; no upstream was
-    called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
+    Whole-call failures: INVALID_ARGUMENT (bad refs, page sizes or tokens, or more upstream
+    reads than GATEWAY_MAX_UPSTREAM_COST allows, with `gateway-cost`/`gateway-limit` trailing
+    metadata; no upstream was called), NOT_FOUND (no source knows the listing), UNAVAILABLE (no source could be read;
     safe to retry), UNAUTHENTICATED (missing or refused credentials), RESOURCE_EXHAUSTED
     (unary calls only: the gateway is at capacity; retry after the `gateway-retry-after`
     trailing metadata, in seconds). Trailing metadata `gateway-code` carries the GraphQL
