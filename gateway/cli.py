@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
 from gateway.config import SettingsError, load_settings
 from gateway.listener import bind_listener
@@ -59,36 +57,13 @@ def _proto(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from gateway.observability import configure_logging
-    from gateway.web import create_app
+    from gateway.observability.logs import configure_logging
 
     settings = load_settings()
-    configure_logging(json=True, level=args.log_level.upper())
-    app = create_app(settings, grpc=True)
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            # /readyz answers 503 from the first signal on, while in-flight requests finish.
-            app.state.shutting_down = True
-            if getattr(app.state, "grpc", None) is not None:
-                app.state.grpc.begin_shutdown()  # gRPC health says NOT_SERVING as well
-            super().handle_exit(sig, frame)
-
-    server = Server(
-        uvicorn.Config(
-            app,
-            log_level=args.log_level,
-            lifespan="on",
-            log_config=None,  # the root logger's JSON handler takes uvicorn's records too
-            access_log=False,  # the gateway writes its own line per request
-            timeout_graceful_shutdown=settings.shutdown_grace_s,
-        )
-    )
-    # uvicorn re-raises the signal it stopped for; after a graceful stop, SIGTERM and
-    # Ctrl-C are a normal end of the process (exit status 0), not a kill.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    workers = args.workers if args.workers is not None else settings.workers
+    if workers < 1:
+        print("gateway: --workers must be at least 1", file=sys.stderr)
+        return 2
     # Bound before the banner, so it names the real port (GATEWAY_HTTP_PORT=0 picks a free
     # one) and a client may connect as soon as it reads it.
     try:
@@ -98,10 +73,30 @@ def _serve(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     host, port = listener.getsockname()[:2]
-    print(f"Gateway listening on http://{host}:{port}/graphql", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run(sockets=[listener])
-    return 0
+    if workers == 1:
+        from gateway.serving import serve_on
+
+        print(f"Gateway listening on http://{host}:{port}/graphql", flush=True)
+        configure_logging(json=True, level=args.log_level.upper())
+        serve_on(settings, listener, log_level=args.log_level)
+        return 0
+
+    from gateway.workers import reserve_port, supervise
+
+    # The workers share one gRPC port: chosen here once (GATEWAY_GRPC_PORT=0 too) and held.
+    try:
+        grpc_port = reserve_port(settings.host, settings.grpc_port)
+    except OSError as exc:
+        listener.close()
+        print(f"gateway: cannot listen on {settings.host}:{settings.grpc_port} (gRPC): "
+              f"{exc.strerror}", file=sys.stderr)  # fmt: skip
+        return 2
+    with grpc_port:
+        settings = settings.model_copy(update={"grpc_port": grpc_port.getsockname()[1]})
+        print(f"Gateway listening on http://{host}:{port}/graphql "
+              f"({workers} workers, gRPC on {host}:{settings.grpc_port})", flush=True)  # fmt: skip
+        configure_logging(json=True, level=args.log_level.upper())
+        return supervise(settings, listener, workers=workers, log_level=args.log_level)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -170,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="serve against the real upstreams (GATEWAY_* settings)"
     )
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes sharing the ports (default: GATEWAY_WORKERS, 1)",
+    )
     serve.set_defaults(run=_serve)
 
     simulate = commands.add_parser("simulate", help="the upstream simulator alone")

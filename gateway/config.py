@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     webhook_dedup_window: int = Field(default=10_000, ge=1, le=1_000_000)
 
     host: str = "127.0.0.1"
+    # `gateway serve` worker processes on one machine (README "Several worker processes").
+    workers: int = Field(default=1, ge=1, le=64)
     http_port: int = Field(default=8000, ge=0, le=65535)
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     upstream_timeout_s: float = Field(default=5.0, gt=0, le=300)

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -37,6 +37,7 @@ from gateway.observability import (
     build_tracer_provider,
     watch_loop_lag,
 )
+from gateway.observability.multiprocess import keep_copying
 from gateway.observability.redis import RedisCollector
 from gateway.receiver import receiver_route
 from gateway.runtime import Runtime, open_runtime
@@ -101,6 +102,7 @@ async def _grpc_edge(
     metrics: Metrics,
     tracer: Tracer,
     admission: AdmissionControl,
+    shared_port: bool,
 ) -> AsyncIterator[None]:
     if not enabled:
         yield
@@ -113,6 +115,7 @@ async def _grpc_edge(
         tokens=ClientTokens(settings.client_tokens),
         telemetry=CallTelemetry(SERVICE_NAME, metrics=metrics, tracer=tracer),
         admission=admission,
+        shared_port=shared_port,
     ) as running:
         app.state.grpc = running
         yield
@@ -134,13 +137,15 @@ def create_app(
     settings: Settings,
     *,
     grpc: bool = False,
+    shared_grpc_port: bool = False,
     tracer_provider: TracerProvider | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Starlette:
     """The gateway's ASGI app; upstream sessions open and close with its lifespan.
 
     With `grpc`, the lifespan also serves gRPC on `settings.grpc_port` in the same event
-    loop (`app.state.grpc` is then the `RunningGrpc`, its bound port included). Each app
+    loop (`app.state.grpc` is then the `RunningGrpc`, its bound port included), shared with
+    the other workers of `gateway serve --workers N` when `shared_grpc_port`. Each app
     has its own metrics registry and, unless one is given, its own tracer provider
     (exporting over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set). `clock` drives the
     circuit breakers; tests inject one to move time without sleeping.
@@ -191,12 +196,18 @@ def create_app(
                 callbacks=lambda: runtime.webhooks.stats,
             )
             redis_metrics = RedisCollector(runtime)
-            metrics.registry.register(redis_metrics)
+            metrics.watch(redis_metrics)
             if settings.warm_up:
                 await warm_up(
                     app.state.graphql, runtime.upstreams.v3.credentials, settings.upstream_timeout_s
                 )
             lag = asyncio.create_task(watch_loop_lag(metrics, settings.loop_lag_interval_s))
+            # A worker of several: its scrape-time values reach the others' /metrics too.
+            copying = (
+                asyncio.create_task(keep_copying(metrics.copy_watched))
+                if metrics.shared is not None
+                else None
+            )
             try:
                 async with _grpc_edge(
                     app,
@@ -206,15 +217,18 @@ def create_app(
                     metrics=metrics,
                     tracer=tracer,
                     admission=admission,
+                    shared_port=shared_grpc_port,
                 ):
                     yield
             finally:
                 app.state.shutting_down = True
-                lag.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await lag
+                for task in (lag, copying):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+                metrics.unwatch(redis_metrics)
                 metrics.unwatch_runtime()
-                metrics.registry.unregister(redis_metrics)
         if tracer_provider is None:
             provider.shutdown()
 
@@ -239,7 +253,7 @@ def create_app(
         )
 
     async def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     # Client tokens guard /graphql only: health, metrics and the webhook receiver stay open.
     graphql = ClientAuthGuard(_graphql_view, ClientTokens(settings.client_tokens))

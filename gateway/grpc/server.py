@@ -78,11 +78,14 @@ async def serve_grpc(
     tokens: ClientTokens | None = None,
     telemetry: grpc.aio.ServerInterceptor | None = None,  # type: ignore[type-arg]
     admission: AdmissionControl | None = None,
+    shared_port: bool = False,
 ) -> AsyncIterator[RunningGrpc]:
     """Serve gRPC on `host:port` (0: any free port) for the lifetime of the block; with
     `tokens` that are required, the listing service asks callers for one; `telemetry`
     (outermost, so it sees refusals too) observes each call; unary calls take their turn
-    from `admission` (the HTTP edge's budget) before anything else, as on `/graphql`."""
+    from `admission` (the HTTP edge's budget) before anything else, as on `/graphql`.
+    `shared_port`: the workers of one `gateway serve --workers N` all serve on the port
+    (SO_REUSEPORT, the kernel spreads the connections)."""
     interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
     if telemetry is not None:
         interceptors.append(telemetry)
@@ -92,7 +95,7 @@ async def serve_grpc(
     server = grpc.aio.server(
         interceptors=interceptors,
         # Without SO_REUSEPORT a second gateway on the same port fails instead of sharing it.
-        options=[("grpc.so_reuseport", 0)],
+        options=[("grpc.so_reuseport", 1 if shared_port else 0)],
     )
     servicer = ListingStatusServicer(runtime.service, runtime.events)
     pb_grpc.add_ListingStatusServiceServicer_to_server(servicer, server)

@@ -20,7 +20,8 @@ __all__ = ["ACCESS_LOGGER", "configure_logging", "log_request"]
 
 ACCESS_LOGGER: Final = "gateway.access"
 _TEXT_FORMAT: Final = "%(levelname)s %(name)s: %(message)s"
-_JSON_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# The process id tells apart the workers of `gateway serve --workers N`.
+_JSON_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 
@@ -30,7 +31,10 @@ def configure_logging(*, json: bool, level: int | str = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if json:
         handler.setFormatter(
-            JsonFormatter(_JSON_FORMAT, rename_fields={"levelname": "level", "name": "logger"})
+            JsonFormatter(
+                _JSON_FORMAT,
+                rename_fields={"levelname": "level", "name": "logger", "process": "pid"},
+            )
         )
     else:
         handler.setFormatter(logging.Formatter(_TEXT_FORMAT))

@@ -2,8 +2,9 @@
 
 Each `create_app()` builds its own `Metrics` (its own `CollectorRegistry`), so several apps
 in one process (the tests) never share or double-register series. A process serves its own
-numbers: run several workers or replicas and scrape each one (the README says how); the
-prometheus-client multiprocess mode is not used, as `gateway serve` runs one process.
+numbers, except a worker of `gateway serve --workers N`: there PROMETHEUS_MULTIPROC_DIR is
+set and `/metrics` answers for every worker (`gateway.observability.multiprocess`). Replicas
+are scraped one by one.
 
 Counting happens once per request and once per upstream attempt, never per field. Values the
 gateway already keeps (cache stats, token fetches, unknown upstream values, breaker states,
@@ -13,13 +14,16 @@ calls in flight) are read at scrape time by collectors, so they cost nothing per
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gateway.errors import UpstreamName
+from gateway.observability.multiprocess import SharedExposition
 from gateway.observability.record import current_record
 from gateway.upstreams import UNKNOWN_VALUES, BreakerState, OAuthCredentials, Upstreams
 
@@ -43,6 +47,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # Set by the supervisor for its workers (read by prometheus-client at import too).
+        shared_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self.shared = SharedExposition(shared_dir) if shared_dir else None
         self.requests = Counter(
             "gateway_requests",
             "GraphQL HTTP requests and gRPC calls (grpc.<Method>) by operation and outcome "
@@ -61,6 +68,7 @@ class Metrics:
             "gateway_requests_in_flight",
             "GraphQL HTTP requests and gRPC calls being answered now.",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.upstream_requests = Counter(
             "gateway_upstream_requests",
@@ -105,6 +113,7 @@ class Metrics:
             "gateway_event_loop_lag_seconds",
             "How late the event loop ran the last periodic probe.",
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.loop_lag_seconds = Histogram(
             "gateway_event_loop_lag_seconds_distribution",
@@ -116,11 +125,13 @@ class Metrics:
             "gateway_admission_in_flight",
             "GraphQL HTTP requests and unary gRPC calls admitted and running.",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.admission_queued = Gauge(
             "gateway_admission_queue_depth",
             "GraphQL HTTP requests and unary gRPC calls waiting for admission.",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.admission_refused = Counter(
             "gateway_admission_refused",
@@ -132,6 +143,31 @@ class Metrics:
         self._operations: set[str] = set()
         self._runtime_collector: _RuntimeCollector | None = None
         self._live_collector: _LiveCollector | None = None
+        # Collectors of values read at scrape time (copied for the other workers, if any).
+        self._watched: list[Collector] = []
+
+    def exposition(self) -> bytes:
+        """What `/metrics` answers: this process's registry, or every worker's values."""
+        if self.shared is None:
+            return generate_latest(self.registry)
+        self.copy_watched()
+        return generate_latest(self.shared.registry)
+
+    def copy_watched(self) -> None:
+        """Copy the scrape-time values into the workers' shared values (if there are)."""
+        if self.shared is not None:
+            self.shared.copy(self._watched)
+
+    def watch(self, collector: Collector) -> None:
+        """Serve `collector`'s values, read at scrape time; `unwatch` removes it."""
+        self.registry.register(collector)
+        self._watched.append(collector)
+
+    def unwatch(self, collector: Collector) -> None:
+        if collector in self._watched:
+            self.copy_watched()  # a stopping worker's last counts stay in the sum
+            self._watched.remove(collector)
+            self.registry.unregister(collector)
 
     # --- requests ------------------------------------------------------------------------
 
@@ -176,7 +212,7 @@ class Metrics:
         """Export what the runtime keeps anyway; call `unwatch_runtime()` when it closes."""
         self.unwatch_runtime()
         self._runtime_collector = _RuntimeCollector(upstreams, cache_stats)
-        self.registry.register(self._runtime_collector)
+        self.watch(self._runtime_collector)
 
     def watch_live(
         self,
@@ -186,16 +222,16 @@ class Metrics:
     ) -> None:
         """Export the event bus and webhook counters; `unwatch_runtime()` removes them too."""
         if self._live_collector is not None:
-            self.registry.unregister(self._live_collector)
+            self.unwatch(self._live_collector)
         self._live_collector = _LiveCollector(events, subscribers, callbacks)
-        self.registry.register(self._live_collector)
+        self.watch(self._live_collector)
 
     def unwatch_runtime(self) -> None:
         if self._runtime_collector is not None:
-            self.registry.unregister(self._runtime_collector)
+            self.unwatch(self._runtime_collector)
             self._runtime_collector = None
         if self._live_collector is not None:
-            self.registry.unregister(self._live_collector)
+            self.unwatch(self._live_collector)
             self._live_collector = None
 
 

@@ -1,0 +1,291 @@
+"""`gateway serve --workers 2`: two processes answer on one port, `/metrics` on either adds
+both up, and SIGTERM stops both gracefully, letting a request in flight finish."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+from asyncio.subprocess import PIPE, STDOUT
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.cli import main
+from gateway.simulator import (
+    SIM_AUDIENCE,
+    SIM_CLIENT_ID,
+    SIM_CLIENT_SECRET,
+    SIM_LEGACY_API_KEY,
+    RunningSimulator,
+)
+
+from gateway_harness import LOOPBACK_TLS
+
+GATEWAY = str(Path(sys.executable).parent / "gateway")
+LATEST = """query Latest($id: ID!) {
+  listing(ref: {classifiedId: $id}) { classified { latestStatus { status } } } }"""
+
+Line = dict[str, Any]
+
+
+def readme_command() -> tuple[dict[str, str], list[str]]:
+    """The README's `gateway serve --workers` command: its settings and its argv."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("run more workers behind the same ports")
+    block = re.compile(r"```sh\n(.*?)```", re.S).search(readme, start)
+    assert block is not None
+    words = shlex.split(block.group(1))
+    settings = dict(word.split("=", 1) for word in words if re.match(r"[A-Z_]+=", word))
+    command = [word for word in words if not re.match(r"[A-Z_]+=", word)]
+    assert command[:3] == ["uv", "run", "gateway"], command
+    return settings, [GATEWAY, *command[3:]]
+
+
+class Output:
+    """The gateway's output, read in the background as JSON lines; waits for lines."""
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self.lines: list[Line] = []
+        self.text = ""
+        self._changed = asyncio.Condition()
+        self._task = asyncio.create_task(self._read(stream))
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            self.text += line.decode()
+            async with self._changed:
+                if line.startswith(b"{"):
+                    self.lines.append(json.loads(line))
+                self._changed.notify_all()
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for(self, want: Callable[[Line], bool], count: int = 1) -> list[Line]:
+        """The first `count` lines for which `want` holds, once they have been written."""
+        async with self._changed:
+            while len(found := [line for line in self.lines if want(line)]) < count:
+                if self._task.done():
+                    raise AssertionError(f"output ended, {count} lines wanted:\n{self.text}")
+                await self._changed.wait()
+        return found[:count]
+
+    async def rest(self) -> str:
+        await self._task
+        return self.text
+
+
+def message(text: str) -> Callable[[Line], bool]:
+    return lambda line: str(line.get("message", "")).startswith(text)
+
+
+def serving(line: Line) -> bool:
+    return line.get("logger") == "gateway.workers" and "serving" in line["message"]
+
+
+@contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """Worker `pid` frozen: only the other one can accept connections meanwhile."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def requests_total(text: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "gateway_requests"
+        for sample in family.samples
+        if sample.name == "gateway_requests_total"
+    )
+
+
+async def test_two_workers_answer_together_add_up_metrics_and_stop_gracefully(
+    simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OTEL_"))}
+    env |= {
+        "GATEWAY_V3_URL": simulator.v3_url,
+        "GATEWAY_V3_TOKEN_URL": simulator.token_url,
+        "GATEWAY_V3_CLIENT_ID": SIM_CLIENT_ID,
+        "GATEWAY_V3_CLIENT_SECRET": SIM_CLIENT_SECRET,
+        "GATEWAY_V3_AUDIENCE": SIM_AUDIENCE,
+        "GATEWAY_V3_INTERMEDIARY_ID": "agency-1",
+        "GATEWAY_LEGACY_URL": simulator.legacy_url,
+        "GATEWAY_LEGACY_API_KEY": SIM_LEGACY_API_KEY,
+        "GATEWAY_SHUTDOWN_GRACE_S": "30",
+        "GATEWAY_WARM_UP": "false",
+        "TMPDIR": str(tmp_path),  # where the parent makes the workers' metrics directory
+    }
+    # As the README shows it: ports 0 (gRPC's chosen once by the parent, for both workers).
+    shown, argv = readme_command()
+    assert shown == {"GATEWAY_HTTP_PORT": "0", "GATEWAY_GRPC_PORT": "0"}
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=PIPE, stderr=STDOUT, env=env | shown, cwd=tmp_path
+    )
+    assert process.stdout is not None
+    ids = simulator.sim.data.tenants["agency-1"]
+
+    async def ask(*positions: int) -> list[httpx.Response]:
+        # A client per call: a kept-alive connection would stay with one worker.
+        async with httpx.AsyncClient(verify=LOOPBACK_TLS, base_url=url, timeout=30) as client:
+            return [
+                await client.post("/graphql", json={"query": LATEST, "variables": {"id": ids[p]}})
+                for p in positions
+            ]
+
+    async def scrape() -> str:
+        async with httpx.AsyncClient(verify=LOOPBACK_TLS, base_url=url, timeout=30) as client:
+            return (await client.get("/metrics")).text
+
+    try:
+        banner = (await process.stdout.readline()).decode()
+        found = re.search(r"(http://\S+)/graphql \(2 workers, gRPC on (\S+)\)", banner)
+        assert found is not None, banner
+        url, grpc_address = found.groups()
+        output = Output(process.stdout)
+        started = await output.wait_for(serving, 2)
+        first, second = (line["worker_pid"] for line in started)
+
+        with stopped(first):
+            answers = await ask(1, 2)  # both to the second worker
+        with stopped(second):
+            answers += await ask(3)  # to the first
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert all("errors" not in a.json() for a in answers)
+        # A request's line is written just after it is counted (after its last byte).
+        access = await output.wait_for(lambda line: line.get("logger") == "gateway.access", 3)
+        assert Counter(line["pid"] for line in access) == {second: 2, first: 1}
+        with stopped(second):
+            by_first = await scrape()
+        with stopped(first):
+            by_second = await scrape()
+        # Either worker's /metrics counts the three requests, whoever answered them.
+        assert requests_total(by_first) == requests_total(by_second) == 3
+
+        # A worker that dies is replaced; what it counted still counts.
+        os.kill(first, signal.SIGKILL)
+        number = started[0]["worker"]
+        [died] = await output.wait_for(message(f"worker {number} (pid {first}) died"))
+        assert died["level"] == "ERROR"
+        replaced = (await output.wait_for(serving, 3))[2]
+        assert replaced["worker"] == number
+        assert replaced["worker_pid"] not in (first, second)
+        assert requests_total(await scrape()) == 3
+
+        async with grpc.aio.insecure_channel(grpc_address) as channel:
+            health = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest()
+            )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+        # SIGTERM while a request waits for V3: it still gets its answer.
+        reading, go_on = asyncio.Event(), asyncio.Event()
+
+        async def held(seconds: float) -> None:
+            reading.set()
+            await go_on.wait()
+
+        monkeypatch.setattr(simulator.sim.state, "hang", held)
+        simulator.sim.state.set_latency("v3", 1)
+        slow = asyncio.create_task(ask(4))
+        await reading.wait()
+        process.send_signal(signal.SIGTERM)
+        # The idle worker ends; the busy one has closed its listener and waits for the request.
+        await output.wait_for(message("Finished server process"))
+        await output.wait_for(message("Waiting for connections to close"))
+        with pytest.raises(httpx.ConnectError):
+            await ask(5)  # nothing accepts new connections any more
+        go_on.set()
+        [answer] = await slow
+        assert answer.status_code == 200
+        assert answer.json()["data"]["listing"]["classified"]["latestStatus"]["status"]
+        rest = await output.rest()
+        assert await process.wait() == 0, rest
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    # The workers' metric files lived in a private directory, gone with the gateway.
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("gateway-metrics-")]
+
+
+def test_workers_refuse_a_grpc_port_held_by_another_process_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [k for k in os.environ if k.startswith("GATEWAY_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # no SO_REUSEPORT: not shareable
+        port = taken.getsockname()[1]
+        for name, value in {"GATEWAY_V3_URL": "http://127.0.0.1:1/v3", "GATEWAY_LEGACY_URL": "http://127.0.0.1:1/rest/v1",
+                "GATEWAY_LEGACY_API_KEY": "k", "GATEWAY_V3_AUTH": "static", "GATEWAY_V3_TOKEN": "t",
+                "GATEWAY_HTTP_PORT": "0", "GATEWAY_GRPC_PORT": str(port)}.items():  # fmt: skip
+            monkeypatch.setenv(name, value)
+        assert main(["serve", "--workers", "2"]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.strip().count("\n") == 0
+    assert f"cannot listen on 127.0.0.1:{port} (gRPC)" in stderr
+
+
+COPY_SCRIPT = """
+from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from gateway.observability.multiprocess import SharedExposition
+
+class Stats:
+    hits = 5.0
+    def collect(self):
+        cache = CounterMetricFamily("gateway_cache_events", "c", labels=["event"])
+        cache.add_metric(["hits"], self.hits)
+        yield cache
+        yield GaugeMetricFamily("gateway_event_subscribers", "s", value=2)
+        yield GaugeMetricFamily("gateway_other", "o", value=1)
+
+stats = Stats()
+shared = SharedExposition(PATH)
+shared.copy([stats])
+stats.hits = 7.0  # grew by 2 since the last copy
+shared.copy([stats])
+print(generate_latest(shared.registry).decode())
+"""
+
+
+def test_scrape_time_values_are_copied_into_the_workers_shared_files(tmp_path: Path) -> None:
+    # prometheus-client picks its multiprocess values at import: a process of its own.
+    script = COPY_SCRIPT.replace("PATH", repr(str(tmp_path)))
+    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    shown = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(shown)
+        for sample in family.samples
+    }
+    assert samples[("gateway_cache_events_total", (("event", "hits"),))] == 7
+    assert samples[("gateway_event_subscribers", ())] == 2  # summed over the live workers
+    assert samples[("gateway_other", (("pid", str(_pid_of(tmp_path))),))] == 1  # per worker
+
+
+def _pid_of(directory: Path) -> int:
+    """The one process that wrote into `directory` (from its files' names)."""
+    [pid] = {name.rsplit("_", 1)[1].removesuffix(".db") for name in os.listdir(directory)}
+    return int(pid)
