@@ -209,10 +209,15 @@ async def test_two_workers_answer_together_add_up_metrics_and_stop_gracefully(
         await reading.wait()
         process.send_signal(signal.SIGTERM)
         # The idle worker ends; the busy one has closed its listener and waits for the request.
-        await output.wait_for(message("Finished server process"))
-        await output.wait_for(message("Waiting for connections to close"))
-        with pytest.raises(httpx.ConnectError):
-            await ask(5)  # nothing accepts new connections any more
+        [idle] = await output.wait_for(message("Finished server process"))
+        await output.wait_for(
+            lambda line: (
+                message("Waiting for connections to close")(line) and line["pid"] != idle["pid"]
+            )
+        )
+        async with httpx.AsyncClient(verify=LOOPBACK_TLS, base_url=url, timeout=30) as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.get("/healthz")  # nothing accepts new connections any more
         go_on.set()
         [answer] = await slow
         assert answer.status_code == 200
