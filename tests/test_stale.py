@@ -10,8 +10,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import grpc
 import httpx
+from google.protobuf.duration_pb2 import Duration
 
+from gateway.grpc.generated import listing_status_pb2 as pb
+from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
 from gateway.simulator import RunningSimulator
 from gateway.web import create_app
 
@@ -108,3 +112,30 @@ async def test_no_stale_page_after_a_webhook_dropped_it(simulator: RunningSimula
         body = await latest(client, cid)
         assert codes(body) == ["UPSTREAM_UNAVAILABLE"]
         assert "extensions" not in body
+
+
+async def test_grpc_answers_from_a_stale_page_say_so(simulator: RunningSimulator) -> None:
+    clock = FakeClock()
+    cid = simulator.sim.data.tenants["agency-1"][0]
+    settings = settings_for(simulator, cache_ttl_s=30, cache_stale_s=300, grpc_port=0)
+    app = create_app(settings, grpc=True, clock=clock)
+    get = pb.GetListingRequest(ref=pb.ListingRef(classified_id=cid))
+    get.read_mask.paths.append("classified.latest_status")
+    page = pb.ListClassifiedStatusesRequest(classified_id=cid, page_size=2)
+    async with (
+        serve_app(app),
+        grpc.aio.insecure_channel(app.state.grpc.address) as channel,
+    ):
+        stub = pb_grpc.ListingStatusServiceStub(channel)
+        fresh, fresh_page = await stub.GetListing(get), await stub.ListClassifiedStatuses(page)
+        assert not fresh.stale
+        assert not fresh_page.stale
+        simulator.sim.state.add_fault("v3", "malformed")
+        clock.now += 31  # past the TTL: a fresh read is due, and fails
+        stale, stale_page = await stub.GetListing(get), await stub.ListClassifiedStatuses(page)
+    assert not stale.errors
+    assert stale.classified.latest_status == fresh.classified.latest_status
+    marker = pb.StaleSource(provider=pb.PROVIDER_CLASSIFIEDS_V3, age=Duration(seconds=31))
+    assert list(stale.stale) == [marker]
+    assert stale_page.statuses == fresh_page.statuses
+    assert list(stale_page.stale) == [marker]

@@ -7,11 +7,13 @@ domain results become messages. Enum values follow one rule: proto `PREFIX_NAME`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import TypeVar
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway import ids, models
@@ -185,6 +187,13 @@ def source_error(field: str, error: GatewayError) -> pb.SourceError:
             else pb.PROVIDER_UNSPECIFIED
         ),
         message=error.message,
+    )
+
+
+def stale_v3(age_s: float) -> pb.StaleSource:
+    """V3 answered from a past-TTL cached page `age_s` old (whole seconds, as GraphQL)."""
+    return pb.StaleSource(
+        provider=pb.PROVIDER_CLASSIFIEDS_V3, age=Duration(seconds=math.floor(age_s))
     )
 
 

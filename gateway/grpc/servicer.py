@@ -4,13 +4,14 @@ Each call opens one service request scope (its own loaders and memo, the shared 
 cache), exactly as one GraphQL request does, so the same work costs the same upstream
 calls on both edges. Metadata `x-intermediary-id`, `authorization` and `traceparent`
 mean what the HTTP headers mean. A caller's deadline bounds the upstream work: every
-upstream operation of the call ends by then (`gateway.deadlines`).
+upstream operation of the call ends by then (`gateway.deadlines`). An answer read from a
+stale cached page (stale-if-error) lists it in `stale`, as GraphQL's `extensions.stale`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +100,7 @@ class ListingStatusServicer(pb_grpc.ListingStatusServiceServicer):
         scope = _scope(self.service, context)
         with caller_deadline(context.time_remaining()):
             data = await scope.listings(domain_refs, _selection(asked))
-        built = [_listing(item, asked) for item in data]
+        built = [_listing(item, asked, scope.stale) for item in data]
         failure = _whole_call_failure(built)
         if failure is not None:
             raise failure
@@ -135,9 +136,11 @@ class ListingStatusServicer(pb_grpc.ListingStatusServiceServicer):
         scope = _scope(self.service, context)
         with caller_deadline(context.time_remaining()):
             page = await scope.classified_statuses(classified_id, args)
+        stale_age = scope.stale.get(classified_id)
         return pb.ListClassifiedStatusesResponse(
             statuses=[messages.classified_status(item, classified_id) for item in page.items],
             next_page_token=(page.end_cursor or "") if page.has_next_page else "",
+            stale=[] if stale_age is None else [messages.stale_v3(stale_age)],
         )
 
     @translated
@@ -178,10 +181,15 @@ class _Built:
     reads: int = 0  # upstream-backed fields filled
 
 
-def _listing(data: ListingData, asked: frozenset[str]) -> _Built:
+def _listing(data: ListingData, asked: frozenset[str], stale: Mapping[str, float]) -> _Built:
+    """The listing message; `stale` maps a classified id to the age of the oldest stale
+    page its answer used."""
     ref = data.ref
     built = _Built(pb.Listing(id=ids.listing_id(ref), ref=messages.ref_message(ref)))
     listing = built.message
+    stale_age = None if ref.classified_id is None else stale.get(ref.classified_id)
+    if stale_age is not None:
+        listing.stale.append(messages.stale_v3(stale_age))
 
     def failed(path: str, error: GatewayError) -> None:
         built.failures.append(error)

@@ -22,61 +22,64 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14listing_status.proto\x12\nlisting.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x0bLegacyAdRef\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\r\n\x05\x61\x64_id\x18\x02 \x01(\x03\"c\n\nListingRef\x12\x1a\n\rclassified_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\'\n\x06legacy\x18\x02 \x01(\x0b\x32\x17.listing.v1.LegacyAdRefB\x10\n\x0e_classified_id\"g\n\x11GetListingRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.listing.v1.ListingRef\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"n\n\x17\x42\x61tchGetListingsRequest\x12$\n\x04refs\x18\x01 \x03(\x0b\x32\x16.listing.v1.ListingRef\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"A\n\x18\x42\x61tchGetListingsResponse\x12%\n\x08listings\x18\x01 \x03(\x0b\x32\x13.listing.v1.Listing\"\x8d\x02\n\x07Listing\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x03ref\x18\x02 \x01(\x0b\x32\x16.listing.v1.ListingRef\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.listing.v1.PublicationState\x12)\n\x07portals\x18\x04 \x03(\x0b\x32\x18.listing.v1.PortalStatus\x12*\n\nclassified\x18\x05 \x01(\x0b\x32\x16.listing.v1.Classified\x12$\n\x06legacy\x18\x06 \x01(\x0b\x32\x14.listing.v1.LegacyAd\x12\'\n\x06\x65rrors\x18\x07 \x03(\x0b\x32\x17.listing.v1.SourceError\"c\n\x0bSourceError\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12&\n\x08provider\x18\x03 \x01(\x0e\x32\x14.listing.v1.Provider\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xed\x01\n\x0cPortalStatus\x12\"\n\x06portal\x18\x01 \x01(\x0e\x32\x12.listing.v1.Portal\x12&\n\x08provider\x18\x02 \x01(\x0e\x32\x14.listing.v1.Provider\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.listing.v1.PublicationState\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x07message\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x17\n\x0f\x61\x63tion_required\x18\x06 \x01(\x08\x42\n\n\x08_message\"M\n\nClassified\x12\n\n\x02id\x18\x01 \x01(\t\x12\x33\n\rlatest_status\x18\x02 \x01(\x0b\x32\x1c.listing.v1.ClassifiedStatus\"\xce\x02\n\x10\x43lassifiedStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x30\n\x06status\x18\x02 \x01(\x0e\x32 .listing.v1.ClassifiedStatusCode\x12\x12\n\nraw_status\x18\x03 \x01(\t\x12\x17\n\nsub_status\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x1f\n\x12sub_status_details\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x14\n\x07message\x18\x06 \x01(\tH\x02\x88\x01\x01\x12#\n\x07portals\x18\x07 \x03(\x0e\x32\x12.listing.v1.Portal\x12(\n\x04\x64\x61te\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61\x63tion_required\x18\t \x01(\x08\x42\r\n\x0b_sub_statusB\x15\n\x13_sub_status_detailsB\n\n\x08_message\"[\n\x08LegacyAd\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\r\n\x05\x61\x64_id\x18\x02 \x01(\x03\x12/\n\x07portals\x18\x03 \x03(\x0b\x32\x1e.listing.v1.LegacyPortalStatus\"\x9d\x01\n\x12LegacyPortalStatus\x12\"\n\x06portal\x18\x01 \x01(\x0e\x32\x12.listing.v1.Portal\x12\x30\n\x07publish\x18\x02 \x01(\x0b\x32\x1f.listing.v1.LegacyPublishStatus\x12\x31\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x1f.listing.v1.LegacyFeatureStatus\"\xdc\x02\n\x13LegacyPublishStatus\x12\x0f\n\x07pending\x18\x01 \x01(\x08\x12\x30\n\x0cpending_date\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nprocessing\x18\x03 \x01(\x08\x12\x33\n\x0fprocessing_date\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x05 \x01(\x08\x12\x0e\n\x06\x61\x63tive\x18\x06 \x01(\x08\x12\x0e\n\x06online\x18\x07 \x01(\x08\x12.\n\nstart_date\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_date\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x0cremote_ad_id\x18\n \x01(\x03H\x00\x88\x01\x01\x42\x0f\n\r_remote_ad_id\"\x81\x02\n\x13LegacyFeatureStatus\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x08\x12\x30\n\x0cpending_date\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nprocessing\x18\x04 \x01(\x08\x12\x33\n\x0fprocessing_date\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x06 \x01(\x08\x12\x0e\n\x06\x61\x63tive\x18\x07 \x01(\x08\x12.\n\nstart_date\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb6\x01\n\x1dListClassifiedStatusesRequest\x12\x15\n\rclassified_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x32\n\x08statuses\x18\x04 \x03(\x0e\x32 .listing.v1.ClassifiedStatusCode\x12#\n\x07portals\x18\x05 \x03(\x0e\x32\x12.listing.v1.Portal\"i\n\x1eListClassifiedStatusesResponse\x12.\n\x08statuses\x18\x01 \x03(\x0b\x32\x1c.listing.v1.ClassifiedStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x0cWatchRequest\x12\x16\n\x0e\x63lassified_ids\x18\x01 \x03(\t\"\x8d\x01\n\x15\x43lassifiedStatusEvent\x12\x15\n\rclassified_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0b\x32\x1c.listing.v1.ClassifiedStatus\x12/\n\x0breceived_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xdf\x01\n\x06Portal\x12\x16\n\x12PORTAL_UNSPECIFIED\x10\x00\x12\r\n\tPORTAL_SL\x10\x01\x12\r\n\tPORTAL_BU\x10\x02\x12\x0e\n\nPORTAL_COM\x10\x03\x12\r\n\tPORTAL_BD\x10\x04\x12\r\n\tPORTAL_LR\x10\x05\x12\r\n\tPORTAL_LI\x10\x06\x12\x0e\n\nPORTAL_SLC\x10\x07\x12\x0e\n\nPORTAL_SLN\x10\x08\x12\x16\n\x12PORTAL_MARKTPLAATS\x10\t\x12\x16\n\x12PORTAL_TWEEDEHANDS\x10\n\x12\x12\n\x0ePORTAL_WEBSITE\x10\x0b*V\n\x08Provider\x12\x18\n\x14PROVIDER_UNSPECIFIED\x10\x00\x12\x1b\n\x17PROVIDER_CLASSIFIEDS_V3\x10\x01\x12\x13\n\x0fPROVIDER_LEGACY\x10\x02*\xb5\x02\n\x10PublicationState\x12!\n\x1dPUBLICATION_STATE_UNSPECIFIED\x10\x00\x12#\n\x1fPUBLICATION_STATE_NOT_PUBLISHED\x10\x01\x12\x1d\n\x19PUBLICATION_STATE_PENDING\x10\x02\x12 \n\x1cPUBLICATION_STATE_PROCESSING\x10\x03\x12\x1c\n\x18PUBLICATION_STATE_ONLINE\x10\x04\x12\x1d\n\x19PUBLICATION_STATE_OFFLINE\x10\x05\x12\x1c\n\x18PUBLICATION_STATE_FAILED\x10\x06\x12\x1e\n\x1aPUBLICATION_STATE_DELETING\x10\x07\x12\x1d\n\x19PUBLICATION_STATE_DELETED\x10\x08*\xb9\x04\n\x14\x43lassifiedStatusCode\x12&\n\"CLASSIFIED_STATUS_CODE_UNSPECIFIED\x10\x00\x12$\n CLASSIFIED_STATUS_CODE_RECEIVING\x10\x01\x12#\n\x1f\x43LASSIFIED_STATUS_CODE_RECEIVED\x10\x02\x12+\n\'CLASSIFIED_STATUS_CODE_RECEIVING_FAILED\x10\x03\x12#\n\x1f\x43LASSIFIED_STATUS_CODE_CREATING\x10\x04\x12\"\n\x1e\x43LASSIFIED_STATUS_CODE_CREATED\x10\x05\x12*\n&CLASSIFIED_STATUS_CODE_CREATING_FAILED\x10\x06\x12#\n\x1f\x43LASSIFIED_STATUS_CODE_UPDATING\x10\x07\x12\"\n\x1e\x43LASSIFIED_STATUS_CODE_UPDATED\x10\x08\x12*\n&CLASSIFIED_STATUS_CODE_UPDATING_FAILED\x10\t\x12#\n\x1f\x43LASSIFIED_STATUS_CODE_DELETING\x10\n\x12\"\n\x1e\x43LASSIFIED_STATUS_CODE_DELETED\x10\x0b\x12*\n&CLASSIFIED_STATUS_CODE_DELETING_FAILED\x10\x0c\x12\"\n\x1e\x43LASSIFIED_STATUS_CODE_UNKNOWN\x10\r2\x80\x03\n\x14ListingStatusService\x12@\n\nGetListing\x12\x1d.listing.v1.GetListingRequest\x1a\x13.listing.v1.Listing\x12]\n\x10\x42\x61tchGetListings\x12#.listing.v1.BatchGetListingsRequest\x1a$.listing.v1.BatchGetListingsResponse\x12o\n\x16ListClassifiedStatuses\x12).listing.v1.ListClassifiedStatusesRequest\x1a*.listing.v1.ListClassifiedStatusesResponse\x12V\n\x15WatchClassifiedStatus\x12\x18.listing.v1.WatchRequest\x1a!.listing.v1.ClassifiedStatusEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14listing_status.proto\x12\nlisting.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x0bLegacyAdRef\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\r\n\x05\x61\x64_id\x18\x02 \x01(\x03\"c\n\nListingRef\x12\x1a\n\rclassified_id\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\'\n\x06legacy\x18\x02 \x01(\x0b\x32\x17.listing.v1.LegacyAdRefB\x10\n\x0e_classified_id\"g\n\x11GetListingRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.listing.v1.ListingRef\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"n\n\x17\x42\x61tchGetListingsRequest\x12$\n\x04refs\x18\x01 \x03(\x0b\x32\x16.listing.v1.ListingRef\x12-\n\tread_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"A\n\x18\x42\x61tchGetListingsResponse\x12%\n\x08listings\x18\x01 \x03(\x0b\x32\x13.listing.v1.Listing\"\xb5\x02\n\x07Listing\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x03ref\x18\x02 \x01(\x0b\x32\x16.listing.v1.ListingRef\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.listing.v1.PublicationState\x12)\n\x07portals\x18\x04 \x03(\x0b\x32\x18.listing.v1.PortalStatus\x12*\n\nclassified\x18\x05 \x01(\x0b\x32\x16.listing.v1.Classified\x12$\n\x06legacy\x18\x06 \x01(\x0b\x32\x14.listing.v1.LegacyAd\x12\'\n\x06\x65rrors\x18\x07 \x03(\x0b\x32\x17.listing.v1.SourceError\x12&\n\x05stale\x18\x08 \x03(\x0b\x32\x17.listing.v1.StaleSource\"]\n\x0bStaleSource\x12&\n\x08provider\x18\x01 \x01(\x0e\x32\x14.listing.v1.Provider\x12&\n\x03\x61ge\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"c\n\x0bSourceError\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12&\n\x08provider\x18\x03 \x01(\x0e\x32\x14.listing.v1.Provider\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xed\x01\n\x0cPortalStatus\x12\"\n\x06portal\x18\x01 \x01(\x0e\x32\x12.listing.v1.Portal\x12&\n\x08provider\x18\x02 \x01(\x0e\x32\x14.listing.v1.Provider\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.listing.v1.PublicationState\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x07message\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x17\n\x0f\x61\x63tion_required\x18\x06 \x01(\x08\x42\n\n\x08_message\"M\n\nClassified\x12\n\n\x02id\x18\x01 \x01(\t\x12\x33\n\rlatest_status\x18\x02 \x01(\x0b\x32\x1c.listing.v1.ClassifiedStatus\"\xce\x02\n\x10\x43lassifiedStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x30\n\x06status\x18\x02 \x01(\x0e\x32 .listing.v1.ClassifiedStatusCode\x12\x12\n\nraw_status\x18\x03 \x01(\t\x12\x17\n\nsub_status\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x1f\n\x12sub_status_details\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x14\n\x07message\x18\x06 \x01(\tH\x02\x88\x01\x01\x12#\n\x07portals\x18\x07 \x03(\x0e\x32\x12.listing.v1.Portal\x12(\n\x04\x64\x61te\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61\x63tion_required\x18\t \x01(\x08\x42\r\n\x0b_sub_statusB\x15\n\x13_sub_status_detailsB\n\n\x08_message\"[\n\x08LegacyAd\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\r\n\x05\x61\x64_id\x18\x02 \x01(\x03\x12/\n\x07portals\x18\x03 \x03(\x0b\x32\x1e.listing.v1.LegacyPortalStatus\"\x9d\x01\n\x12LegacyPortalStatus\x12\"\n\x06portal\x18\x01 \x01(\x0e\x32\x12.listing.v1.Portal\x12\x30\n\x07publish\x18\x02 \x01(\x0b\x32\x1f.listing.v1.LegacyPublishStatus\x12\x31\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x1f.listing.v1.LegacyFeatureStatus\"\xdc\x02\n\x13LegacyPublishStatus\x12\x0f\n\x07pending\x18\x01 \x01(\x08\x12\x30\n\x0cpending_date\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nprocessing\x18\x03 \x01(\x08\x12\x33\n\x0fprocessing_date\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x05 \x01(\x08\x12\x0e\n\x06\x61\x63tive\x18\x06 \x01(\x08\x12\x0e\n\x06online\x18\x07 \x01(\x08\x12.\n\nstart_date\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_date\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x0cremote_ad_id\x18\n \x01(\x03H\x00\x88\x01\x01\x42\x0f\n\r_remote_ad_id\"\x81\x02\n\x13LegacyFeatureStatus\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x08\x12\x30\n\x0cpending_date\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nprocessing\x18\x04 \x01(\x08\x12\x33\n\x0fprocessing_date\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x06 \x01(\x08\x12\x0e\n\x06\x61\x63tive\x18\x07 \x01(\x08\x12.\n\nstart_date\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb6\x01\n\x1dListClassifiedStatusesRequest\x12\x15\n\rclassified_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x32\n\x08statuses\x18\x04 \x03(\x0e\x32 .listing.v1.ClassifiedStatusCode\x12#\n\x07portals\x18\x05 \x03(\x0e\x32\x12.listing.v1.Portal\"\x91\x01\n\x1eListClassifiedStatusesResponse\x12.\n\x08statuses\x18\x01 \x03(\x0b\x32\x1c.listing.v1.ClassifiedStatus\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12&\n\x05stale\x18\x03 \x03(\x0b\x32\x17.listing.v1.StaleSource\"&\n\x0cWatchRequest\x12\x16\n\x0e\x63lassified_ids\x18\x01 \x03(\t\"\x8d\x01\n\x15\x43lassifiedStatusEvent\x12\x15\n\rclassified_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0b\x32\x1c.listing.v1.ClassifiedStatus\x12/\n\x0breceived_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xdf\x01\n\x06Portal\x12\x16\n\x12PORTAL_UNSPECIFIED\x10\x00\x12\r\n\tPORTAL_SL\x10\x01\x12\r\n\tPORTAL_BU\x10\x02\x12\x0e\n\nPORTAL_COM\x10\x03\x12\r\n\tPORTAL_BD\x10\x04\x12\r\n\tPORTAL_LR\x10\x05\x12\r\n\tPORTAL_LI\x10\x06\x12\x0e\n\nPORTAL_SLC\x10\x07\x12\x0e\n\nPORTAL_SLN\x10\x08\x12\x16\n\x12PORTAL_MARKTPLAATS\x10\t\x12\x16\n\x12PORTAL_TWEEDEHANDS\x10\n\x12\x12\n\x0ePORTAL_WEBSITE\x10\x0b*V\n\x08Provider\x12\x18\n\x14PROVIDER_UNSPECIFIED\x10\x00\x12\x1b\n\x17PROVIDER_CLASSIFIEDS_V3\x10\x01\x12\x13\n\x0fPROVIDER_LEGACY\x10\x02*\xb5\x02\n\x10PublicationState\x12!\n\x1dPUBLICATION_STATE_UNSPECIFIED\x10\x00\x12#\n\x1fPUBLICATION_STATE_NOT_PUBLISHED\x10\x01\x12\x1d\n\x19PUBLICATION_STATE_PENDING\x10\x02\x12 \n\x1cPUBLICATION_STATE_PROCESSING\x10\x03\x12\x1c\n\x18PUBLICATION_STATE_ONLINE\x10\x04\x12\x1d\n\x19PUBLICATION_STATE_OFFLINE\x10\x05\x12\x1c\n\x18PUBLICATION_STATE_FAILED\x10\x06\x12\x1e\n\x1aPUBLICATION_STATE_DELETING\x10\x07\x12\x1d\n\x19PUBLICATION_STATE_DELETED\x10\x08*\xb9\x04\n\x14\x43lassifiedStatusCode\x12&\n\"CLASSIFIED_STATUS_CODE_UNSPECIFIED\x10\x00\x12$\n CLASSIFIED_STATUS_CODE_RECEIVING\x10\x01\x12#\n\x1f\x43LASSIFIED_STATUS_CODE_RECEIVED\x10\x02\x12+\n\'CLASSIFIED_STATUS_CODE_RECEIVING_FAILED\x10\x03\x12#\n\x1f\x43LASSIFIED_STATUS_CODE_CREATING\x10\x04\x12\"\n\x1e\x43LASSIFIED_STATUS_CODE_CREATED\x10\x05\x12*\n&CLASSIFIED_STATUS_CODE_CREATING_FAILED\x10\x06\x12#\n\x1f\x43LASSIFIED_STATUS_CODE_UPDATING\x10\x07\x12\"\n\x1e\x43LASSIFIED_STATUS_CODE_UPDATED\x10\x08\x12*\n&CLASSIFIED_STATUS_CODE_UPDATING_FAILED\x10\t\x12#\n\x1f\x43LASSIFIED_STATUS_CODE_DELETING\x10\n\x12\"\n\x1e\x43LASSIFIED_STATUS_CODE_DELETED\x10\x0b\x12*\n&CLASSIFIED_STATUS_CODE_DELETING_FAILED\x10\x0c\x12\"\n\x1e\x43LASSIFIED_STATUS_CODE_UNKNOWN\x10\r2\x80\x03\n\x14ListingStatusService\x12@\n\nGetListing\x12\x1d.listing.v1.GetListingRequest\x1a\x13.listing.v1.Listing\x12]\n\x10\x42\x61tchGetListings\x12#.listing.v1.BatchGetListingsRequest\x1a$.listing.v1.BatchGetListingsResponse\x12o\n\x16ListClassifiedStatuses\x12).listing.v1.ListClassifiedStatusesRequest\x1a*.listing.v1.ListClassifiedStatusesResponse\x12V\n\x15WatchClassifiedStatus\x12\x18.listing.v1.WatchRequest\x1a!.listing.v1.ClassifiedStatusEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'listing_status_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PORTAL']._serialized_start=2905
-  _globals['_PORTAL']._serialized_end=3128
-  _globals['_PROVIDER']._serialized_start=3130
-  _globals['_PROVIDER']._serialized_end=3216
-  _globals['_PUBLICATIONSTATE']._serialized_start=3219
-  _globals['_PUBLICATIONSTATE']._serialized_end=3528
-  _globals['_CLASSIFIEDSTATUSCODE']._serialized_start=3531
-  _globals['_CLASSIFIEDSTATUSCODE']._serialized_end=4100
-  _globals['_LEGACYADREF']._serialized_start=103
-  _globals['_LEGACYADREF']._serialized_end=148
-  _globals['_LISTINGREF']._serialized_start=150
-  _globals['_LISTINGREF']._serialized_end=249
-  _globals['_GETLISTINGREQUEST']._serialized_start=251
-  _globals['_GETLISTINGREQUEST']._serialized_end=354
-  _globals['_BATCHGETLISTINGSREQUEST']._serialized_start=356
-  _globals['_BATCHGETLISTINGSREQUEST']._serialized_end=466
-  _globals['_BATCHGETLISTINGSRESPONSE']._serialized_start=468
-  _globals['_BATCHGETLISTINGSRESPONSE']._serialized_end=533
-  _globals['_LISTING']._serialized_start=536
-  _globals['_LISTING']._serialized_end=805
-  _globals['_SOURCEERROR']._serialized_start=807
-  _globals['_SOURCEERROR']._serialized_end=906
-  _globals['_PORTALSTATUS']._serialized_start=909
-  _globals['_PORTALSTATUS']._serialized_end=1146
-  _globals['_CLASSIFIED']._serialized_start=1148
-  _globals['_CLASSIFIED']._serialized_end=1225
-  _globals['_CLASSIFIEDSTATUS']._serialized_start=1228
-  _globals['_CLASSIFIEDSTATUS']._serialized_end=1562
-  _globals['_LEGACYAD']._serialized_start=1564
-  _globals['_LEGACYAD']._serialized_end=1655
-  _globals['_LEGACYPORTALSTATUS']._serialized_start=1658
-  _globals['_LEGACYPORTALSTATUS']._serialized_end=1815
-  _globals['_LEGACYPUBLISHSTATUS']._serialized_start=1818
-  _globals['_LEGACYPUBLISHSTATUS']._serialized_end=2166
-  _globals['_LEGACYFEATURESTATUS']._serialized_start=2169
-  _globals['_LEGACYFEATURESTATUS']._serialized_end=2426
-  _globals['_LISTCLASSIFIEDSTATUSESREQUEST']._serialized_start=2429
-  _globals['_LISTCLASSIFIEDSTATUSESREQUEST']._serialized_end=2611
-  _globals['_LISTCLASSIFIEDSTATUSESRESPONSE']._serialized_start=2613
-  _globals['_LISTCLASSIFIEDSTATUSESRESPONSE']._serialized_end=2718
-  _globals['_WATCHREQUEST']._serialized_start=2720
-  _globals['_WATCHREQUEST']._serialized_end=2758
-  _globals['_CLASSIFIEDSTATUSEVENT']._serialized_start=2761
-  _globals['_CLASSIFIEDSTATUSEVENT']._serialized_end=2902
-  _globals['_LISTINGSTATUSSERVICE']._serialized_start=4103
-  _globals['_LISTINGSTATUSSERVICE']._serialized_end=4487
+  _globals['_PORTAL']._serialized_start=3113
+  _globals['_PORTAL']._serialized_end=3336
+  _globals['_PROVIDER']._serialized_start=3338
+  _globals['_PROVIDER']._serialized_end=3424
+  _globals['_PUBLICATIONSTATE']._serialized_start=3427
+  _globals['_PUBLICATIONSTATE']._serialized_end=3736
+  _globals['_CLASSIFIEDSTATUSCODE']._serialized_start=3739
+  _globals['_CLASSIFIEDSTATUSCODE']._serialized_end=4308
+  _globals['_LEGACYADREF']._serialized_start=135
+  _globals['_LEGACYADREF']._serialized_end=180
+  _globals['_LISTINGREF']._serialized_start=182
+  _globals['_LISTINGREF']._serialized_end=281
+  _globals['_GETLISTINGREQUEST']._serialized_start=283
+  _globals['_GETLISTINGREQUEST']._serialized_end=386
+  _globals['_BATCHGETLISTINGSREQUEST']._serialized_start=388
+  _globals['_BATCHGETLISTINGSREQUEST']._serialized_end=498
+  _globals['_BATCHGETLISTINGSRESPONSE']._serialized_start=500
+  _globals['_BATCHGETLISTINGSRESPONSE']._serialized_end=565
+  _globals['_LISTING']._serialized_start=568
+  _globals['_LISTING']._serialized_end=877
+  _globals['_STALESOURCE']._serialized_start=879
+  _globals['_STALESOURCE']._serialized_end=972
+  _globals['_SOURCEERROR']._serialized_start=974
+  _globals['_SOURCEERROR']._serialized_end=1073
+  _globals['_PORTALSTATUS']._serialized_start=1076
+  _globals['_PORTALSTATUS']._serialized_end=1313
+  _globals['_CLASSIFIED']._serialized_start=1315
+  _globals['_CLASSIFIED']._serialized_end=1392
+  _globals['_CLASSIFIEDSTATUS']._serialized_start=1395
+  _globals['_CLASSIFIEDSTATUS']._serialized_end=1729
+  _globals['_LEGACYAD']._serialized_start=1731
+  _globals['_LEGACYAD']._serialized_end=1822
+  _globals['_LEGACYPORTALSTATUS']._serialized_start=1825
+  _globals['_LEGACYPORTALSTATUS']._serialized_end=1982
+  _globals['_LEGACYPUBLISHSTATUS']._serialized_start=1985
+  _globals['_LEGACYPUBLISHSTATUS']._serialized_end=2333
+  _globals['_LEGACYFEATURESTATUS']._serialized_start=2336
+  _globals['_LEGACYFEATURESTATUS']._serialized_end=2593
+  _globals['_LISTCLASSIFIEDSTATUSESREQUEST']._serialized_start=2596
+  _globals['_LISTCLASSIFIEDSTATUSESREQUEST']._serialized_end=2778
+  _globals['_LISTCLASSIFIEDSTATUSESRESPONSE']._serialized_start=2781
+  _globals['_LISTCLASSIFIEDSTATUSESRESPONSE']._serialized_end=2926
+  _globals['_WATCHREQUEST']._serialized_start=2928
+  _globals['_WATCHREQUEST']._serialized_end=2966
+  _globals['_CLASSIFIEDSTATUSEVENT']._serialized_start=2969
+  _globals['_CLASSIFIEDSTATUSEVENT']._serialized_end=3110
+  _globals['_LISTINGSTATUSSERVICE']._serialized_start=4311
+  _globals['_LISTINGSTATUSSERVICE']._serialized_end=4695
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ field. Stubs: `uv run gateway proto` regenerates them into gateway/grpc/generate
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -383,6 +384,7 @@ class Listing(_message.Message):
     CLASSIFIED_FIELD_NUMBER: _builtins.int
     LEGACY_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Opaque; the same id as GraphQL's `Listing.id` (`node(id:)` finds it there)."""
     state: Global___PublicationState.ValueType
@@ -409,6 +411,13 @@ class Listing(_message.Message):
     def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceError]:
         """What could not be read; the rest of the listing is still filled."""
 
+    @_builtins.property
+    def stale(self) -> _containers.RepeatedCompositeFieldContainer[Global___StaleSource]:
+        """Sources answered from a cached page past its freshness because the upstream was
+        unavailable (stale-if-error, GATEWAY_CACHE_STALE_S); empty when all is fresh. GraphQL
+        says the same in `extensions.stale`.
+        """
+
     def __init__(
         self,
         *,
@@ -419,14 +428,43 @@ class Listing(_message.Message):
         classified: Global___Classified | None = ...,
         legacy: Global___LegacyAd | None = ...,
         errors: _abc.Iterable[Global___SourceError] | None = ...,
+        stale: _abc.Iterable[Global___StaleSource] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["classified", b"classified", "legacy", b"legacy", "ref", b"ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["classified", b"classified", "errors", b"errors", "id", b"id", "legacy", b"legacy", "portals", b"portals", "ref", b"ref", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["classified", b"classified", "errors", b"errors", "id", b"id", "legacy", b"legacy", "portals", b"portals", "ref", b"ref", "stale", b"stale", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Listing: _TypeAlias = Listing  # noqa: Y015
+
+@_typing.final
+class StaleSource(_message.Message):
+    """A source answered from stale cached data while its upstream was unavailable."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    AGE_FIELD_NUMBER: _builtins.int
+    provider: Global___Provider.ValueType
+    """The upstream that could not be read; CLASSIFIEDS_V3 (only its pages are cached)."""
+    @_builtins.property
+    def age(self) -> _duration_pb2.Duration:
+        """Age of the oldest cached page used, in whole seconds (GraphQL's `ageSeconds`)."""
+
+    def __init__(
+        self,
+        *,
+        provider: Global___Provider.ValueType = ...,
+        age: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["age", b"age"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StaleSource: _TypeAlias = StaleSource  # noqa: Y015
 
 @_typing.final
 class SourceError(_message.Message):
@@ -845,21 +883,27 @@ class ListClassifiedStatusesResponse(_message.Message):
 
     STATUSES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Pass as `page_token` (or GraphQL `after`) for the next page; empty on the last page."""
     @_builtins.property
     def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClassifiedStatus]:
         """The statuses, newest first."""
 
+    @_builtins.property
+    def stale(self) -> _containers.RepeatedCompositeFieldContainer[Global___StaleSource]:
+        """As `Listing.stale`: set when the page was answered from a stale cached page."""
+
     def __init__(
         self,
         *,
         statuses: _abc.Iterable[Global___ClassifiedStatus] | None = ...,
         next_page_token: _builtins.str = ...,
+        stale: _abc.Iterable[Global___StaleSource] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "stale", b"stale", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
