@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
@@ -23,13 +23,14 @@ from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.events import EventBus, LocalEventBus
 from gateway.models import Caller
-from gateway.redis_link import RedisLink
 from gateway.service import ListingService
-from gateway.shared_cache import SharedPageCache
-from gateway.shared_events import RedisEventBus
-from gateway.shared_tokens import RedisTokenStore
 from gateway.upstreams import UpstreamObserver, Upstreams, open_upstreams
 from gateway.webhooks import Webhooks
+
+if TYPE_CHECKING:
+    # redis-py takes a third of a second to import; it is loaded only when Redis is set.
+    from gateway.redis_link import RedisLink
+    from gateway.shared_events import RedisEventBus
 
 log = logging.getLogger(__name__)
 
@@ -77,20 +78,23 @@ async def open_runtime(
     """
     async with AsyncExitStack() as stack:
         link = None
+        token_store = None
         if settings.redis_url:
+            from gateway.redis_link import RedisLink
+            from gateway.shared_tokens import RedisTokenStore
+
             link = RedisLink(settings.redis_url)
             stack.push_async_callback(link.aclose)
+            token_store = RedisTokenStore(link)
         upstreams = await stack.enter_async_context(
             open_upstreams(
-                settings,
-                observer=observer,
-                tracer=tracer,
-                clock=clock,
-                token_store=None if link is None else RedisTokenStore(link),
+                settings, observer=observer, tracer=tracer, clock=clock, token_store=token_store
             )
         )
         cache: PageCache[Any]
         if link is not None and settings.cache_ttl_s > 0:
+            from gateway.shared_cache import SharedPageCache
+
             cache = SharedPageCache(
                 link,
                 ttl_s=settings.cache_ttl_s,
@@ -139,6 +143,9 @@ async def open_runtime(
 async def _shared_bus(
     link: RedisLink, local: LocalEventBus, cache: PageCache[Any]
 ) -> AsyncIterator[RedisEventBus]:
+    from gateway.shared_cache import SharedPageCache
+    from gateway.shared_events import RedisEventBus
+
     bus = RedisEventBus(
         link, local=local, cache=cache if isinstance(cache, SharedPageCache) else None
     )

@@ -275,7 +275,7 @@ async def test_serve_command_answers_from_the_configured_upstreams(
                     "variables": {"u": listing.user_id, "a": listing.ad_id},
                 },
             )
-        assert answer.json()["data"]["listing"]["state"] is not None
+        assert answer.json()["data"]["listing"]["state"] is not None, answer.text
     finally:
         process.send_signal(signal.SIGINT)
         rest = await asyncio.wait_for(process.stdout.read(), 30)

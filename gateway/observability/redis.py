@@ -13,8 +13,6 @@ from collections.abc import Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.runtime import Runtime
-from gateway.shared_cache import SharedPageCache
-from gateway.shared_events import RedisEventBus
 from gateway.upstreams import OAuthCredentials
 
 
@@ -29,6 +27,10 @@ class RedisCollector:
         link = self._runtime.redis
         if link is None:
             return
+        # Loaded only with Redis configured (redis-py is slow to import).
+        from gateway.shared_cache import SharedPageCache
+        from gateway.shared_events import RedisEventBus
+
         up = GaugeMetricFamily("gateway_redis_up", "1 while Redis answers, 0 while degraded.")
         up.add_metric([], 1.0 if link.state == "ok" else 0.0)
         yield up
