@@ -216,34 +216,46 @@ async def test_without_redis_requests_succeed_degraded_and_sharing_resumes(
         assert ready.json()["redis"] == "ok"
 
 
+async def both_miss(
+    one: RunningGateway,
+    two: RunningGateway,
+    redis: RunningRedis,
+    classified_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Any, Any]:
+    """The same page asked of both replicas: replica 1 takes its lock and reads V3, which
+    answers only once replica 2 waits for the page. Both answer bodies."""
+    reading, go_on = asyncio.Event(), asyncio.Event()
+
+    async def held(seconds: float) -> None:
+        reading.set()
+        await go_on.wait()
+
+    # Every V3 answer waits in `hang` until the test lets it go.
+    monkeypatch.setattr(one.sim.state, "hang", held)
+    one.sim.state.set_latency("v3", 1)
+    async with redis.client() as watcher:
+        # Keyspace events say when replica 2 marks that it waits for the page.
+        await watcher.config_set("notify-keyspace-events", "K$")
+        async with watcher.pubsub() as marks:
+            await marks.psubscribe("__keyspace@0__:gateway:v3wait:*")
+            first = asyncio.create_task(one.query(LATEST, {"id": classified_id}))
+            await reading.wait()  # replica 1 holds the page's lock and reads V3
+            second = asyncio.create_task(two.query(LATEST, {"id": classified_id}))
+            async for message in marks.listen():
+                if message["type"] == "pmessage":
+                    break
+            go_on.set()
+            return await first, await second
+
+
 async def test_concurrent_misses_on_two_replicas_read_v3_once(
     simulator: RunningSimulator, redis_server: RunningRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with replicas(simulator, redis_server, cache_ttl_s=30) as (one, two):
         classified_id = classified_of(one, position=5)
-        reading, go_on = asyncio.Event(), asyncio.Event()
-
-        async def held(seconds: float) -> None:
-            reading.set()
-            await go_on.wait()
-
-        # Every V3 answer waits in `hang` until the test lets it go.
-        monkeypatch.setattr(one.sim.state, "hang", held)
-        one.sim.state.set_latency("v3", 1)
-        async with redis_server.client() as watcher:
-            # Keyspace events say when replica 2 marks that it waits for the page.
-            await watcher.config_set("notify-keyspace-events", "K$")
-            async with watcher.pubsub() as marks:
-                await marks.psubscribe("__keyspace@0__:gateway:v3wait:*")
-                first = asyncio.create_task(latest(one, classified_id))
-                await reading.wait()  # replica 1 holds the page's lock and reads V3
-                second = asyncio.create_task(latest(two, classified_id))
-                async for message in marks.listen():
-                    if message["type"] == "pmessage":
-                        break
-                go_on.set()
-                answers = await asyncio.gather(first, second)
-        assert answers[0] == answers[1]
+        answers = await both_miss(one, two, redis_server, classified_id, monkeypatch)
+        assert answers[0] == answers[1] and "errors" not in answers[0]
         assert one.calls("v3", "classified_statuses") == 1
         assert cache_of(one).shared.lock_wins == 1
         waiter = cache_of(two).shared
@@ -252,6 +264,24 @@ async def test_concurrent_misses_on_two_replicas_read_v3_once(
         assert waiter.hits == 1
         metrics = (await two.client.get("/metrics")).text
         assert 'gateway_shared_cache_events_total{event="lock_waits"} 1.0' in metrics
+
+
+async def test_a_holder_whose_read_fails_wakes_the_waiter_to_read_v3_itself(
+    simulator: RunningSimulator, redis_server: RunningRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with replicas(simulator, redis_server, cache_ttl_s=30, upstream_retries=0) as (
+        one,
+        two,
+    ):
+        classified_id = classified_of(one, position=7)
+        one.sim.state.add_fault("v3", "error", status=500, count=1, endpoint="classified_statuses")
+        failed, answered = await both_miss(one, two, redis_server, classified_id, monkeypatch)
+        assert failed["errors"][0]["extensions"]["code"] == "UPSTREAM_UNAVAILABLE"
+        assert "errors" not in answered, answered
+        assert one.calls("v3", "classified_statuses") == 2
+        waiter = cache_of(two).shared
+        # Woken when replica 1 let the lock go without a page: it read V3 itself.
+        assert (waiter.lock_waits, waiter.lock_woken, waiter.lock_timeouts) == (1, 1, 1)
 
 
 async def test_a_waiter_whose_lock_holder_never_stores_reads_v3_itself(
