@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,11 @@ from redis_harness import RunningRedis, run_redis
 from gateway.simulator import RunningSimulator, Simulator
 
 from gateway_harness import RunningGateway, run_gateway
+
+# pytest keeps its assertion-rewritten test modules in __pycache__, unless the environment
+# says PYTHONDONTWRITEBYTECODE (as on the CI machines): then every worker would rewrite all
+# test files again, ~5 s of CPU each. Only this process's test modules are concerned.
+sys.dont_write_bytecode = False
 
 # Tests count upstream calls from the first request on; the start-up warm-up (a V3 token
 # fetch) is tested on its own in test_warmup.py.

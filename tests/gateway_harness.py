@@ -19,11 +19,16 @@ from gateway.demo import demo_settings
 from gateway.lifespan import Started
 from gateway.listener import bind_listener
 from gateway.simulator import RunningSimulator, Simulator
+from gateway.upstreams import RetryPolicy
 from gateway.web import create_app
 
 # httpx loads the system CA bundle for every client it makes (~25 ms of CPU); the tests
 # speak plain HTTP on loopback, so one context is made once and shared.
 LOOPBACK_TLS = ssl.create_default_context()
+
+# For upstream clients built directly: retries are made and counted without the pause
+# between them, which is tested with a recorded sleep (test_http_errors.py).
+NO_PAUSE = RetryPolicy(backoff_s=0)
 
 
 class PromptServer(uvicorn.Server):

@@ -22,6 +22,8 @@ from gateway.simulator import SIM_LEGACY_API_KEY, RunningSimulator
 from gateway.upstreams import UNKNOWN_VALUES, LegacyClient, create_session
 from gateway.upstreams.legacy import AMSTERDAM, parse_legacy_date
 
+from gateway_harness import NO_PAUSE
+
 NO_DATE = "0000-00-00 00:00:00"
 
 # The vendor's example ad (UPSTREAMS 2.3), verbatim.
@@ -63,7 +65,9 @@ def legacy_client(
     timeout_s: float = 5.0,  # generous: a busy machine must not turn a retry into a failure
     key: str = SIM_LEGACY_API_KEY,
 ) -> LegacyClient:
-    return LegacyClient(session, simulator.legacy_url, key, timeout_s, max_batch)
+    return LegacyClient(
+        session, simulator.legacy_url, key, timeout_s, max_batch, retry_policy=NO_PAUSE
+    )
 
 
 @pytest.fixture
@@ -374,7 +378,7 @@ async def test_truncated_body_is_unavailable(
 async def test_hang_is_cut_at_the_deadline(
     simulator: RunningSimulator, session: aiohttp.ClientSession
 ) -> None:
-    legacy = legacy_client(simulator, session, timeout_s=0.8)
+    legacy = legacy_client(simulator, session, timeout_s=0.4)
     simulator.sim.state.add_fault("legacy", "timeout", delay_s=3600)
     with pytest.raises(UpstreamUnavailable) as caught:
         await legacy.ad_status(12311, 1)  # ends only because the deadline cuts the hang

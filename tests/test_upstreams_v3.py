@@ -29,6 +29,8 @@ from gateway.upstreams import (
 )
 from gateway.upstreams.trace import child_traceparent, parse_traceparent
 
+from gateway_harness import NO_PAUSE
+
 USER_AGENT = "TestGateway/1.0.0 aiohttp/3 linux/6"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CALLER_TRACE = f"00-{TRACE_ID}-b9c7c989f97918e1-01"
@@ -61,7 +63,9 @@ def v3(simulator: RunningSimulator, session: aiohttp.ClientSession) -> Classifie
         timeout_s=5,
     )
     # A generous deadline: on a busy machine the token and the call share it.
-    return ClassifiedsV3Client(session, simulator.v3_url, credentials, USER_AGENT, 5.0)
+    return ClassifiedsV3Client(
+        session, simulator.v3_url, credentials, USER_AGENT, 5.0, retry_policy=NO_PAUSE
+    )
 
 
 async def short_deadline(
@@ -69,7 +73,9 @@ async def short_deadline(
 ) -> ClassifiedsV3Client:
     """`v3`'s credentials, a token already fetched, and a deadline of one second."""
     await v3.credentials.authorization(Caller())
-    return ClassifiedsV3Client(session, simulator.v3_url, v3.credentials, USER_AGENT, 1.0)
+    return ClassifiedsV3Client(
+        session, simulator.v3_url, v3.credentials, USER_AGENT, 1.0, retry_policy=NO_PAUSE
+    )
 
 
 def v3_requests(simulator: RunningSimulator, endpoint: str | None = None) -> list[Any]:

@@ -33,6 +33,8 @@ from gateway.upstreams import (
     create_session,
 )
 
+from gateway_harness import NO_PAUSE
+
 USER_AGENT = "TestGateway/1.0.0 aiohttp/3 linux/6"
 
 
@@ -71,6 +73,7 @@ def oauth(
         "default_intermediary_id": "agency-1",
         "user_agent": USER_AGENT,
         "timeout_s": 5.0,  # generous: on a busy machine a token fetch can take a while
+        "retry_policy": NO_PAUSE,
     }
     if clock is not None:
         values["clock"] = clock
