@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -18,7 +19,14 @@ from gateway.config import Settings
 from gateway.demo import demo_settings
 from gateway.lifespan import Started
 from gateway.listener import bind_listener
-from gateway.simulator import RunningSimulator, Simulator
+from gateway.simulator import (
+    SIM_AUDIENCE,
+    SIM_CLIENT_ID,
+    SIM_CLIENT_SECRET,
+    SIM_LEGACY_API_KEY,
+    RunningSimulator,
+    Simulator,
+)
 from gateway.upstreams import RetryPolicy
 from gateway.web import create_app
 
@@ -155,3 +163,34 @@ async def run_gateway(
             httpx.AsyncClient(base_url=url, timeout=30, verify=LOOPBACK_TLS) as client,
         ):
             yield RunningGateway(url=url, client=client, running_sim=running_sim, app=app)
+
+
+def serve_env(running_sim: RunningSimulator, **extra: str) -> dict[str, str]:
+    """The environment of a `gateway serve` process wired to `running_sim` (agency-1, ports 0),
+    without the caller's own GATEWAY_* and OTEL_* variables; `extra` adds or replaces."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OTEL_"))}
+    env |= {
+        "GATEWAY_V3_URL": running_sim.v3_url,
+        "GATEWAY_V3_TOKEN_URL": running_sim.token_url,
+        "GATEWAY_V3_CLIENT_ID": SIM_CLIENT_ID,
+        "GATEWAY_V3_CLIENT_SECRET": SIM_CLIENT_SECRET,
+        "GATEWAY_V3_AUDIENCE": SIM_AUDIENCE,
+        "GATEWAY_V3_INTERMEDIARY_ID": "agency-1",
+        "GATEWAY_LEGACY_URL": running_sim.legacy_url,
+        "GATEWAY_LEGACY_API_KEY": SIM_LEGACY_API_KEY,
+        "GATEWAY_HTTP_PORT": "0",  # the banner names the port it bound
+        "GATEWAY_GRPC_PORT": "0",
+    }
+    return env | extra
+
+
+async def read_until(stream: asyncio.StreamReader, marker: str) -> str:
+    """A child's output up to and including the line holding `marker`."""
+    seen = ""
+    async with asyncio.timeout(30):
+        while marker not in seen:
+            line = await stream.readline()
+            if not line:
+                raise AssertionError(f"stream ended before {marker!r}:\n{seen}")
+            seen += line.decode()
+    return seen

@@ -24,7 +24,7 @@ from gateway.cli import main
 from gateway.demo import demo_query
 from gateway.simulator import RunningSimulator
 
-from gateway_harness import LOOPBACK_TLS, RunningGateway
+from gateway_harness import LOOPBACK_TLS, RunningGateway, read_until, serve_env
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -103,17 +103,6 @@ def test_serve_refuses_a_bad_setting_with_one_line(
     assert "GATEWAY_HTTP_PORT" in stderr
 
 
-async def _read_until(stream: asyncio.StreamReader, marker: str) -> str:
-    seen = ""
-    async with asyncio.timeout(30):
-        while marker not in seen:
-            line = await stream.readline()
-            if not line:
-                raise AssertionError(f"stream ended before {marker!r}:\n{seen}")
-            seen += line.decode()
-    return seen
-
-
 async def test_demo_command_serves_the_printed_query_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
         GATEWAY, "demo", "--port", "0", "--grpc-port", "0", "--move-every", "0",
@@ -121,7 +110,7 @@ async def test_demo_command_serves_the_printed_query_and_stops_on_ctrl_c(tmp_pat
     )  # fmt: skip
     assert process.stdout is not None
     try:
-        printed = await _read_until(process.stdout, "Press Ctrl-C")
+        printed = await read_until(process.stdout, "Press Ctrl-C")
         url = re.search(r"GraphiQL: (http://127\.0\.0\.1:\d+/graphql)", printed)
         assert url is not None, printed
         query = printed[printed.index("query Demo") : printed.index("Press Ctrl-C")].strip() + "\n"
@@ -213,7 +202,7 @@ async def test_simulate_command_serves_the_catalog(tmp_path: Path) -> None:
     )
     assert process.stdout is not None
     try:
-        printed = await _read_until(process.stdout, "Press Ctrl-C")
+        printed = await read_until(process.stdout, "Press Ctrl-C")
         base = re.search(r"listening on (http://127\.0\.0\.1:\d+)", printed)
         assert base is not None, printed
         async with httpx.AsyncClient(verify=LOOPBACK_TLS) as client:
@@ -240,26 +229,14 @@ def test_demo_on_a_busy_port_says_so_in_one_line(capsys: pytest.CaptureFixture[s
 async def test_serve_command_answers_from_the_configured_upstreams(
     simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env |= {
-        "GATEWAY_V3_URL": simulator.v3_url,
-        "GATEWAY_V3_TOKEN_URL": simulator.token_url,
-        "GATEWAY_V3_CLIENT_ID": "sim-client",
-        "GATEWAY_V3_CLIENT_SECRET": "sim-secret",
-        "GATEWAY_V3_AUDIENCE": "https://api.aviv-group.com/caas/v3",
-        "GATEWAY_V3_INTERMEDIARY_ID": "agency-1",
-        "GATEWAY_LEGACY_URL": simulator.legacy_url,
-        "GATEWAY_LEGACY_API_KEY": "sim-legacy-key",
-        "GATEWAY_HTTP_PORT": "0",  # the banner names the port it bound
-        "GATEWAY_GRPC_PORT": "0",
-    }
+    env = serve_env(simulator)
     process = await asyncio.create_subprocess_exec(
         GATEWAY, "serve", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path
     )
     assert process.stdout is not None
     listing = simulator.sim.data.listings[0]
     try:
-        banner = await _read_until(process.stdout, "Gateway listening")
+        banner = await read_until(process.stdout, "Gateway listening")
         base = re.search(r"listening on (http://127\.0\.0\.1:\d+)/graphql", banner)
         assert base is not None, banner
         async with httpx.AsyncClient(

@@ -5,7 +5,6 @@ and losing Redis costs sharing, never an answer."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
@@ -23,14 +22,8 @@ from gateway.redis_link import RedisLink
 from gateway.shared_cache import SharedPageCache
 from gateway.shared_events import RedisEventBus
 from gateway.simulator import RunningSimulator
-from gateway.simulator.vocabulary import (
-    SIM_AUDIENCE,
-    SIM_CLIENT_ID,
-    SIM_CLIENT_SECRET,
-    SIM_LEGACY_API_KEY,
-)
 
-from gateway_harness import LOOPBACK_TLS, RunningGateway, run_gateway
+from gateway_harness import LOOPBACK_TLS, RunningGateway, run_gateway, serve_env
 
 SECRET = "scaleout-secret"
 LATEST = """
@@ -320,20 +313,7 @@ async def test_without_a_redis_url_readyz_says_redis_is_off(gateway: RunningGate
 async def test_two_gateway_serve_processes_share_pages_and_one_token(
     simulator: RunningSimulator, redis_server: RunningRedis, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env |= {
-        "GATEWAY_V3_URL": simulator.v3_url,
-        "GATEWAY_V3_TOKEN_URL": simulator.token_url,
-        "GATEWAY_V3_CLIENT_ID": SIM_CLIENT_ID,
-        "GATEWAY_V3_CLIENT_SECRET": SIM_CLIENT_SECRET,
-        "GATEWAY_V3_AUDIENCE": SIM_AUDIENCE,
-        "GATEWAY_V3_INTERMEDIARY_ID": "agency-1",
-        "GATEWAY_LEGACY_URL": simulator.legacy_url,
-        "GATEWAY_LEGACY_API_KEY": SIM_LEGACY_API_KEY,
-        "GATEWAY_HTTP_PORT": "0",
-        "GATEWAY_GRPC_PORT": "0",
-        "GATEWAY_REDIS_URL": redis_server.url,
-    }
+    env = serve_env(simulator, GATEWAY_REDIS_URL=redis_server.url)
     gateway = str(Path(sys.executable).with_name("gateway"))
     processes = [
         await asyncio.create_subprocess_exec(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import subprocess
@@ -14,45 +13,18 @@ from pathlib import Path
 import httpx
 
 from gateway.simulator import (
-    SIM_AUDIENCE,
-    SIM_CLIENT_ID,
-    SIM_CLIENT_SECRET,
-    SIM_LEGACY_API_KEY,
     RunningSimulator,
 )
 
-from gateway_harness import LOOPBACK_TLS
+from gateway_harness import LOOPBACK_TLS, read_until, serve_env
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
-
-
-async def _read_until(stream: asyncio.StreamReader, marker: str) -> str:
-    seen = ""
-    while marker not in seen:
-        line = await stream.readline()
-        if not line:
-            raise AssertionError(f"stream ended before {marker!r}:\n{seen}")
-        seen += line.decode()
-    return seen
 
 
 async def test_sigterm_lets_a_slow_request_finish_then_exits_0(
     simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OTEL_"))}
-    env |= {
-        "GATEWAY_V3_URL": simulator.v3_url,
-        "GATEWAY_V3_TOKEN_URL": simulator.token_url,
-        "GATEWAY_V3_CLIENT_ID": SIM_CLIENT_ID,
-        "GATEWAY_V3_CLIENT_SECRET": SIM_CLIENT_SECRET,
-        "GATEWAY_V3_AUDIENCE": SIM_AUDIENCE,
-        "GATEWAY_V3_INTERMEDIARY_ID": "agency-1",
-        "GATEWAY_LEGACY_URL": simulator.legacy_url,
-        "GATEWAY_LEGACY_API_KEY": SIM_LEGACY_API_KEY,
-        "GATEWAY_HTTP_PORT": "0",  # the banner names the port it bound
-        "GATEWAY_SHUTDOWN_GRACE_S": "30",
-        "GATEWAY_GRPC_PORT": "0",
-    }
+    env = serve_env(simulator, GATEWAY_SHUTDOWN_GRACE_S="30")
     process = await asyncio.create_subprocess_exec(
         GATEWAY, "serve", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path
     )
@@ -63,7 +35,7 @@ async def test_sigterm_lets_a_slow_request_finish_then_exits_0(
         "variables": {"u": listing.user_id, "a": listing.ad_id},
     }
     try:
-        banner = await _read_until(process.stdout, "Gateway listening")
+        banner = await read_until(process.stdout, "Gateway listening")
         # Bound and listening before the banner: a connection waits in the backlog until
         # the app has started, so nothing is polled.
         url = re.search(r"(http://\S+)/graphql", banner)

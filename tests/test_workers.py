@@ -27,14 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.cli import main
 from gateway.simulator import (
-    SIM_AUDIENCE,
-    SIM_CLIENT_ID,
-    SIM_CLIENT_SECRET,
-    SIM_LEGACY_API_KEY,
     RunningSimulator,
 )
 
-from gateway_harness import LOOPBACK_TLS
+from gateway_harness import LOOPBACK_TLS, serve_env
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 LATEST = """query Latest($id: ID!) {
@@ -120,20 +116,12 @@ def requests_total(text: str) -> float:
 async def test_two_workers_answer_together_add_up_metrics_and_stop_gracefully(
     simulator: RunningSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OTEL_"))}
-    env |= {
-        "GATEWAY_V3_URL": simulator.v3_url,
-        "GATEWAY_V3_TOKEN_URL": simulator.token_url,
-        "GATEWAY_V3_CLIENT_ID": SIM_CLIENT_ID,
-        "GATEWAY_V3_CLIENT_SECRET": SIM_CLIENT_SECRET,
-        "GATEWAY_V3_AUDIENCE": SIM_AUDIENCE,
-        "GATEWAY_V3_INTERMEDIARY_ID": "agency-1",
-        "GATEWAY_LEGACY_URL": simulator.legacy_url,
-        "GATEWAY_LEGACY_API_KEY": SIM_LEGACY_API_KEY,
-        "GATEWAY_SHUTDOWN_GRACE_S": "30",
-        "GATEWAY_WARM_UP": "false",
-        "TMPDIR": str(tmp_path),  # where the parent makes the workers' metrics directory
-    }
+    env = serve_env(
+        simulator,
+        GATEWAY_SHUTDOWN_GRACE_S="30",
+        GATEWAY_WARM_UP="false",
+        TMPDIR=str(tmp_path),  # where the parent makes the workers' metrics directory
+    )
     # As the README shows it: ports 0 (gRPC's chosen once by the parent, for both workers).
     shown, argv = readme_command()
     assert shown == {"GATEWAY_HTTP_PORT": "0", "GATEWAY_GRPC_PORT": "0"}
