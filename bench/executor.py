@@ -134,9 +134,9 @@ async def _asgi(app: Any) -> Any:
 async def measure(
     sim_port: int, compiled: bool, listings: int, repeat: int, profile: bool
 ) -> dict[str, float]:
-    from gateway.demo import demo_settings
+    from gateway.app import create_app
+    from gateway.process.demo import demo_settings
     from gateway.simulator.app import RunningSimulator
-    from gateway.web import create_app
 
     sim = _simulator(listings)  # built as the child built it: the same catalogue
     classifieds = sim.state.tenants()[TENANT]

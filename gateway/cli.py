@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from gateway.config import SettingsError, load_settings
-from gateway.listener import bind_listener
+from gateway.infra.listener import bind_listener
 
 SCHEMA_PATH = Path("schema/schema.graphql")
 
@@ -74,14 +74,14 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     host, port = listener.getsockname()[:2]
     if workers == 1:
-        from gateway.serving import serve_on
+        from gateway.process.serve import serve_on
 
         print(f"Gateway listening on http://{host}:{port}/graphql", flush=True)
         configure_logging(json=True, level=args.log_level.upper())
         serve_on(settings, listener, log_level=args.log_level)
         return 0
 
-    from gateway.workers import reserve_port, supervise
+    from gateway.process.supervisor import reserve_port, supervise
 
     # The workers share one gRPC port: chosen here once (GATEWAY_GRPC_PORT=0 too) and held.
     try:
@@ -125,7 +125,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gateway.demo import DemoError, run_demo
+    from gateway.process.demo import DemoError, run_demo
 
     try:
         asyncio.run(

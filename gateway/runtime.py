@@ -18,19 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
-from gateway.cache import PageCache
+from gateway.cache.pages import PageCache
 from gateway.config import Settings
-from gateway.errors import GatewayError
-from gateway.events import EventBus, LocalEventBus
-from gateway.models import Caller
-from gateway.service import ListingService
+from gateway.domain.errors import GatewayError
+from gateway.domain.models import Caller
+from gateway.live.bus import EventBus, LocalEventBus
+from gateway.live.webhooks import Webhooks
+from gateway.service.listings import ListingService
 from gateway.upstreams import UpstreamObserver, Upstreams, open_upstreams
-from gateway.webhooks import Webhooks
 
 if TYPE_CHECKING:
     # redis-py takes a third of a second to import; it is loaded only when Redis is set.
-    from gateway.redis_link import RedisLink
-    from gateway.shared_events import RedisEventBus
+    from gateway.infra.redis_link import RedisLink
+    from gateway.live.redis_bus import RedisEventBus
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,8 @@ async def open_runtime(
         link = None
         token_store = None
         if settings.redis_url:
-            from gateway.redis_link import RedisLink
-            from gateway.shared_tokens import RedisTokenStore
+            from gateway.infra.redis_link import RedisLink
+            from gateway.upstreams.shared_tokens import RedisTokenStore
 
             link = RedisLink(settings.redis_url)
             stack.push_async_callback(link.aclose)
@@ -93,7 +93,7 @@ async def open_runtime(
         )
         cache: PageCache[Any]
         if link is not None and settings.cache_ttl_s > 0:
-            from gateway.shared_cache import SharedPageCache
+            from gateway.cache.shared import SharedPageCache
 
             cache = SharedPageCache(
                 link,
@@ -143,8 +143,8 @@ async def open_runtime(
 async def _shared_bus(
     link: RedisLink, local: LocalEventBus, cache: PageCache[Any]
 ) -> AsyncIterator[RedisEventBus]:
-    from gateway.shared_cache import SharedPageCache
-    from gateway.shared_events import RedisEventBus
+    from gateway.cache.shared import SharedPageCache
+    from gateway.live.redis_bus import RedisEventBus
 
     bus = RedisEventBus(
         link, local=local, cache=cache if isinstance(cache, SharedPageCache) else None

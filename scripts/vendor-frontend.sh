@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Re-vendor the browser assets GraphiQL needs into gateway/static/vendor/, from the npm
+# Re-vendor the browser assets GraphiQL needs into gateway/http/static/vendor/, from the npm
 # registry, at the versions pinned below. Needs only `npm` (for `npm pack`) and `tar`.
 #
 #   scripts/vendor-frontend.sh
 #
 # Each package lands in its own versioned folder (<name>@<version>/), so the gateway can serve
 # it with an immutable cache header; bumping a version changes every URL. After a bump, update
-# VENDOR_VERSIONS in gateway/static_assets.py and the table in gateway/static/vendor/README.md.
+# VENDOR in gateway/http/pages.py and the table in gateway/http/static/vendor/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-dest=gateway/static/vendor
+dest=gateway/http/static/vendor
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import uvicorn
 
+from gateway.app import create_app
 from gateway.config import Settings
-from gateway.demo import demo_settings
-from gateway.lifespan import Started
-from gateway.listener import bind_listener
+from gateway.infra.listener import bind_listener
+from gateway.infra.started import Started
+from gateway.process.demo import demo_settings
 from gateway.simulator import (
     SIM_AUDIENCE,
     SIM_CLIENT_ID,
@@ -28,7 +29,6 @@ from gateway.simulator import (
     Simulator,
 )
 from gateway.upstreams import RetryPolicy
-from gateway.web import create_app
 
 # httpx loads the system CA bundle for every client it makes (~25 ms of CPU); the tests
 # speak plain HTTP on loopback, so one context is made once and shared.

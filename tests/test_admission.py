@@ -14,11 +14,11 @@ import grpc
 import httpx
 import pytest
 
-from gateway.admission import AdmissionControl
+from gateway.access.admission import AdmissionControl
+from gateway.app import create_app
 from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
 from gateway.simulator import RunningSimulator
-from gateway.web import create_app
 
 from gateway_harness import LOOPBACK_TLS, run_gateway, serve_app, settings_for
 

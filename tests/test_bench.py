@@ -21,9 +21,9 @@ from bench.load import LocalLoad
 from bench.processes import Gateway, Load, Meter, Simulator
 from bench.report import markdown, results, write
 from bench.run import Options, run
+from gateway.app import create_app
 from gateway.config import load_settings
 from gateway.simulator import Simulator as UpstreamSimulator
-from gateway.web import create_app
 
 from gateway_harness import serve_app
 

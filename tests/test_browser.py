@@ -29,10 +29,10 @@ from playwright.async_api import (
     expect,
 )
 
-from gateway.demo import board_refs, demo_query, demo_refs
+from gateway.app import create_app
+from gateway.process.demo import board_refs, demo_query, demo_refs
 from gateway.simulator import Simulator
 from gateway.simulator.faults import Fault
-from gateway.web import create_app
 
 from gateway_harness import LOOPBACK_TLS, RunningGateway, run_gateway, serve_app, settings_for
 

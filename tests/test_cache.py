@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.cache import PageCache, PageKey
+from gateway.cache.pages import PageCache, PageKey
 
 
 def page(classified_id: str = "c1", tenant: str = "t1", token: str | None = None) -> PageKey:

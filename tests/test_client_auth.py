@@ -11,7 +11,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from gateway.client_auth import ClientTokens
+from gateway.access.client_tokens import ClientTokens
 from gateway.config import SettingsError, V3AuthMode, load_settings
 from gateway.simulator import RunningSimulator
 

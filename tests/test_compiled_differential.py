@@ -21,12 +21,12 @@ from graphql import GraphQLSchema, get_operation_ast, parse, validate
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from gateway import ids
+from gateway.domain import ids
+from gateway.domain.models import Caller, LegacyAdKey, ListingRef
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.errors import translate
 from gateway.graphql.executor import GatewayExecutor, Plans
 from gateway.graphql.schema import build_schema
-from gateway.models import Caller, LegacyAdKey, ListingRef
 from gateway.runtime import Runtime, open_runtime
 from gateway.simulator import RunningSimulator, Simulator
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway import ids
-from gateway.models import LegacyAdKey, ListingRef
+from gateway.domain import ids
+from gateway.domain.models import LegacyAdKey, ListingRef
 from gateway.simulator import RunningSimulator
 
 from gateway_harness import RunningGateway, run_gateway

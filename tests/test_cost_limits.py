@@ -9,13 +9,13 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway.cursors import KeysetCursor, encode_cursor
+from gateway.domain.cursors import KeysetCursor, encode_cursor
+from gateway.domain.models import LegacyAdKey, ListingRef
 from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
-from gateway.histories import MAX_HISTORY_PAGES
-from gateway.models import LegacyAdKey, ListingRef
-from gateway.plan_cost import read_cost
-from gateway.selection import ClassifiedSelection, ListingSelection, MediaSelection, PageArgs
+from gateway.service.histories import MAX_HISTORY_PAGES
+from gateway.service.plan import ClassifiedSelection, ListingSelection, MediaSelection, PageArgs
+from gateway.service.plan_cost import read_cost
 from gateway.simulator import RunningSimulator
 from gateway.simulator.data import Listing
 

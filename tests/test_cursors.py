@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway import ids
-from gateway.cursors import KeysetCursor, UpstreamCursor, decode_cursor, encode_cursor
-from gateway.errors import InvalidInput
-from gateway.histories import History
-from gateway.models import ClassifiedStatusCode, ClassifiedStatusItem
+from gateway.domain import ids
+from gateway.domain.cursors import KeysetCursor, UpstreamCursor, decode_cursor, encode_cursor
+from gateway.domain.errors import InvalidInput
+from gateway.domain.models import ClassifiedStatusCode, ClassifiedStatusItem
+from gateway.service.histories import History
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -77,8 +77,8 @@ def test_an_incomplete_history_leaves_a_short_first_page_to_v3() -> None:
 
 
 def test_a_history_of_the_same_cached_pages_is_built_once() -> None:
-    from gateway.histories import HistoryMemo
-    from gateway.models import StatusPage
+    from gateway.domain.models import StatusPage
+    from gateway.service.histories import HistoryMemo
 
     memo = HistoryMemo(max_entries=4)
     pages = (StatusPage((item(1), item(3)), "t"), StatusPage((item(2),)))

@@ -1,11 +1,11 @@
-"""A caller's deadline (`gateway.deadlines`) shortens every upstream operation under it."""
+"""A caller's deadline (`gateway.infra.deadlines`) shortens every upstream operation under it."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.deadlines import caller_deadline
-from gateway.errors import UpstreamUnavailable
+from gateway.domain.errors import UpstreamUnavailable
+from gateway.infra.deadlines import caller_deadline
 from gateway.simulator import RunningSimulator
 from gateway.upstreams import Deadline
 

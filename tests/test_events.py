@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.events import EventBus, LocalEventBus
-from gateway.models import ClassifiedStatusCode, ClassifiedStatusEvent, ClassifiedStatusItem
+from gateway.domain.models import ClassifiedStatusCode, ClassifiedStatusEvent, ClassifiedStatusItem
+from gateway.live.bus import EventBus, LocalEventBus
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -47,7 +47,7 @@ async def test_a_subscriber_that_never_reads_keeps_a_bounded_queue(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     bus = LocalEventBus(max_queue=16)
-    with caplog.at_level(logging.WARNING, logger="gateway.events"):
+    with caplog.at_level(logging.WARNING, logger="gateway.live.bus"):
         async with bus.subscribe() as events:
             for n in range(1000):
                 bus.publish(event("a", n))

@@ -7,8 +7,8 @@ import re
 
 from starlette.routing import Mount
 
-from gateway.demo import board_refs
-from gateway.frontend import MIN_COMPRESSED_BYTES, STATIC_DIR, VENDOR, CompressedStatic
+from gateway.http.pages import MIN_COMPRESSED_BYTES, STATIC_DIR, VENDOR, CompressedStatic
+from gateway.process.demo import board_refs
 from gateway.simulator import RunningSimulator
 
 from gateway_harness import RunningGateway, run_gateway

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.models import Caller, ListingRef
-from gateway.selection import ClassifiedSelection, ListingSelection, PageArgs
+from gateway.domain.models import Caller, ListingRef
+from gateway.service.plan import ClassifiedSelection, ListingSelection, PageArgs
 from gateway.simulator import RunningSimulator
 
 from gateway_harness import RunningGateway, run_gateway

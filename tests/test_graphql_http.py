@@ -11,10 +11,10 @@ import httpx
 import pytest
 import websockets
 
+from gateway.app import create_app
 from gateway.cli import build_parser, main
-from gateway.models import PublicationState
+from gateway.domain.models import PublicationState
 from gateway.simulator.data import Listing
-from gateway.web import create_app
 
 from gateway_harness import RunningGateway, settings_for
 

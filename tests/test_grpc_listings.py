@@ -9,10 +9,10 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway import ids
+from gateway.domain import ids
+from gateway.domain.models import LegacyAdKey, ListingRef
 from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
-from gateway.models import LegacyAdKey, ListingRef
 from gateway.simulator import RunningSimulator
 
 from gateway_harness import RunningGateway, run_gateway

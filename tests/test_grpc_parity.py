@@ -10,9 +10,9 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from gateway.demo import demo_refs
 from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
+from gateway.process.demo import demo_refs
 from gateway.simulator import RunningSimulator
 
 from gateway_harness import RunningGateway, run_gateway

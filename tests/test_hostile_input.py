@@ -18,8 +18,8 @@ from hostile import SpiedSimulator, decoded_ids, unencoded_paths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.app import create_app
 from gateway.simulator import RunningSimulator
-from gateway.web import create_app
 
 from gateway_harness import RunningGateway, run_gateway, settings_for
 

@@ -20,7 +20,7 @@ import yarl
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.errors import (
+from gateway.domain.errors import (
     GatewayError,
     NotFound,
     UpstreamNotFound,

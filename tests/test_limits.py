@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from graphql import GraphQLError, build_schema, get_introspection_query, parse, validate
 
-from gateway.checks import check_status_filter
-from gateway.errors import InvalidInput
+from gateway.domain.errors import InvalidInput
+from gateway.domain.models import ClassifiedStatusCode
 from gateway.graphql.errors import error_code
 from gateway.graphql.limits import (
     QUERY_TOO_COMPLEX,
@@ -15,7 +15,7 @@ from gateway.graphql.limits import (
     depth_rule,
     over_token_limit,
 )
-from gateway.models import ClassifiedStatusCode
+from gateway.service.checks import check_status_filter
 
 SCHEMA = build_schema("type Query { a: A }  type A { a: A  b: Int }")
 

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from gateway.listener import bind_listener
+from gateway.infra.listener import bind_listener
 
 
 async def test_accepted_connections_have_nagle_off() -> None:

@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from gateway.config import SettingsError
-from gateway.events import LocalEventBus
-from gateway.models import ClassifiedStatusCode, ClassifiedStatusEvent, ClassifiedStatusItem
+from gateway.domain.models import ClassifiedStatusCode, ClassifiedStatusEvent, ClassifiedStatusItem
+from gateway.live.bus import LocalEventBus
 from gateway.simulator import RunningSimulator
 
 from gateway_harness import LOOPBACK_TLS, RunningGateway, run_gateway, settings_for
@@ -335,7 +335,7 @@ async def test_a_subscriber_that_never_reads_keeps_a_bounded_queue(
         (queue,) = bus.subscribers
         # Events reach only subscribers whose agency owns the classified: use one of ours.
         mine = tenant_classifieds(gateway)[1]
-        with caplog.at_level(logging.WARNING, logger="gateway.events"):
+        with caplog.at_level(logging.WARNING, logger="gateway.live.bus"):
             # A burst of callbacks arrives while the subscriber reads nothing.
             for n in range(1000):
                 bus.publish(event(mine, n))

@@ -17,11 +17,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 from pythonjsonlogger.json import JsonFormatter
 
+from gateway.app import create_app
 from gateway.observability.logs import ACCESS_LOGGER, configure_logging
 from gateway.simulator import SIM_CLIENT_SECRET, SIM_LEGACY_API_KEY, RunningSimulator, Simulator
 from gateway.simulator.data import Listing
 from gateway.upstreams.unknowns import note_unknown
-from gateway.web import create_app
 
 from gateway_harness import LOOPBACK_TLS, serve_app, settings_for
 

@@ -21,7 +21,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.cli import main
-from gateway.demo import demo_query
+from gateway.process.demo import demo_query
 from gateway.simulator import RunningSimulator
 
 from gateway_harness import LOOPBACK_TLS, RunningGateway, read_until, serve_env

@@ -17,14 +17,14 @@ import httpx
 import pytest
 import yarl
 
-from gateway.errors import UpstreamUnavailable
+from gateway.app import create_app
+from gateway.domain.errors import UpstreamUnavailable
 from gateway.simulator import RunningSimulator, Simulator
 from gateway.simulator.data import Listing
 from gateway.upstreams import UpstreamGuard
 from gateway.upstreams._http import Deadline, request
 from gateway.upstreams.breaker import BreakerState, CircuitBreaker, CircuitOpen
 from gateway.upstreams.guard import RetryBudget
-from gateway.web import create_app
 
 from gateway_harness import LOOPBACK_TLS, serve_app, settings_for
 

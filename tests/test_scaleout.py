@@ -18,9 +18,9 @@ import httpx
 import pytest
 from redis_harness import RunningRedis
 
-from gateway.redis_link import RedisLink
-from gateway.shared_cache import SharedPageCache
-from gateway.shared_events import RedisEventBus
+from gateway.cache.shared import SharedPageCache
+from gateway.infra.redis_link import RedisLink
+from gateway.live.redis_bus import RedisEventBus
 from gateway.simulator import RunningSimulator
 
 from gateway_harness import LOOPBACK_TLS, RunningGateway, run_gateway, serve_env

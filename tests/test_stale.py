@@ -14,10 +14,10 @@ import grpc
 import httpx
 from google.protobuf.duration_pb2 import Duration
 
+from gateway.app import create_app
 from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
 from gateway.simulator import RunningSimulator
-from gateway.web import create_app
 
 from gateway_harness import LOOPBACK_TLS, serve_app, settings_for
 

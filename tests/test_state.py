@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.models import (
+from gateway.domain.models import (
     ClassifiedStatusCode,
     ClassifiedStatusItem,
     LegacyAdStatus,
@@ -18,7 +18,7 @@ from gateway.models import (
     Provider,
     PublicationState,
 )
-from gateway.state import (
+from gateway.domain.state import (
     classified_item_state,
     latest_item,
     legacy_portal_states,

@@ -9,12 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway import ids
-from gateway.checks import check_id, check_page_args, check_ref, check_refs
-from gateway.errors import InvalidInput, UpstreamNotFound, UpstreamUnavailable
-from gateway.histories import MAX_HISTORY_PAGES, read_history
-from gateway.loaders import legacy_loader
-from gateway.models import (
+from gateway.domain import ids
+from gateway.domain.errors import InvalidInput, UpstreamNotFound, UpstreamUnavailable
+from gateway.domain.models import (
     ClassifiedStatusCode,
     ClassifiedStatusItem,
     LegacyAdKey,
@@ -23,6 +20,9 @@ from gateway.models import (
     ListingRef,
     StatusPage,
 )
+from gateway.service.checks import check_id, check_page_args, check_ref, check_refs
+from gateway.service.histories import MAX_HISTORY_PAGES, read_history
+from gateway.service.loaders import legacy_loader
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 

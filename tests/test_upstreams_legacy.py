@@ -16,8 +16,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.errors import InvalidInput, UpstreamNotFound, UpstreamRejected, UpstreamUnavailable
-from gateway.models import Portal
+from gateway.domain.errors import (
+    InvalidInput,
+    UpstreamNotFound,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from gateway.domain.models import Portal
 from gateway.simulator import SIM_LEGACY_API_KEY, RunningSimulator
 from gateway.upstreams import UNKNOWN_VALUES, LegacyClient, create_session
 from gateway.upstreams.legacy import AMSTERDAM, parse_legacy_date

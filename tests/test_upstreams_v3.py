@@ -16,8 +16,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.errors import InvalidInput, UpstreamNotFound, UpstreamRejected, UpstreamUnavailable
-from gateway.models import Caller, ClassifiedStatusCode, MediaStatusCode, Portal
+from gateway.domain.errors import (
+    InvalidInput,
+    UpstreamNotFound,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from gateway.domain.models import Caller, ClassifiedStatusCode, MediaStatusCode, Portal
 from gateway.simulator import SIM_AUDIENCE, SIM_CLIENT_ID, SIM_CLIENT_SECRET, RunningSimulator
 from gateway.upstreams import (
     UNKNOWN_VALUES,

@@ -14,8 +14,13 @@ import aiohttp
 import pytest
 
 from gateway.config import Settings
-from gateway.errors import InvalidInput, Unauthenticated, UpstreamRejected, UpstreamUnavailable
-from gateway.models import Caller
+from gateway.domain.errors import (
+    InvalidInput,
+    Unauthenticated,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from gateway.domain.models import Caller
 from gateway.simulator import (
     SIM_AUDIENCE,
     SIM_CLIENT_ID,

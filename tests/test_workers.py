@@ -90,7 +90,7 @@ def message(text: str) -> Callable[[Line], bool]:
 
 
 def serving(line: Line) -> bool:
-    return line.get("logger") == "gateway.workers" and "serving" in line["message"]
+    return line.get("logger") == "gateway.process.supervisor" and "serving" in line["message"]
 
 
 @contextmanager

@@ -31,8 +31,11 @@ from graphql import (
 from graphql.execution.values import get_argument_values
 from strawberry.extensions import SchemaExtension
 
-from gateway import ids
-from gateway.checks import (
+from gateway.domain import ids
+from gateway.domain.errors import InvalidInput
+from gateway.graphql.inputs import ref_from_arguments
+from gateway.graphql.variables import coerce_variables
+from gateway.service.checks import (
     DEFAULT_PAGE_SIZE,
     check_id,
     check_page_args,
@@ -40,9 +43,6 @@ from gateway.checks import (
     check_refs,
     check_status_filter,
 )
-from gateway.errors import InvalidInput
-from gateway.graphql.inputs import ref_from_arguments
-from gateway.graphql.variables import coerce_variables
 
 Check = Callable[[dict[str, Any], int], None]
 

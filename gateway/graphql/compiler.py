@@ -54,8 +54,8 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues
 
-from gateway import ids
-from gateway.errors import GatewayError
+from gateway.domain import ids
+from gateway.domain.errors import GatewayError
 from gateway.graphql.selections import included
 
 # --- projections: where each field's value lives in the gathered domain objects ------

@@ -9,9 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from gateway.events import EventBus
-from gateway.service import ListingRequest
-from gateway.webhooks import Webhooks
+from gateway.live.bus import EventBus
+from gateway.live.webhooks import Webhooks
+from gateway.service.listings import ListingRequest
 
 
 @dataclass(slots=True)

@@ -3,7 +3,7 @@
 Depth, aliases and tokens bound the document; these bound what it sets in motion. The
 root fields (after fragments and `@skip`/`@include`; `__typename` is free) are counted against
 `GATEWAY_MAX_ROOT_FIELDS`; each listing root field's refs and selection are priced by the
-service's own estimate (`gateway.plan_cost.read_cost`) and the sum is held against
+service's own estimate (`gateway.service.plan_cost.read_cost`) and the sum is held against
 `GATEWAY_MAX_UPSTREAM_COST`. A request over either is refused with `QUERY_TOO_COMPLEX`
 and `extensions.cost` / `extensions.limit`, before any upstream call.
 """
@@ -26,14 +26,14 @@ from graphql import (
 from graphql.execution.values import VariableValues, get_argument_values
 from strawberry.extensions import SchemaExtension
 
-from gateway import ids
-from gateway.errors import GatewayError, TooCostly
+from gateway.domain import ids
+from gateway.domain.errors import GatewayError, TooCostly
+from gateway.domain.models import ListingRef
 from gateway.graphql.errors import QUERY_TOO_COMPLEX
 from gateway.graphql.inputs import ref_from_arguments
 from gateway.graphql.selections import fields_of, listing_selection
 from gateway.graphql.variables import coerce_variables
-from gateway.models import ListingRef
-from gateway.plan_cost import check_cost, read_cost
+from gateway.service.plan_cost import check_cost, read_cost
 
 
 def _refs(name: str, args: dict[str, Any]) -> list[ListingRef] | None:

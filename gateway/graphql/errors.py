@@ -18,7 +18,7 @@ from typing import Any
 from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
 
-from gateway.errors import GatewayError, InternalError, UpstreamError
+from gateway.domain.errors import GatewayError, InternalError, UpstreamError
 
 log = logging.getLogger("gateway.graphql")
 

@@ -36,8 +36,8 @@ from graphql.execution.values import get_argument_values
 from graphql.pyutils import AwaitableOrValue
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from gateway import ids
-from gateway.errors import capture
+from gateway.domain import ids
+from gateway.domain.errors import capture
 from gateway.graphql.compiler import (
     ROOT_FIELDS,
     ArgumentSite,
@@ -49,7 +49,7 @@ from gateway.graphql.compiler import (
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.inputs import ref_from_arguments
 from gateway.graphql.selections import classified_page_args, listing_selection, media_page_args
-from gateway.service import ListingRequest
+from gateway.service.listings import ListingRequest
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 import strawberry
 
-from gateway.models import LegacyAdKey, ListingRef
+from gateway.domain.models import LegacyAdKey, ListingRef
 
 
 @strawberry.input(name="LegacyAdRef", description="Names an ad of the legacy API.")

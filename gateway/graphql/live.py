@@ -1,6 +1,6 @@
 """The `Subscription` root: classified status events from the webhook, over WebSocket.
 
-Each subscriber reads the event bus through its own bounded queue (see `gateway.events`).
+Each subscriber reads the event bus through its own bounded queue (see `gateway.live.bus`).
 An event's `listing` is read on demand through the same helper as the root `listing`
 query, in a fresh service scope per event, so it shows the state the event brought.
 Leaving the subscription (complete, stop, or a closed socket) leaves the bus block, which
@@ -16,12 +16,12 @@ from typing import Annotated
 import strawberry
 from strawberry import UNSET, Private
 
-from gateway import models
-from gateway.errors import InvalidInput
+from gateway.domain import models
+from gateway.domain.errors import InvalidInput
 from gateway.graphql.resolvers import GraphQLInfo, load_listings
 from gateway.graphql.types import ClassifiedStatus, Listing
-from gateway.service import ListingRequest
-from gateway.visibility import Visibility
+from gateway.live.visibility import Visibility
+from gateway.service.listings import ListingRequest
 
 
 @strawberry.type(

@@ -15,16 +15,16 @@ from graphql.execution.values import VariableValues
 from strawberry import UNSET
 from strawberry.types import Info
 
-from gateway import ids
+from gateway.domain import ids
+from gateway.domain.models import ClassifiedStatusCode as StatusCode
+from gateway.domain.models import ListingRef
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.executor import gathered_root
 from gateway.graphql.inputs import ListingRefInput
 from gateway.graphql.selections import listing_selection
 from gateway.graphql.types import ClassifiedStatusCode, Listing, Node, WebhookSubscription
-from gateway.models import ClassifiedStatusCode as StatusCode
-from gateway.models import ListingRef
-from gateway.selection import ListingSelection
-from gateway.service import ListingRequest
+from gateway.service.listings import ListingRequest
+from gateway.service.plan import ListingSelection
 
 GraphQLInfo = Info[GatewayContext, None]
 

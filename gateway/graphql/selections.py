@@ -24,7 +24,7 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_directive_values
 
-from gateway.selection import ListingSelection, PageArgs, SelectionBuilder
+from gateway.service.plan import ListingSelection, PageArgs, SelectionBuilder
 
 Fragments = Mapping[str, FragmentDefinitionNode]
 

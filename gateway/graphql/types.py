@@ -14,12 +14,12 @@ from typing import Annotated, Any, Generic, Protocol, TypeVar
 import strawberry
 from strawberry import UNSET, Private
 
-from gateway import ids, models
-from gateway.checks import DEFAULT_PAGE_SIZE
-from gateway.errors import GatewayError
-from gateway.selection import PageArgs
-from gateway.service import ClassifiedData, ListingData, MediaData
-from gateway.webhooks import WebhookRegistration
+from gateway.domain import ids, models
+from gateway.domain.errors import GatewayError
+from gateway.live.webhooks import WebhookRegistration
+from gateway.service.checks import DEFAULT_PAGE_SIZE
+from gateway.service.listings import ClassifiedData, ListingData, MediaData
+from gateway.service.plan import PageArgs
 
 _FIRST = "Page size, 1 to 100 (default 20)."
 _AFTER = "Only a pageInfo.endCursor of the previous page."

@@ -9,7 +9,7 @@ the GraphQL-over-HTTP spec where plain strawberry does not.
 - A malformed request (not UTF-8 JSON, not one object, wrong content type, variables nested
   too deep) is refused by `gateway.graphql.request` with a 4xx and a coded GraphQL error.
 - A browser asking for `/graphql` gets our GraphiQL page, whose assets the gateway serves
-  itself (`gateway.frontend`), not strawberry's, which loads them from a CDN.
+  itself (`gateway.http.pages`), not strawberry's, which loads them from a CDN.
 """
 
 from __future__ import annotations
@@ -30,17 +30,17 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
-from gateway.events import EventBus
-from gateway.frontend import graphiql_html, page_response
+from gateway.domain.models import caller_of
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.errors import translate
-from gateway.graphql.guard import is_graphiql_page
 from gateway.graphql.persisted import PersistedDocuments
 from gateway.graphql.request import RequestRefused, check_content_type, check_params, decode_json
-from gateway.models import caller_of
+from gateway.http.client_auth import is_graphiql_page
+from gateway.http.pages import graphiql_html, page_response
+from gateway.live.bus import EventBus
+from gateway.live.webhooks import Webhooks
 from gateway.observability.record import current_record
-from gateway.service import ListingService
-from gateway.webhooks import Webhooks
+from gateway.service.listings import ListingService
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 # The name of a document's first operation, for logs and metrics when the caller names none.

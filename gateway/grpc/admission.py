@@ -15,8 +15,8 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from gateway.admission import AdmissionControl
-from gateway.errors import Overloaded
+from gateway.access.admission import AdmissionControl
+from gateway.domain.errors import Overloaded
 from gateway.grpc.errors import abort
 
 Continuation: TypeAlias = (

@@ -13,8 +13,8 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from gateway.client_auth import UNAUTHENTICATED_MESSAGE, ClientTokens
-from gateway.errors import Unauthenticated
+from gateway.access.client_tokens import UNAUTHENTICATED_MESSAGE, ClientTokens
+from gateway.domain.errors import Unauthenticated
 from gateway.grpc.errors import abort
 
 # A string: grpc's classes are generic only in grpc-stubs, not at run time.

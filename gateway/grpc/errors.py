@@ -33,7 +33,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 
-from gateway.errors import (
+from gateway.domain.errors import (
     GatewayError,
     InvalidInput,
     NotFound,

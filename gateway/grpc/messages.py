@@ -16,8 +16,8 @@ from typing import TypeVar
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway import ids, models
-from gateway.errors import GatewayError, InvalidInput
+from gateway.domain import ids, models
+from gateway.domain.errors import GatewayError, InvalidInput
 from gateway.grpc.generated import listing_status_pb2 as pb
 
 E = TypeVar("E", bound=StrEnum)

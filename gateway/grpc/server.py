@@ -1,7 +1,7 @@
 """The `grpc.aio` server: the listing service, health checking and reflection.
 
 It runs in the HTTP app's event loop, opened and closed by the app's lifespan
-(`gateway.web`), so both edges share one `Runtime`. Health (`grpc.health.v1`) reports
+(`gateway.app`), so both edges share one `Runtime`. Health (`grpc.health.v1`) reports
 SERVING once the upstream sessions are open and NOT_SERVING from the moment shutdown
 starts; in-flight calls then get `grace_s` seconds to finish. Health and reflection stay
 open whatever credentials the listing service asks for.
@@ -23,8 +23,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gateway.admission import AdmissionControl
-from gateway.client_auth import ClientTokens
+from gateway.access.admission import AdmissionControl
+from gateway.access.client_tokens import ClientTokens
 from gateway.grpc.admission import AdmissionGate
 from gateway.grpc.auth import ClientTokenGuard
 from gateway.grpc.generated import listing_status_pb2 as pb

@@ -4,7 +4,7 @@ Each call opens one service request scope (its own loaders and memo, the shared 
 cache), exactly as one GraphQL request does, so the same work costs the same upstream
 calls on both edges. Metadata `x-intermediary-id`, `authorization` and `traceparent`
 mean what the HTTP headers mean. A caller's deadline bounds the upstream work: every
-upstream operation of the call ends by then (`gateway.deadlines`). An answer read from a
+upstream operation of the call ends by then (`gateway.infra.deadlines`). An answer read from a
 stale cached page (stale-if-error) lists it in `stale`, as GraphQL's `extensions.stale`.
 """
 
@@ -17,20 +17,20 @@ from typing import Any
 
 import grpc
 
-from gateway import ids
-from gateway.checks import check_ref
-from gateway.deadlines import caller_deadline
-from gateway.errors import GatewayError, InvalidInput
-from gateway.events import EventBus
+from gateway.domain import ids
+from gateway.domain.errors import GatewayError, InvalidInput
+from gateway.domain.models import ListingRef, caller_of
 from gateway.grpc import messages
 from gateway.grpc.errors import translated
 from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
 from gateway.grpc.telemetry import mark_partial
-from gateway.models import ListingRef, caller_of
-from gateway.selection import ClassifiedSelection, ListingSelection, PageArgs
-from gateway.service import ListingData, ListingRequest, ListingService
-from gateway.visibility import Visibility
+from gateway.infra.deadlines import caller_deadline
+from gateway.live.bus import EventBus
+from gateway.live.visibility import Visibility
+from gateway.service.checks import check_ref
+from gateway.service.listings import ListingData, ListingRequest, ListingService
+from gateway.service.plan import ClassifiedSelection, ListingSelection, PageArgs
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

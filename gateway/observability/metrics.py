@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.errors import UpstreamName
+from gateway.domain.errors import UpstreamName
 from gateway.observability.multiprocess import SharedExposition
 from gateway.observability.record import current_record
 from gateway.upstreams import UNKNOWN_VALUES, BreakerState, OAuthCredentials, Upstreams

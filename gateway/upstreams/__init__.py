@@ -7,7 +7,7 @@
 `open_upstreams` opens one pooled session per upstream and closes them on exit; use it in
 the application lifespan. The pieces (`create_session`, `build_credentials`, the client
 classes) are public too, for tests and for other wiring. Each client module parses its
-wire format into `gateway.models`; `_http` is the only place aiohttp errors are caught.
+wire format into `gateway.domain.models`; `_http` is the only place aiohttp errors are caught.
 """
 
 from __future__ import annotations

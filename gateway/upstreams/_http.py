@@ -2,7 +2,7 @@
 
 Every upstream call goes through `request()`. It is the one place in the gateway that
 catches aiohttp, timeout and JSON-decode errors and turns them, and HTTP statuses, into
-the `gateway.errors` tree:
+the `gateway.domain.errors` tree:
 
     timeout, connection error, 5xx, other odd status, malformed body -> UpstreamUnavailable
     429 (once retries are spent; `retry_after` kept)                  -> UpstreamUnavailable
@@ -18,8 +18,8 @@ operation also passes the upstream's circuit breaker, retry budget and concurren
 reported to its observer (metrics) and traced as one OpenTelemetry client span whose context
 goes out as `traceparent`/`tracestate`.
 
-Depends on aiohttp, tenacity, orjson, the OpenTelemetry API, `guard`, `gateway.errors` and
-`gateway.deadlines`.
+Depends on aiohttp, tenacity, orjson, the OpenTelemetry API, `guard`, `gateway.domain.errors` and
+`gateway.infra.deadlines`.
 """
 
 from __future__ import annotations
@@ -49,14 +49,14 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from gateway.deadlines import caller_deadline_at
-from gateway.errors import (
+from gateway.domain.errors import (
     UpstreamError,
     UpstreamName,
     UpstreamNotFound,
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from gateway.infra.deadlines import caller_deadline_at
 from gateway.upstreams.breaker import CircuitOpen
 from gateway.upstreams.guard import UpstreamGuard
 
@@ -123,7 +123,7 @@ class Deadline:
     @classmethod
     def after(cls, seconds: float) -> Deadline:
         """`seconds` from now, or sooner when the caller's own deadline ends first
-        (`gateway.deadlines`)."""
+        (`gateway.infra.deadlines`)."""
         now = asyncio.get_running_loop().time()
         at = now + seconds
         caller_at = caller_deadline_at()
@@ -363,7 +363,7 @@ async def request(
     the operation at once with the last error. Pass `log_body=False` when the body may hold
     a secret (the token endpoint). With a `guard`, an open circuit fails at once with
     `UpstreamUnavailable(reason="circuit_open")`. A `policy` (from the settings) takes the
-    place of `max_retries` and `backoff_s`. Raises the `gateway.errors` tree only.
+    place of `max_retries` and `backoff_s`. Raises the `gateway.domain.errors` tree only.
     """
     if policy is None:
         policy = RetryPolicy(max_retries=max_retries, backoff_s=backoff_s)

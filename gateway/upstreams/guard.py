@@ -22,7 +22,7 @@ from typing import Final, Protocol
 
 from opentelemetry import trace
 
-from gateway.errors import UpstreamName
+from gateway.domain.errors import UpstreamName
 from gateway.upstreams.breaker import BreakerState, CircuitBreaker
 
 __all__ = [

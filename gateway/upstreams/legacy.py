@@ -32,7 +32,7 @@ from cachetools import LRUCache
 from opentelemetry import trace
 from pydantic import SecretStr
 
-from gateway.errors import (
+from gateway.domain.errors import (
     InvalidInput,
     UpstreamError,
     UpstreamName,
@@ -40,7 +40,7 @@ from gateway.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from gateway.models import (
+from gateway.domain.models import (
     LEGACY_PORTALS,
     LegacyAdStatus,
     LegacyBatch,

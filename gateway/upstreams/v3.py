@@ -1,7 +1,7 @@
 """Client for AVIV Classifieds Management V3: status histories and the webhook subscription.
 
 Builds the exact wire requests of UPSTREAMS.md 1.4-1.6 and parses answers into
-`gateway.models` with the lenient rules of UPSTREAMS.md 3.1. URLs are assembled from
+`gateway.domain.models` with the lenient rules of UPSTREAMS.md 3.1. URLs are assembled from
 percent-encoded parts and handed to aiohttp as already encoded, so an id can never
 address another path and `nextToken` reaches V3 byte for byte. Depends on `_http`
 (transport and error translation), `v3_auth` (credentials), `trace` and the domain models.
@@ -19,8 +19,8 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import yarl
 
-from gateway.errors import InvalidInput, UpstreamName, UpstreamRejected, UpstreamUnavailable
-from gateway.models import (
+from gateway.domain.errors import InvalidInput, UpstreamName, UpstreamRejected, UpstreamUnavailable
+from gateway.domain.models import (
     V3_PORTALS,
     Caller,
     ClassifiedStatusCode,

@@ -34,8 +34,8 @@ from cachetools import LRUCache
 from pydantic import SecretStr
 
 from gateway.config import Settings, V3AuthMode
-from gateway.errors import InvalidInput, Unauthenticated, UpstreamName, UpstreamUnavailable
-from gateway.models import Caller
+from gateway.domain.errors import InvalidInput, Unauthenticated, UpstreamName, UpstreamUnavailable
+from gateway.domain.models import Caller
 from gateway.upstreams._http import Deadline, RetryPolicy, request
 from gateway.upstreams.guard import UpstreamGuard
 

@@ -1,0 +1,1 @@
+"""What both edges share about who gets in: admission control and client tokens."""

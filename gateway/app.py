@@ -1,0 +1,282 @@
+"""The HTTP app: `/graphql`, `/healthz`, `/readyz`, `/metrics`, `/board`, with the runtime
+(and the gRPC server) opened in its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
+
+from gateway.access.admission import Admission, AdmissionControl
+from gateway.access.client_tokens import ClientTokens
+from gateway.collectors import RedisCollector
+from gateway.config import Settings
+from gateway.graphql.executor import execution_stats
+from gateway.graphql.persisted import PersistedDocuments, load_manifest
+from gateway.graphql.schema import build_schema
+from gateway.graphql.view import GatewayGraphQL
+from gateway.grpc.server import SERVICE_NAME, serve_grpc
+from gateway.grpc.telemetry import CallTelemetry
+from gateway.http.client_auth import ClientAuthGuard
+from gateway.http.pages import frontend_routes
+from gateway.http.receiver import receiver_route
+from gateway.http.warmup import warm_up
+from gateway.observability import (
+    TRACER_NAME,
+    Metrics,
+    RequestTelemetry,
+    build_tracer_provider,
+    watch_loop_lag,
+)
+from gateway.observability.multiprocess import keep_copying
+from gateway.runtime import Runtime, open_runtime
+
+
+class BodyLimit:
+    """Answers 413 to a request body larger than `max_bytes`, without reading it all."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await _too_large(scope, receive, send)
+                return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _too_large(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    response = PlainTextResponse("Request body too large", status_code=413)
+    await response(scope, receive, send)
+
+
+@asynccontextmanager
+async def _grpc_edge(
+    app: Starlette,
+    runtime: Runtime,
+    settings: Settings,
+    *,
+    enabled: bool,
+    metrics: Metrics,
+    tracer: Tracer,
+    admission: AdmissionControl,
+    shared_port: bool,
+) -> AsyncIterator[None]:
+    if not enabled:
+        yield
+        return
+    async with serve_grpc(
+        runtime,
+        host=settings.host,
+        port=settings.grpc_port,
+        grace_s=settings.shutdown_grace_s,
+        tokens=ClientTokens(settings.client_tokens),
+        telemetry=CallTelemetry(SERVICE_NAME, metrics=metrics, tracer=tracer),
+        admission=admission,
+        shared_port=shared_port,
+    ) as running:
+        app.state.grpc = running
+        yield
+
+
+async def _graphql_view(scope: Scope, receive: Receive, send: Send) -> None:
+    """The app's GraphQL view, made by its lifespan (the view needs the service, which
+    exists only once the lifespan has run); before that, 503 and try again."""
+    view: GatewayGraphQL | None = getattr(scope["app"].state, "graphql", None)
+    if view is not None:
+        await view(scope, receive, send)
+    elif scope["type"] == "websocket":
+        await WebSocketClose(code=1013)(scope, receive, send)  # 1013: try again later
+    else:
+        await PlainTextResponse("Starting", status_code=503)(scope, receive, send)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    grpc: bool = False,
+    shared_grpc_port: bool = False,
+    tracer_provider: TracerProvider | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Starlette:
+    """The gateway's ASGI app; upstream sessions open and close with its lifespan.
+
+    With `grpc`, the lifespan also serves gRPC on `settings.grpc_port` in the same event
+    loop (`app.state.grpc` is then the `RunningGrpc`, its bound port included), shared with
+    the other workers of `gateway serve --workers N` when `shared_grpc_port`. Each app
+    has its own metrics registry and, unless one is given, its own tracer provider
+    (exporting over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set). `clock` drives the
+    circuit breakers; tests inject one to move time without sleeping.
+    """
+    metrics = Metrics()
+    admission = AdmissionControl(
+        max_concurrent=settings.max_concurrent_requests,
+        max_queued=settings.max_queued_requests,
+        queue_timeout_s=settings.queue_timeout_s,
+        metrics=metrics,
+    )
+    provider = tracer_provider or build_tracer_provider()
+    tracer = provider.get_tracer(TRACER_NAME)
+    schema = build_schema(
+        max_listings=settings.max_listings,
+        max_depth=settings.max_query_depth,
+        max_aliases=settings.max_aliases,
+        max_root_fields=settings.max_root_fields,
+        max_upstream_cost=settings.max_upstream_cost,
+        introspection=settings.introspection,
+        compiled_execution=settings.compiled_execution,
+    )
+    documents = PersistedDocuments(
+        max_bytes=settings.apq_max_bytes,
+        trusted=load_manifest(settings.trusted_documents) if settings.trusted_documents else None,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.shutting_down = False
+        async with open_runtime(settings, observer=metrics, tracer=tracer, clock=clock) as runtime:
+            app.state.runtime = runtime
+            app.state.graphql = GatewayGraphQL(
+                schema,
+                runtime.service,
+                events=runtime.events,
+                webhooks=runtime.webhooks,
+                max_variable_depth=settings.max_variable_depth,
+                documents=documents,
+                tracer=tracer,
+            )
+            metrics.watch_runtime(runtime.upstreams, lambda: runtime.service.cache.stats)
+            bus = runtime.events
+            metrics.watch_live(
+                # Whatever the bus implementation counts; LocalEventBus keeps BusStats.
+                events=lambda: getattr(bus, "stats", None),
+                subscribers=lambda: len(getattr(bus, "subscribers", ())),
+                callbacks=lambda: runtime.webhooks.stats,
+            )
+            redis_metrics = RedisCollector(runtime)
+            metrics.watch(redis_metrics)
+            if settings.warm_up:
+                await warm_up(
+                    app.state.graphql, runtime.upstreams.v3.credentials, settings.upstream_timeout_s
+                )
+            lag = asyncio.create_task(watch_loop_lag(metrics, settings.loop_lag_interval_s))
+            # A worker of several: its scrape-time values reach the others' /metrics too.
+            copying = (
+                asyncio.create_task(keep_copying(metrics.copy_watched))
+                if metrics.shared is not None
+                else None
+            )
+            try:
+                async with _grpc_edge(
+                    app,
+                    runtime,
+                    settings,
+                    enabled=grpc,
+                    metrics=metrics,
+                    tracer=tracer,
+                    admission=admission,
+                    shared_port=shared_grpc_port,
+                ):
+                    yield
+            finally:
+                app.state.shutting_down = True
+                for task in (lag, copying):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+                metrics.unwatch(redis_metrics)
+                metrics.unwatch_runtime()
+        if tracer_provider is None:
+            provider.shutdown()
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+        reasons = ["starting"] if runtime is None else runtime.not_ready_because()
+        if getattr(request.app.state, "shutting_down", False):
+            reasons.insert(0, "shutting down")
+        ready = not reasons
+        return JSONResponse(
+            {
+                "status": "ready" if ready else "not ready",
+                "upstreamSessions": runtime is not None and runtime.upstreams.open,
+                # Redis away is not a reason to refuse traffic: the replica serves alone.
+                "redis": "starting" if runtime is None else runtime.redis_state,
+                "reasons": reasons,
+            },
+            status_code=200 if ready else 503,
+        )
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    # Client tokens guard /graphql only: health, metrics and the webhook receiver stay open.
+    graphql = ClientAuthGuard(_graphql_view, ClientTokens(settings.client_tokens))
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            receiver_route(max_body_bytes=settings.webhook_max_body_bytes),
+            Route("/metrics", metrics_endpoint),
+            *frontend_routes(board_refs=settings.board_refs),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.state.admission = admission
+    app.state.shutting_down = False
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # One budget per process: `/graphql` HTTP requests and unary gRPC calls share it.
+    app.add_middleware(Admission, control=admission)
+    # Outermost: refused and oversized requests are traced, counted and logged as well.
+    app.add_middleware(RequestTelemetry, metrics=metrics, tracer=tracer)
+    # How queries ran (compiled, fallen back to graphql-core, interpreted), for metrics.
+    app.state.execution_stats = execution_stats(schema)
+    return app

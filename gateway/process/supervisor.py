@@ -1,0 +1,290 @@
+"""`gateway serve --workers N`: N worker processes accepting on one listener.
+
+The parent binds the HTTP listener once (so port 0 and the banner work as with one process)
+and reserves the gRPC port with SO_REUSEPORT; then it starts N workers with
+multiprocessing's *spawn* method: each is a fresh interpreter that builds its own app
+(runtime, sessions, tracer provider, gRPC server), since neither gRPC nor OpenTelemetry
+survives a fork. Every worker accepts on the inherited HTTP socket and binds the gRPC port
+with SO_REUSEPORT; the kernel spreads connections over them.
+
+uvicorn's own supervisor (`uvicorn.supervisors.Multiprocess`) is not used: its workers run
+a plain `uvicorn.Server`, so `/readyz` and gRPC health could not turn before the drain, it
+has no hook to tell prometheus-client that a worker died, and it restarts a worker that
+fails at start-up in a loop only uvicorn's own CLI path breaks.
+
+- SIGTERM or SIGINT to the parent: it closes its copy of the listener and sends SIGTERM to
+  every worker, which stops gracefully (`gateway.process.serve`); the parent exits 0 once all
+  have, or 1 if one of them did not end cleanly. A second signal stops the workers at once.
+- A worker that dies while serving is logged and replaced; more than `MAX_DEATHS` deaths
+  within `DEATH_WINDOW_S` stop the whole gateway with status 1. A worker that ends before
+  it serves (bad settings, a port in use) stops the others, and the parent exits with that
+  worker's status: starting another would fail the same way.
+- A worker whose parent is gone (killed) stops by itself.
+- With `GATEWAY_WEBHOOK_SUBSCRIBE`, worker 1 alone subscribes the receiver at V3 (and
+  unsubscribes it when the gateway stops); callbacks reach whichever worker accepts them.
+- Metrics: the parent points PROMETHEUS_MULTIPROC_DIR at a fresh private directory, removed
+  at exit, and marks each ended worker dead there; `/metrics` on any worker then answers
+  for all of them (`gateway.observability.multiprocess`).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Final
+
+from gateway.config import Settings
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+# Workers dying more often than this are not a passing accident: stop instead of churning.
+MAX_DEATHS: Final = 5
+DEATH_WINDOW_S: Final = 60.0
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound (not listening) to `host:port` with SO_REUSEPORT, kept by the parent
+    so the port, chosen once (0: any free), stays the workers' while they run."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP,
+        flags=socket.AI_PASSIVE,
+    )[0]  # fmt: skip
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def work(settings: Settings, listener: socket.socket, ready: Connection, log_level: str) -> None:
+    """A worker process: serve until told to stop (runs in the spawned interpreter)."""
+    from gateway.observability import configure_logging
+    from gateway.process.serve import serve_on
+
+    configure_logging(json=True, level=log_level.upper())
+    parent = multiprocessing.parent_process()
+
+    def serving() -> None:
+        ready.send(os.getpid())
+        ready.close()
+
+    serve_on(
+        settings,
+        listener,
+        log_level=log_level,
+        shared_grpc_port=True,
+        on_serving=serving,
+        parent_sentinel=None if parent is None else parent.sentinel,
+    )
+
+
+@dataclass(eq=False, slots=True)
+class _Worker:
+    number: int
+    process: BaseProcess
+    ready: Connection  # readable once the worker serves (or EOF if it died first)
+    serving: bool = False
+
+
+@dataclass(slots=True)
+class _Signals:
+    """Stop signals received, and the socket pair that wakes the supervisor's wait."""
+
+    received: list[int] = field(default_factory=list)
+    wake_read: socket.socket | None = None
+    wake_write: socket.socket | None = None
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+
+    def take(self) -> list[int]:
+        if self.wake_read is not None:
+            try:
+                while self.wake_read.recv(64):
+                    pass
+            except BlockingIOError:
+                pass
+        taken, self.received[:] = list(self.received), []
+        return taken
+
+
+class Supervisor:
+    """Starts the workers, replaces the ones that die, stops them all on a signal."""
+
+    def __init__(
+        self, settings: Settings, listener: socket.socket, *, workers: int, log_level: str
+    ) -> None:
+        self.settings = settings
+        self.listener = listener
+        self.count = workers
+        self.log_level = log_level
+        self.metrics_dir = ""
+        self._context = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker] = []
+        self._deaths: deque[float] = deque()
+        self._stopping = False
+        self._status = 0
+
+    def run(self) -> int:
+        """Serve until a stop signal; the exit status of the whole gateway."""
+        self.metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ[MULTIPROC_ENV] = self.metrics_dir  # inherited by every worker
+        signals = _Signals()
+        signals.wake_read, signals.wake_write = socket.socketpair()
+        signals.wake_read.setblocking(False)
+        signals.wake_write.setblocking(False)
+        previous = {
+            sig: signal.signal(sig, signals.handle) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        old_wakeup = signal.set_wakeup_fd(signals.wake_write.fileno(), warn_on_full_buffer=False)
+        try:
+            for number in range(1, self.count + 1):
+                self._workers.append(self._start(number))
+            self._supervise(signals)
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            signals.wake_read.close()
+            signals.wake_write.close()
+            for worker in self._workers:  # only if supervising failed itself
+                if worker.process.is_alive():
+                    worker.process.kill()
+                    worker.process.join()
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        return self._status
+
+    def _start(self, number: int) -> _Worker:
+        settings = self.settings
+        if number > 1:
+            # One V3 webhook subscription for the gateway (any worker may receive the
+            # callbacks): the others neither subscribe nor unsubscribe it when they stop.
+            settings = settings.model_copy(update={"webhook_subscribe": False})
+        ready, ready_end = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=work,
+            args=(settings, self.listener, ready_end, self.log_level),
+            name=f"gateway-worker-{number}",
+        )
+        process.start()
+        ready_end.close()  # the worker holds the other copy: EOF here if it dies first
+        return _Worker(number, process, ready)
+
+    def _supervise(self, signals: _Signals) -> None:
+        while self._workers:
+            waiting: list[object] = [signals.wake_read]
+            for worker in self._workers:
+                waiting.append(worker.process.sentinel)
+                if not worker.serving:
+                    waiting.append(worker.ready)
+            wait(waiting)  # type: ignore[arg-type]
+            for signum in signals.take():
+                self._on_signal(signum)
+            for worker in list(self._workers):
+                if not worker.serving and worker.ready.poll():
+                    self._on_ready(worker)
+                if worker.process.exitcode is not None:
+                    self._on_exit(worker)
+
+    def _on_signal(self, signum: int) -> None:
+        if not self._stopping:
+            log.info("stopping %d workers (%s)", len(self._workers), signal.Signals(signum).name)
+            self._stop(signal.SIGTERM)
+        else:
+            log.warning("stopping the workers at once")
+            self._stop(signal.SIGINT)  # a second stop signal: uvicorn exits without waiting
+
+    def _stop(self, signum: int) -> None:
+        # The workers close their copies; with the parent's closed too, nothing accepts more.
+        self._stopping = True
+        self.listener.close()
+        for worker in self._workers:
+            if worker.process.pid is not None and worker.process.exitcode is None:
+                os.kill(worker.process.pid, signum)
+
+    def _on_ready(self, worker: _Worker) -> None:
+        try:
+            worker.ready.recv()
+        except EOFError:
+            return  # died before serving: its sentinel says so
+        worker.serving = True
+        worker.ready.close()
+        log.info(
+            "worker %d serving (pid %d)",
+            worker.number,
+            worker.process.pid,
+            extra={"worker": worker.number, "worker_pid": worker.process.pid},
+        )
+
+    def _on_exit(self, worker: _Worker) -> None:
+        process = worker.process
+        process.join()
+        self._workers.remove(worker)
+        if not worker.serving:
+            worker.ready.close()
+        self._mark_dead(process)
+        code = process.exitcode
+        if self._stopping:
+            if worker.serving and code != 0:
+                log.error(
+                    "worker %d (pid %s) ended with status %s", worker.number, process.pid, code
+                )
+                self._status = 1
+            return
+        if not worker.serving:
+            log.error(
+                "worker %d (pid %s) failed to start (status %s): stopping the gateway",
+                worker.number,
+                process.pid,
+                code,
+            )
+            self._status = code if code and code > 0 else 1
+            self._stop(signal.SIGTERM)
+            return
+        now = time.monotonic()
+        self._deaths.append(now)
+        while self._deaths and self._deaths[0] < now - DEATH_WINDOW_S:
+            self._deaths.popleft()
+        if len(self._deaths) > MAX_DEATHS:
+            log.error(
+                "%d workers died within %.0f s: stopping the gateway",
+                len(self._deaths),
+                DEATH_WINDOW_S,
+            )
+            self._status = 1
+            self._stop(signal.SIGTERM)
+            return
+        log.error(
+            "worker %d (pid %s) died (status %s): starting another",
+            worker.number,
+            process.pid,
+            code,
+        )
+        self._workers.append(self._start(worker.number))
+
+    def _mark_dead(self, process: BaseProcess) -> None:
+        from prometheus_client import multiprocess
+
+        if process.pid is not None:
+            multiprocess.mark_process_dead(process.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
+
+
+def supervise(settings: Settings, listener: socket.socket, *, workers: int, log_level: str) -> int:
+    """Run `workers` worker processes on `listener` until a stop signal; the exit status."""
+    return Supervisor(settings, listener, workers=workers, log_level=log_level).run()

@@ -1,0 +1,1 @@
+"""The service layer the edges call: read planning, its upstream cost, argument checks, per-request batching, histories and `ListingService`."""
