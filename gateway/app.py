@@ -1,5 +1,10 @@
-"""The HTTP app: `/graphql`, `/healthz`, `/readyz`, `/metrics`, `/board`, with the runtime
-(and the gRPC server) opened in its lifespan."""
+"""The gateway as one ASGI app: both edges on one runtime.
+
+The HTTP edge (`/graphql`, `/healthz`, `/readyz`, `/metrics`, `/board`, the webhook
+receiver) is the app; its lifespan opens the runtime (`gateway.runtime`) and, with `grpc`,
+serves the gRPC edge in the same event loop. This module and `gateway.runtime` are the
+composition root: the only places that know every package.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +21,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
-from gateway.access.admission import Admission, AdmissionControl
+from gateway.access.admission import AdmissionControl
 from gateway.access.client_tokens import ClientTokens
-from gateway.collectors import RedisCollector
+from gateway.collectors import RedisCollector, RuntimeCollector
 from gateway.config import Settings
 from gateway.graphql.executor import execution_stats
 from gateway.graphql.persisted import PersistedDocuments, load_manifest
@@ -29,8 +34,10 @@ from gateway.graphql.schema import build_schema
 from gateway.graphql.view import GatewayGraphQL
 from gateway.grpc.server import SERVICE_NAME, serve_grpc
 from gateway.grpc.telemetry import CallTelemetry
+from gateway.http.admission import Admission
 from gateway.http.client_auth import ClientAuthGuard
-from gateway.http.pages import frontend_routes
+from gateway.http.limits import BodyLimit
+from gateway.http.pages import frontend_routes, graphiql_html, page_response
 from gateway.http.receiver import receiver_route
 from gateway.http.warmup import warm_up
 from gateway.observability import (
@@ -42,54 +49,6 @@ from gateway.observability import (
 )
 from gateway.observability.multiprocess import keep_copying
 from gateway.runtime import Runtime, open_runtime
-
-
-class BodyLimit:
-    """Answers 413 to a request body larger than `max_bytes`, without reading it all."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _too_large(scope, receive, send)
-                return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await _too_large(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
-    response = PlainTextResponse("Request body too large", status_code=413)
-    await response(scope, receive, send)
 
 
 @asynccontextmanager
@@ -108,7 +67,9 @@ async def _grpc_edge(
         yield
         return
     async with serve_grpc(
-        runtime,
+        runtime.service,
+        runtime.events,
+        ready=runtime.ready,
         host=settings.host,
         port=settings.grpc_port,
         grace_s=settings.shutdown_grace_s,
@@ -186,8 +147,10 @@ def create_app(
                 max_variable_depth=settings.max_variable_depth,
                 documents=documents,
                 tracer=tracer,
+                ide_page=lambda: page_response(graphiql_html()),
             )
-            metrics.watch_runtime(runtime.upstreams, lambda: runtime.service.cache.stats)
+            runtime_metrics = RuntimeCollector(runtime)
+            metrics.watch(runtime_metrics)
             bus = runtime.events
             metrics.watch_live(
                 # Whatever the bus implementation counts; LocalEventBus keeps BusStats.
@@ -228,7 +191,8 @@ def create_app(
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
                 metrics.unwatch(redis_metrics)
-                metrics.unwatch_runtime()
+                metrics.unwatch(runtime_metrics)
+                metrics.unwatch_live()
         if tracer_provider is None:
             provider.shutdown()
 

@@ -1,19 +1,87 @@
-"""Prometheus series of the Redis sharing (only when `GATEWAY_REDIS_URL` is set).
+"""Prometheus collectors that read the runtime at scrape time.
 
-Read at scrape time from what the link, the shared cache, the bus and the V3 credentials
-count anyway. `gateway_redis_degraded_total` counts each time Redis became unavailable,
-`gateway_redis_up` says whether it answers now.
+They sit beside the composition root because they read what it assembled (upstream guards,
+the page cache, the Redis link, the shared bus, the V3 credentials), which the metrics
+package itself must not import: every layer imports observability. Nothing here is counted
+per request; each value is one the runtime keeps anyway.
+
+`RuntimeCollector`: breaker states, upstream calls in flight, cache events, token fetches,
+unknown upstream values. `RedisCollector` (only when `GATEWAY_REDIS_URL` is set):
+`gateway_redis_degraded_total` counts each time Redis became unavailable, `gateway_redis_up`
+says whether it answers now, and the shared cache, bus and token counters.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator
+from typing import Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from gateway.observability.metrics import stat_counts
 from gateway.runtime import Runtime
-from gateway.upstreams import OAuthCredentials
+from gateway.upstreams import UNKNOWN_VALUES, BreakerState, OAuthCredentials
+
+BREAKER_STATE_VALUES: Final = {
+    BreakerState.CLOSED: 0.0,
+    BreakerState.HALF_OPEN: 1.0,
+    BreakerState.OPEN: 2.0,
+}
+
+
+class RuntimeCollector:
+    """Breaker states, calls in flight, cache events, token fetches, unknown values."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        upstreams = self._runtime.upstreams
+        state = GaugeMetricFamily(
+            "gateway_circuit_state",
+            "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open.",
+            labels=["upstream"],
+        )
+        calls = GaugeMetricFamily(
+            "gateway_upstream_calls_in_flight",
+            "Upstream calls holding one of the upstream's concurrency slots.",
+            labels=["upstream"],
+        )
+        for guard in upstreams.guards:
+            state.add_metric([guard.upstream], BREAKER_STATE_VALUES[guard.breaker.state])
+            calls.add_metric([guard.upstream], guard.in_flight)
+        yield state
+        yield calls
+
+        cache = CounterMetricFamily(
+            "gateway_cache_events",
+            "V3 page cache events (hits, misses, coalesced, invalidated, stale, ...).",
+            labels=["event"],
+        )
+        for event, count in stat_counts(self._runtime.service.cache.stats):
+            cache.add_metric([event], count)
+        yield cache
+
+        tokens = CounterMetricFamily(
+            "gateway_v3_token_fetches", "OAuth token requests made to the V3 token endpoint."
+        )
+        credentials = upstreams.v3.credentials
+        fetches = credentials.fetch_count if isinstance(credentials, OAuthCredentials) else 0
+        tokens.add_metric([], fetches)
+        yield tokens
+
+        unknown = CounterMetricFamily(
+            "gateway_upstream_unknown_values",
+            "Upstream values the gateway does not know (new portals, statuses, features).",
+            labels=["kind", "value"],
+        )
+        for (kind, value), count in list(UNKNOWN_VALUES.items()):
+            unknown.add_metric([kind, value], count)
+        yield unknown
 
 
 class RedisCollector:

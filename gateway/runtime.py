@@ -25,7 +25,13 @@ from gateway.domain.models import Caller
 from gateway.live.bus import EventBus, LocalEventBus
 from gateway.live.webhooks import Webhooks
 from gateway.service.listings import ListingService
-from gateway.upstreams import UpstreamObserver, Upstreams, open_upstreams
+from gateway.upstreams import (
+    UpstreamObserver,
+    UpstreamOptions,
+    Upstreams,
+    V3AuthOptions,
+    open_upstreams,
+)
 
 if TYPE_CHECKING:
     # redis-py takes a third of a second to import; it is loaded only when Redis is set.
@@ -63,6 +69,40 @@ class Runtime:
         return reasons
 
 
+def v3_auth_options(settings: Settings) -> V3AuthOptions:
+    """How V3 calls authenticate, as the settings say."""
+    return V3AuthOptions(
+        mode=settings.v3_auth.value,
+        token_url=settings.v3_token_url,
+        client_id=settings.v3_client_id,
+        client_secret=settings.v3_client_secret,
+        audience=settings.v3_audience,
+        intermediary_id=settings.v3_intermediary_id,
+        token=settings.v3_token,
+        user_agent=settings.user_agent,
+        timeout_s=settings.upstream_timeout_s,
+    )
+
+
+def upstream_options(settings: Settings) -> UpstreamOptions:
+    """The upstream clients' options, as the settings say."""
+    return UpstreamOptions(
+        v3_url=settings.v3_url,
+        legacy_url=settings.legacy_url,
+        legacy_api_key=settings.legacy_api_key,
+        v3_auth=v3_auth_options(settings),
+        user_agent=settings.user_agent,
+        timeout_s=settings.upstream_timeout_s,
+        legacy_max_batch=settings.legacy_max_batch,
+        retries=settings.upstream_retries,
+        backoff_s=settings.upstream_backoff_s,
+        breaker_failures=settings.breaker_failures,
+        breaker_reset_s=settings.breaker_reset_s,
+        retry_budget_ratio=settings.retry_budget_ratio,
+        max_concurrency=settings.upstream_max_concurrency,
+    )
+
+
 @asynccontextmanager
 async def open_runtime(
     settings: Settings,
@@ -88,7 +128,11 @@ async def open_runtime(
             token_store = RedisTokenStore(link)
         upstreams = await stack.enter_async_context(
             open_upstreams(
-                settings, observer=observer, tracer=tracer, clock=clock, token_store=token_store
+                upstream_options(settings),
+                observer=observer,
+                tracer=tracer,
+                clock=clock,
+                token_store=token_store,
             )
         )
         cache: PageCache[Any]

@@ -145,6 +145,9 @@ async def test_health_serves_and_turns_not_serving_at_the_stop_signal(
     gw.app.state.grpc.begin_shutdown()  # what `serve` and `demo` do at the first signal
     assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
     watch.cancel()
+    # The grace period runs from the signal, shared with the HTTP side's drain.
+    running = gw.app.state.grpc
+    assert running.grace_left() < running.grace_s
     # Calls still in reach are answered while the gateway drains.
     classified_id, _, _ = a_listing(gw)
     listing = await pb_grpc.ListingStatusServiceStub(channel).GetListing(

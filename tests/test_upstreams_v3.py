@@ -748,6 +748,7 @@ async def test_open_upstreams_builds_working_clients_and_closes_them(
     simulator: RunningSimulator,
 ) -> None:
     from gateway.config import Settings
+    from gateway.runtime import upstream_options
     from gateway.simulator import SIM_LEGACY_API_KEY
     from gateway.upstreams import open_upstreams
 
@@ -764,7 +765,7 @@ async def test_open_upstreams_builds_working_clients_and_closes_them(
         user_agent=USER_AGENT,
         upstream_timeout_s=1,
     )
-    async with open_upstreams(settings) as upstreams:
+    async with open_upstreams(upstream_options(settings)) as upstreams:
         page = await upstreams.v3.classified_statuses(
             Caller(), simulator.sim.data.tenants[TENANT][1]
         )

@@ -21,6 +21,7 @@ from gateway.domain.errors import (
     UpstreamUnavailable,
 )
 from gateway.domain.models import Caller
+from gateway.runtime import v3_auth_options
 from gateway.simulator import (
     SIM_AUDIENCE,
     SIM_CLIENT_ID,
@@ -482,15 +483,19 @@ def settings_for(simulator: RunningSimulator, mode: str) -> Settings:
 async def test_build_credentials_follows_the_mode(
     simulator: RunningSimulator, session: aiohttp.ClientSession
 ) -> None:
-    oauth_credentials = build_credentials(settings_for(simulator, "oauth"), session)
+    oauth_credentials = build_credentials(
+        v3_auth_options(settings_for(simulator, "oauth")), session
+    )
     assert isinstance(oauth_credentials, OAuthCredentials)
     assert oauth_credentials.tenant(Caller()) == "agency:agency-3"
     await oauth_credentials.authorization(Caller())
     (token_request,) = [r for r in simulator.sim.state.requests if r.upstream == "token"]
     assert token_request.body["intermediary_id"] == "agency-3"
     assert isinstance(
-        build_credentials(settings_for(simulator, "static"), session), StaticCredentials
+        build_credentials(v3_auth_options(settings_for(simulator, "static")), session),
+        StaticCredentials,
     )
     assert isinstance(
-        build_credentials(settings_for(simulator, "passthrough"), session), PassthroughCredentials
+        build_credentials(v3_auth_options(settings_for(simulator, "passthrough")), session),
+        PassthroughCredentials,
     )

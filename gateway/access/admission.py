@@ -5,7 +5,7 @@ Past `max_concurrent` running requests, up to `max_queued` more wait at most
 `queue_timeout_s` for a turn; anything beyond is refused at once with `Overloaded`. This
 keeps the latency of admitted requests bounded and keeps the event loop free enough to
 honour upstream deadlines, instead of letting every request slow down together until
-callers time out. `/graphql` HTTP requests (the `Admission` middleware here: HTTP 503,
+callers time out. `/graphql` HTTP requests (the `Admission` middleware of `gateway.http.admission`: HTTP 503,
 `Retry-After`, the GraphQL error `OVERLOADED`) and unary gRPC calls (`gateway.grpc.admission`:
 RESOURCE_EXHAUSTED) take their turns from the same `AdmissionControl`. Long-lived
 streams (GraphQL WebSocket subscriptions, the gRPC watch stream) and the other routes are
@@ -18,16 +18,12 @@ import asyncio
 import math
 from typing import Final
 
-import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from gateway.domain.errors import Overloaded
 from gateway.observability.metrics import Metrics
 from gateway.observability.record import current_record
 
-__all__ = ["Admission", "AdmissionControl"]
+__all__ = ["OVERLOADED_MESSAGE", "AdmissionControl"]
 
-_GRAPHQL_RESPONSE: Final = b"application/graphql-response+json"
 OVERLOADED_MESSAGE: Final = "The gateway is at capacity; retry shortly."
 
 
@@ -84,53 +80,3 @@ class AdmissionControl:
         if record is not None:
             record.outcome = "overloaded"
         return Overloaded(OVERLOADED_MESSAGE, retry_after=self.retry_after, reason=reason)
-
-
-class Admission:
-    """ASGI middleware admitting `/graphql` HTTP requests through an `AdmissionControl`."""
-
-    def __init__(self, app: ASGIApp, *, control: AdmissionControl) -> None:
-        self.app = app
-        self.control = control
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") != "/graphql":
-            await self.app(scope, receive, send)
-            return
-        try:
-            await self.control.enter()
-        except Overloaded as refused:
-            await _refuse(scope, send, refused)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.control.leave()
-
-
-async def _refuse(scope: Scope, send: Send, refused: Overloaded) -> None:
-    retry_after = math.ceil(refused.retry_after)
-    accept = b"".join(value for name, value in scope.get("headers", ()) if name == b"accept")
-    media = _GRAPHQL_RESPONSE if _GRAPHQL_RESPONSE in accept else b"application/json"
-    body = orjson.dumps(
-        {
-            "errors": [
-                {
-                    "message": refused.message,
-                    "extensions": {"code": refused.code, "retryAfter": retry_after},
-                }
-            ]
-        }
-    )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", media),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(retry_after).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -112,3 +112,16 @@ def _depth_exceeds(value: object, limit: int) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children)
     return False
+
+
+def is_graphiql_page(method: str, params: Mapping[str, str], accept: str) -> bool:
+    """A browser asking for the GraphiQL page: a GET that names no document at all.
+
+    The view renders GraphiQL for exactly these requests, so the page can stay open
+    without letting any operation through.
+    """
+    return (
+        method == "GET"
+        and not any(name in params for name in ("query", "extensions", "documentId"))
+        and ("text/html" in accept or "*/*" in accept)
+    )

@@ -9,13 +9,15 @@ the GraphQL-over-HTTP spec where plain strawberry does not.
 - A malformed request (not UTF-8 JSON, not one object, wrong content type, variables nested
   too deep) is refused by `gateway.graphql.request` with a 4xx and a coded GraphQL error.
 - A browser asking for `/graphql` gets our GraphiQL page, whose assets the gateway serves
-  itself (`gateway.http.pages`), not strawberry's, which loads them from a CDN.
+  itself (the HTTP edge hands the view its `ide_page`), not strawberry's, which loads them
+  from a CDN.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
@@ -34,9 +36,13 @@ from gateway.domain.models import caller_of
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.errors import translate
 from gateway.graphql.persisted import PersistedDocuments
-from gateway.graphql.request import RequestRefused, check_content_type, check_params, decode_json
-from gateway.http.client_auth import is_graphiql_page
-from gateway.http.pages import graphiql_html, page_response
+from gateway.graphql.request import (
+    RequestRefused,
+    check_content_type,
+    check_params,
+    decode_json,
+    is_graphiql_page,
+)
 from gateway.live.bus import EventBus
 from gateway.live.webhooks import Webhooks
 from gateway.observability.record import current_record
@@ -63,9 +69,11 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         max_variable_depth: int = 16,
         documents: PersistedDocuments | None = None,
         tracer: trace.Tracer | None = None,
+        ide_page: Callable[[], Response] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(schema, **kwargs)
+        self.ide_page = ide_page
         self.documents = documents if documents is not None else PersistedDocuments()
         self.service = service
         self.events = events
@@ -107,7 +115,9 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         )
 
     async def render_graphql_ide(self, request: Request) -> Response:
-        return page_response(graphiql_html())
+        if self.ide_page is None:
+            return Response("GraphiQL is not served here", status_code=404)
+        return self.ide_page()
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -1,12 +1,14 @@
 """The `grpc.aio` server: the listing service, health checking and reflection.
 
 It runs in the HTTP app's event loop, opened and closed by the app's lifespan
-(`gateway.app`), so both edges share one `Runtime`. Health (`grpc.health.v1`) reports
-SERVING once the upstream sessions are open and NOT_SERVING from the moment shutdown
-starts; in-flight calls then get `grace_s` seconds to finish. Health and reflection stay
-open whatever credentials the listing service asks for.
+(`gateway.app`), so both edges share one service and one event bus. Health
+(`grpc.health.v1`) reports SERVING once the upstream sessions are open and NOT_SERVING
+from the moment shutdown starts. The grace period (`grace_s`) starts then for both edges:
+in-flight calls get what is left of it once the HTTP side has drained, so a stop takes at
+most one grace period. Health and reflection stay open whatever credentials the listing
+service asks for.
 
-    async with serve_grpc(runtime, host="127.0.0.1", port=0, grace_s=5) as running:
+    async with serve_grpc(service, bus, ready=True, host="127.0.0.1", port=0, grace_s=5) as running:
         channel = grpc.aio.insecure_channel(running.address)
 """
 
@@ -16,7 +18,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -30,7 +31,8 @@ from gateway.grpc.auth import ClientTokenGuard
 from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
 from gateway.grpc.servicer import ListingStatusServicer
-from gateway.runtime import Runtime
+from gateway.live.bus import EventBus
+from gateway.service.listings import ListingService
 
 log = logging.getLogger("gateway.grpc")
 
@@ -44,14 +46,18 @@ class GrpcBindError(Exception):
     """The gRPC port could not be bound; the message is one line naming it."""
 
 
-@dataclass(frozen=True, slots=True)
 class RunningGrpc:
-    """A started server: where it listens, and its health registry."""
+    """A started server: where it listens, its health registry, and when its drain ends."""
 
-    host: str
-    port: int
-    health: Any  # AsyncHealthServicer
-    loop: asyncio.AbstractEventLoop
+    def __init__(
+        self, *, host: str, port: int, health: Any, loop: asyncio.AbstractEventLoop, grace_s: float
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.health = health  # AsyncHealthServicer
+        self.loop = loop
+        self.grace_s = grace_s
+        self._drain_ends: float | None = None
 
     @property
     def address(self) -> str:
@@ -61,17 +67,30 @@ class RunningGrpc:
         """Report NOT_SERVING from now on; safe to call from a signal handler or any thread.
 
         Called at the first stop signal, so load balancers stop sending new calls while
-        the HTTP side drains; the server itself stops when the app's lifespan ends.
+        the HTTP side drains. The grace period starts now for both edges: calls that still
+        arrive are answered, and when the app's lifespan ends the server gets only what is
+        left of the grace, so a stop takes one grace period, not one per edge.
         """
-        self.loop.call_soon_threadsafe(
-            lambda: self.loop.create_task(self.health.enter_graceful_shutdown())
-        )
+        self.loop.call_soon_threadsafe(self._begin_shutdown)
+
+    def _begin_shutdown(self) -> None:
+        if self._drain_ends is None:
+            self._drain_ends = self.loop.time() + self.grace_s
+        self.loop.create_task(self.health.enter_graceful_shutdown())
+
+    def grace_left(self) -> float:
+        """Seconds of the grace period still to run (all of it if no signal came)."""
+        if self._drain_ends is None:
+            return self.grace_s
+        return max(0.0, self._drain_ends - self.loop.time())
 
 
 @asynccontextmanager
 async def serve_grpc(
-    runtime: Runtime,
+    service: ListingService,
+    events: EventBus,
     *,
+    ready: bool,
     host: str,
     port: int,
     grace_s: float,
@@ -97,7 +116,7 @@ async def serve_grpc(
         # Without SO_REUSEPORT a second gateway on the same port fails instead of sharing it.
         options=[("grpc.so_reuseport", 1 if shared_port else 0)],
     )
-    servicer = ListingStatusServicer(runtime.service, runtime.events)
+    servicer = ListingStatusServicer(service, events)
     pb_grpc.add_ListingStatusServiceServicer_to_server(servicer, server)
     health_servicer = AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -111,13 +130,17 @@ async def serve_grpc(
     await server.start()
     status = (
         health_pb2.HealthCheckResponse.SERVING
-        if runtime.ready
+        if ready
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, status)
     running = RunningGrpc(
-        host=host, port=bound, health=health_servicer, loop=asyncio.get_running_loop()
+        host=host,
+        port=bound,
+        health=health_servicer,
+        loop=asyncio.get_running_loop(),
+        grace_s=grace_s,
     )
     log.info("gRPC listening on %s", running.address)
     try:
@@ -125,4 +148,4 @@ async def serve_grpc(
     finally:
         await health_servicer.enter_graceful_shutdown()
         await servicer.close()
-        await server.stop(grace_s)
+        await server.stop(running.grace_left())

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -18,6 +17,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.access.client_tokens import UNAUTHENTICATED_MESSAGE, ClientTokens
+from gateway.graphql.request import is_graphiql_page
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 WS_UNAUTHORIZED = 4401
@@ -90,19 +90,6 @@ def _init_authorization(message: Message) -> str | None:
         return None
     value = payload.get("authorization", payload.get("Authorization"))
     return value if isinstance(value, str) else None
-
-
-def is_graphiql_page(method: str, params: Mapping[str, str], accept: str) -> bool:
-    """A browser asking for the GraphiQL page: a GET that names no document at all.
-
-    The view renders GraphiQL for exactly these requests, so the page can stay open
-    without letting any operation through.
-    """
-    return (
-        method == "GET"
-        and not any(name in params for name in ("query", "extensions", "documentId"))
-        and ("text/html" in accept or "*/*" in accept)
-    )
 
 
 async def _unauthorized(headers: Headers, send: Send, *, presented: bool) -> None:

@@ -25,15 +25,9 @@ from prometheus_client.registry import Collector
 from gateway.domain.errors import UpstreamName
 from gateway.observability.multiprocess import SharedExposition
 from gateway.observability.record import current_record
-from gateway.upstreams import UNKNOWN_VALUES, BreakerState, OAuthCredentials, Upstreams
 
-__all__ = ["BREAKER_STATE_VALUES", "Metrics"]
+__all__ = ["Metrics", "stat_counts"]
 
-BREAKER_STATE_VALUES: Final = {
-    BreakerState.CLOSED: 0.0,
-    BreakerState.HALF_OPEN: 1.0,
-    BreakerState.OPEN: 2.0,
-}
 # Operation names come from callers: past this many distinct ones, the rest share a label.
 _MAX_OPERATIONS: Final = 100
 _OTHER: Final = "<other>"
@@ -141,7 +135,6 @@ class Metrics:
             registry=r,
         )
         self._operations: set[str] = set()
-        self._runtime_collector: _RuntimeCollector | None = None
         self._live_collector: _LiveCollector | None = None
         # Collectors of values read at scrape time (copied for the other workers, if any).
         self._watched: list[Collector] = []
@@ -199,8 +192,8 @@ class Metrics:
     def refused(self, upstream: UpstreamName, endpoint: str, reason: str) -> None:
         self.upstream_refused.labels(upstream, reason).inc()
 
-    def breaker_changed(self, upstream: UpstreamName, state: BreakerState) -> None:
-        self.breaker_transitions.labels(upstream, state.value).inc()
+    def breaker_changed(self, upstream: UpstreamName, state: str) -> None:
+        self.breaker_transitions.labels(upstream, state).inc()
 
     def batch(self, upstream: UpstreamName, size: int) -> None:
         if upstream == "legacy":
@@ -208,28 +201,19 @@ class Metrics:
 
     # --- values read at scrape time ------------------------------------------------------
 
-    def watch_runtime(self, upstreams: Upstreams, cache_stats: Callable[[], object]) -> None:
-        """Export what the runtime keeps anyway; call `unwatch_runtime()` when it closes."""
-        self.unwatch_runtime()
-        self._runtime_collector = _RuntimeCollector(upstreams, cache_stats)
-        self.watch(self._runtime_collector)
-
     def watch_live(
         self,
         events: Callable[[], object],
         subscribers: Callable[[], int],
         callbacks: Callable[[], object],
     ) -> None:
-        """Export the event bus and webhook counters; `unwatch_runtime()` removes them too."""
+        """Export the event bus and webhook counters; `unwatch_live()` removes them."""
         if self._live_collector is not None:
             self.unwatch(self._live_collector)
         self._live_collector = _LiveCollector(events, subscribers, callbacks)
         self.watch(self._live_collector)
 
-    def unwatch_runtime(self) -> None:
-        if self._runtime_collector is not None:
-            self.unwatch(self._runtime_collector)
-            self._runtime_collector = None
+    def unwatch_live(self) -> None:
         if self._live_collector is not None:
             self.unwatch(self._live_collector)
             self._live_collector = None
@@ -257,7 +241,7 @@ class _LiveCollector:
             "V3 webhook callbacks accepted, by outcome (published, duplicate).",
             labels=["outcome"],
         )
-        for outcome, count in _stat_counts(self._callbacks()):
+        for outcome, count in stat_counts(self._callbacks()):
             callbacks.add_metric([outcome], count)
         yield callbacks
         events = CounterMetricFamily(
@@ -266,7 +250,7 @@ class _LiveCollector:
             "from the queue of a subscriber that did not keep up.",
             labels=["event"],
         )
-        for event, count in _stat_counts(self._events()):
+        for event, count in stat_counts(self._events()):
             events.add_metric([event], count)
         yield events
         yield GaugeMetricFamily(
@@ -276,61 +260,7 @@ class _LiveCollector:
         )
 
 
-class _RuntimeCollector:
-    """Breaker states, calls in flight, cache events, token fetches, unknown values."""
-
-    def __init__(self, upstreams: Upstreams, cache_stats: Callable[[], object]) -> None:
-        self._upstreams = upstreams
-        self._cache_stats = cache_stats
-
-    def describe(self) -> Iterable[Metric]:
-        return list(self.collect())
-
-    def collect(self) -> Iterator[Metric]:
-        state = GaugeMetricFamily(
-            "gateway_circuit_state",
-            "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open.",
-            labels=["upstream"],
-        )
-        calls = GaugeMetricFamily(
-            "gateway_upstream_calls_in_flight",
-            "Upstream calls holding one of the upstream's concurrency slots.",
-            labels=["upstream"],
-        )
-        for guard in self._upstreams.guards:
-            state.add_metric([guard.upstream], BREAKER_STATE_VALUES[guard.breaker.state])
-            calls.add_metric([guard.upstream], guard.in_flight)
-        yield state
-        yield calls
-
-        cache = CounterMetricFamily(
-            "gateway_cache_events",
-            "V3 page cache events (hits, misses, coalesced, invalidated, stale, ...).",
-            labels=["event"],
-        )
-        for event, count in _stat_counts(self._cache_stats()):
-            cache.add_metric([event], count)
-        yield cache
-
-        tokens = CounterMetricFamily(
-            "gateway_v3_token_fetches", "OAuth token requests made to the V3 token endpoint."
-        )
-        credentials = self._upstreams.v3.credentials
-        fetches = credentials.fetch_count if isinstance(credentials, OAuthCredentials) else 0
-        tokens.add_metric([], fetches)
-        yield tokens
-
-        unknown = CounterMetricFamily(
-            "gateway_upstream_unknown_values",
-            "Upstream values the gateway does not know (new portals, statuses, features).",
-            labels=["kind", "value"],
-        )
-        for (kind, value), count in list(UNKNOWN_VALUES.items()):
-            unknown.add_metric([kind, value], count)
-        yield unknown
-
-
-def _stat_counts(stats: object) -> list[tuple[str, float]]:
+def stat_counts(stats: object) -> list[tuple[str, float]]:
     """(event, count) pairs from a stats dataclass (or a mapping) of integer counters."""
     fields: dict[str, Any]
     if dataclasses.is_dataclass(stats) and not isinstance(stats, type):

@@ -1,11 +1,13 @@
-"""Clients for the two upstream status APIs, and how to build them from `Settings`.
+"""Clients for the two upstream status APIs, and how to build them from plain options.
 
-    async with open_upstreams(settings) as upstreams:
+    async with open_upstreams(options) as upstreams:
         page = await upstreams.v3.classified_statuses(Caller(), classified_id)
         batch = await upstreams.legacy.ads_status(user_id, ad_ids)
 
 `open_upstreams` opens one pooled session per upstream and closes them on exit; use it in
-the application lifespan. The pieces (`create_session`, `build_credentials`, the client
+the application lifespan. The options are plain values: the composition root
+(`gateway.runtime.upstream_options`) reads them from the settings, so nothing here knows
+how the gateway is configured. The pieces (`create_session`, `build_credentials`, the client
 classes) are public too, for tests and for other wiring. Each client module parses its
 wire format into `gateway.domain.models`; `_http` is the only place aiohttp errors are caught.
 """
@@ -19,8 +21,8 @@ from dataclasses import dataclass
 
 import aiohttp
 from opentelemetry import trace
+from pydantic import SecretStr
 
-from gateway.config import Settings
 from gateway.upstreams._http import Deadline, RetryPolicy, create_session
 from gateway.upstreams.breaker import BreakerState
 from gateway.upstreams.guard import UpstreamGuard, UpstreamObserver
@@ -33,6 +35,7 @@ from gateway.upstreams.v3_auth import (
     PassthroughCredentials,
     StaticCredentials,
     TokenStore,
+    V3AuthOptions,
     V3Credentials,
     build_credentials,
 )
@@ -50,7 +53,9 @@ __all__ = [
     "TokenStore",
     "UpstreamGuard",
     "UpstreamObserver",
+    "UpstreamOptions",
     "Upstreams",
+    "V3AuthOptions",
     "V3Credentials",
     "build_credentials",
     "child_traceparent",
@@ -60,6 +65,25 @@ __all__ = [
 
 # Connections per upstream; the legacy API is called in parallel chunks.
 DEFAULT_POOL_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamOptions:
+    """Where the upstreams are and how to call them: plain values, no settings object."""
+
+    v3_url: str
+    legacy_url: str
+    legacy_api_key: SecretStr
+    v3_auth: V3AuthOptions
+    user_agent: str
+    timeout_s: float = 5.0
+    legacy_max_batch: int = 100
+    retries: int = 2
+    backoff_s: float = 0.1
+    breaker_failures: int = 5
+    breaker_reset_s: float = 10.0
+    retry_budget_ratio: float = 0.2
+    max_concurrency: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +107,7 @@ class Upstreams:
 
 @asynccontextmanager
 async def open_upstreams(
-    settings: Settings,
+    options: UpstreamOptions,
     *,
     pool_limit: int = DEFAULT_POOL_LIMIT,
     observer: UpstreamObserver | None = None,
@@ -91,7 +115,7 @@ async def open_upstreams(
     clock: Callable[[], float] = time.monotonic,
     token_store: TokenStore | None = None,
 ) -> AsyncIterator[Upstreams]:
-    """Open both upstream sessions and clients from `settings`; close everything on exit.
+    """Open both upstream sessions and clients from `options`; close everything on exit.
 
     Each upstream gets its own `UpstreamGuard` (breaker, retry budget, concurrency cap)
     reporting to `observer` and `tracer`; `clock` drives the breakers (tests inject one);
@@ -100,10 +124,10 @@ async def open_upstreams(
     v3_guard, legacy_guard = (
         UpstreamGuard(
             upstream,
-            failure_threshold=settings.breaker_failures,
-            reset_after_s=settings.breaker_reset_s,
-            retry_ratio=settings.retry_budget_ratio,
-            max_concurrency=settings.upstream_max_concurrency,
+            failure_threshold=options.breaker_failures,
+            reset_after_s=options.breaker_reset_s,
+            retry_ratio=options.retry_budget_ratio,
+            max_concurrency=options.max_concurrency,
             observer=observer,
             tracer=tracer,
             clock=clock,
@@ -111,16 +135,18 @@ async def open_upstreams(
         for upstream in ("classifieds-v3", "legacy")
     )
     async with AsyncExitStack() as stack:
-        v3_session = create_session(timeout_s=settings.upstream_timeout_s, limit=pool_limit)
+        v3_session = create_session(timeout_s=options.timeout_s, limit=pool_limit)
         stack.push_async_callback(v3_session.close)
         # force=true legacy reads get three times the budget; the session must allow it.
-        legacy_session = create_session(timeout_s=settings.upstream_timeout_s * 3, limit=pool_limit)
+        legacy_session = create_session(timeout_s=options.timeout_s * 3, limit=pool_limit)
         stack.push_async_callback(legacy_session.close)
-        retry_policy = RetryPolicy(
-            max_retries=settings.upstream_retries, backoff_s=settings.upstream_backoff_s
-        )
+        retry_policy = RetryPolicy(max_retries=options.retries, backoff_s=options.backoff_s)
         credentials = build_credentials(
-            settings, v3_session, guard=v3_guard, retry_policy=retry_policy, token_store=token_store
+            options.v3_auth,
+            v3_session,
+            guard=v3_guard,
+            retry_policy=retry_policy,
+            token_store=token_store,
         )
         if isinstance(credentials, OAuthCredentials):
             # Runs before the session closes (callbacks unwind in reverse order).
@@ -128,19 +154,19 @@ async def open_upstreams(
         yield Upstreams(
             v3=ClassifiedsV3Client(
                 v3_session,
-                settings.v3_url,
+                options.v3_url,
                 credentials,
-                settings.user_agent,
-                settings.upstream_timeout_s,
+                options.user_agent,
+                options.timeout_s,
                 guard=v3_guard,
                 retry_policy=retry_policy,
             ),
             legacy=LegacyClient(
                 legacy_session,
-                settings.legacy_url,
-                settings.legacy_api_key,
-                settings.upstream_timeout_s,
-                settings.legacy_max_batch,
+                options.legacy_url,
+                options.legacy_api_key,
+                options.timeout_s,
+                options.legacy_max_batch,
                 guard=legacy_guard,
                 retry_policy=retry_policy,
             ),

@@ -361,8 +361,7 @@ class LegacyClient:
 
     One instance per process over one `aiohttp.ClientSession` (owned by the caller).
 
-        client = LegacyClient(session, settings.legacy_url, settings.legacy_api_key,
-                              settings.upstream_timeout_s, settings.legacy_max_batch)
+        client = LegacyClient(session, legacy_url, api_key, timeout_s=5.0, max_batch=100)
         batch = await client.ads_status(12311, [659593, 659594])
     """
 

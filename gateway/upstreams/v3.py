@@ -259,8 +259,7 @@ class ClassifiedsV3Client:
     Every call carries `User-Agent`, `Authorization: Bearer ...` and `traceparent`; reads
     are retried per `_http.request`; a 401 renews the credentials once and retries once.
 
-        client = ClassifiedsV3Client(session, settings.v3_url, credentials,
-                                     settings.user_agent, settings.upstream_timeout_s)
+        client = ClassifiedsV3Client(session, v3_url, credentials, user_agent, 5.0)
         page = await client.classified_statuses(Caller(), "0b6c...", limit=100)
     """
 

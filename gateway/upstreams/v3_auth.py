@@ -1,6 +1,6 @@
 """Credentials for Classifieds V3: the `Authorization` header and the cache scope of a call.
 
-Three modes (DESIGN.md, `GATEWAY_V3_AUTH`):
+Three modes (`GATEWAY_V3_AUTH`, handed over as `V3AuthOptions.mode`):
 
 - `oauth`: the OAuth 2.0 client-credentials flow of UPSTREAMS.md 1.2, one token per agency
   (intermediary id), cached for its lifetime less a margin, fetched once for all concurrent
@@ -33,7 +33,6 @@ import yarl
 from cachetools import LRUCache
 from pydantic import SecretStr
 
-from gateway.config import Settings, V3AuthMode
 from gateway.domain.errors import InvalidInput, Unauthenticated, UpstreamName, UpstreamUnavailable
 from gateway.domain.models import Caller
 from gateway.upstreams._http import Deadline, RetryPolicy, request
@@ -44,6 +43,7 @@ __all__ = [
     "PassthroughCredentials",
     "StaticCredentials",
     "TokenStore",
+    "V3AuthOptions",
     "V3Credentials",
     "build_credentials",
     "token_fingerprint",
@@ -375,8 +375,23 @@ def _expires_in(body: dict[str, Any]) -> float:
     return _DEFAULT_EXPIRES_IN_S
 
 
+@dataclass(frozen=True, slots=True)
+class V3AuthOptions:
+    """How V3 calls authenticate, as plain values (the composition root reads the settings)."""
+
+    mode: str  # "oauth", "static" or "passthrough"
+    token_url: str = ""
+    client_id: str = ""
+    client_secret: SecretStr = field(default_factory=lambda: SecretStr(""))
+    audience: str = ""
+    intermediary_id: str = ""
+    token: SecretStr = field(default_factory=lambda: SecretStr(""))
+    user_agent: str = ""
+    timeout_s: float = 5.0
+
+
 def build_credentials(
-    settings: Settings,
+    options: V3AuthOptions,
     session: aiohttp.ClientSession,
     *,
     clock: Callable[[], float] = time.monotonic,
@@ -384,23 +399,25 @@ def build_credentials(
     retry_policy: RetryPolicy | None = None,
     token_store: TokenStore | None = None,
 ) -> V3Credentials:
-    """The credentials `settings.v3_auth` asks for; `session` is used for token requests,
+    """The credentials `options.mode` asks for; `session` is used for token requests,
     `token_store` (oauth only) shares tokens with other replicas."""
-    if settings.v3_auth is V3AuthMode.OAUTH:
+    if options.mode == "oauth":
         return OAuthCredentials(
             session,
-            token_url=settings.v3_token_url,
-            client_id=settings.v3_client_id,
-            client_secret=settings.v3_client_secret,
-            audience=settings.v3_audience,
-            default_intermediary_id=settings.v3_intermediary_id,
-            user_agent=settings.user_agent,
-            timeout_s=settings.upstream_timeout_s,
+            token_url=options.token_url,
+            client_id=options.client_id,
+            client_secret=options.client_secret,
+            audience=options.audience,
+            default_intermediary_id=options.intermediary_id,
+            user_agent=options.user_agent,
+            timeout_s=options.timeout_s,
             clock=clock,
             guard=guard,
             retry_policy=retry_policy,
             store=token_store,
         )
-    if settings.v3_auth is V3AuthMode.STATIC:
-        return StaticCredentials(settings.v3_token)
-    return PassthroughCredentials()
+    if options.mode == "static":
+        return StaticCredentials(options.token)
+    if options.mode == "passthrough":
+        return PassthroughCredentials()
+    raise ValueError(f"unknown V3 auth mode {options.mode!r}")

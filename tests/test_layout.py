@@ -1,0 +1,120 @@
+"""The tree keeps the architecture's rules (docs/architecture.md), read from the imports.
+
+Packages under `gateway/` are named by role; dependencies go one way, so no package may
+import a package that imports it. The domain imports no framework, and observability, which
+every layer uses, imports nothing above the domain.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent / "gateway"
+TOP_MODULES = {"__init__", "app", "cli", "collectors", "config", "runtime"}
+FRAMEWORKS = {"strawberry", "grpc", "starlette", "aiohttp", "uvicorn", "redis", "graphql"}
+
+
+def _imports(path: Path) -> set[str]:
+    """The absolute module names a file imports (relative imports resolved)."""
+    module_parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    package = module_parts if path.name == "__init__.py" else module_parts[:-1]
+    return _imports_in(path.read_text(), package)
+
+
+def _imports_in(source: str, package: tuple[str, ...]) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(package[: len(package) - node.level + 1])
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _unit(module: str) -> str | None:
+    """The package (or top-level module) of `gateway` that a module name belongs to."""
+    parts = module.split(".")
+    if parts[0] != "gateway" or len(parts) < 2:
+        return None
+    candidate = parts[1]
+    if (ROOT / candidate).is_dir() or (ROOT / f"{candidate}.py").is_file():
+        return candidate
+    return None
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = defaultdict(set)
+    for path in ROOT.rglob("*.py"):
+        source = _unit(".".join(path.relative_to(ROOT.parent).with_suffix("").parts))
+        if source is None:
+            continue
+        for target in map(_unit, _imports(path)):
+            if target is not None and target != source and target != "__init__":
+                graph[source].add(target)
+    return graph
+
+
+def test_the_top_of_the_package_holds_only_the_entry_points_and_the_composition_root() -> None:
+    modules = {path.stem for path in ROOT.glob("*.py")}
+    assert modules <= TOP_MODULES
+    assert len(modules) <= 8
+
+
+def test_no_package_imports_a_package_that_imports_it() -> None:
+    graph = _graph()
+
+    def reachable(start: str) -> set[str]:
+        seen: set[str] = set()
+        todo = [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    cycles = sorted(unit for unit in graph if unit in reachable(unit))
+    assert cycles == []
+
+
+@pytest.mark.parametrize(
+    ("package", "may_import"),
+    [
+        ("domain", set()),
+        ("observability", {"domain"}),
+        ("infra", {"domain"}),
+        ("upstreams", {"domain", "infra"}),
+        ("cache", {"domain", "infra"}),
+        ("service", {"domain", "infra", "cache"}),
+    ],
+)
+def test_the_lower_layers_import_only_what_lies_below_them(
+    package: str, may_import: set[str]
+) -> None:
+    assert _graph().get(package, set()) <= may_import
+
+
+def test_the_domain_and_the_service_import_no_framework() -> None:
+    for package in ("domain", "service"):
+        for path in (ROOT / package).rglob("*.py"):
+            roots = {name.split(".")[0] for name in _imports(path)}
+            assert not roots & FRAMEWORKS, f"{path.relative_to(ROOT.parent)} imports a framework"
+
+
+def test_the_check_sees_imports_that_would_break_a_rule() -> None:
+    # The reader of imports must see all three forms used in the tree, or the rules above
+    # could pass on a tree that breaks them.
+    text = "from gateway.http import pages\nimport strawberry\nfrom ..graphql import view\n"
+    found = _imports_in(text, ("gateway", "domain"))
+    assert {"gateway.http.pages", "strawberry", "gateway.graphql.view"} <= found
+    assert {_unit(name) for name in found} >= {"http", "graphql"}
