@@ -28,6 +28,8 @@ from typing import Any, Generic, TypeVar
 
 from cachetools import TTLCache
 
+from gateway.infra.deadlines import without_caller_deadline
+
 V = TypeVar("V")
 
 ParamValue = str | int | bool | tuple[str, ...]
@@ -174,7 +176,10 @@ class PageCache(Generic[V]):
 
     async def _load(self, flight: _Flight[V], load: Callable[[], Awaitable[V]]) -> V:
         try:
-            value = await load()
+            # Other callers may join this load: it runs under the upstream's own deadline,
+            # not under the first caller's (each caller still stops waiting at its own).
+            with without_caller_deadline():
+                value = await load()
         except BaseException:
             self.stats.loads_failed += 1
             raise

@@ -10,7 +10,8 @@
     │   └── UpstreamNotFound  ... and an upstream said so
     └── UpstreamError         an upstream could not answer as asked
         ├── UpstreamUnavailable  timeout, connection error, 5xx, 429, malformed body, circuit
-        │                        open; safe to retry later (after `retry_after` when known)
+        │   │                    open; safe to retry later (after `retry_after` when known)
+        │   └── DeadlineExceeded ... the caller's own deadline ended first (not the upstream's fault)
         └── UpstreamRejected     the upstream refused the call (4xx other than 404)
 
 Upstream clients translate foreign exceptions into this tree in one place
@@ -127,6 +128,19 @@ class UpstreamUnavailable(UpstreamError):
     """Timeout, connection failure, 5xx, 429 or a malformed body: the upstream may recover; retry later."""
 
     code = "UPSTREAM_UNAVAILABLE"
+
+
+class DeadlineExceeded(UpstreamUnavailable):
+    """The caller's own deadline ended before the upstream answered.
+
+    Not a sign that the upstream is unwell, so the circuit breaker does not count it
+    (`reason` is set); the gRPC edge answers DEADLINE_EXCEEDED.
+    """
+
+    code = "DEADLINE_EXCEEDED"
+
+    def __init__(self, message: str, *, upstream: UpstreamName) -> None:
+        super().__init__(message, upstream=upstream, reason="caller_deadline")
 
 
 class UpstreamRejected(UpstreamError):

@@ -8,6 +8,7 @@
     UpstreamRejected 401/403          -> UNAUTHENTICATED    (the credentials were refused)
     UpstreamRejected, other           -> FAILED_PRECONDITION (retrying unchanged will not help)
     UpstreamUnavailable               -> UNAVAILABLE        (safe to retry later)
+      DeadlineExceeded                   -> DEADLINE_EXCEEDED (the caller's deadline ran out)
     the caller's deadline ran out     -> DEADLINE_EXCEEDED
     anything else                     -> INTERNAL "Unexpected error" (logged here)
 
@@ -34,6 +35,7 @@ from typing import Any, NoReturn, TypeVar, cast
 import grpc
 
 from gateway.domain.errors import (
+    DeadlineExceeded,
     GatewayError,
     InvalidInput,
     NotFound,
@@ -55,6 +57,7 @@ _CODES: dict[type[GatewayError], grpc.StatusCode] = {
     # Listed: along its MRO UpstreamError comes before NotFound.
     UpstreamNotFound: grpc.StatusCode.NOT_FOUND,
     UpstreamRejected: grpc.StatusCode.FAILED_PRECONDITION,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     UpstreamError: grpc.StatusCode.UNAVAILABLE,
     GatewayError: grpc.StatusCode.INTERNAL,
 }

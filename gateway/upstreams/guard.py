@@ -138,6 +138,10 @@ class UpstreamGuard:
 
     async def take_slot(self, timeout_s: float) -> bool:
         """Wait at most `timeout_s` for a free call slot; False when none came."""
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: returns at once, no timer needed
+            self.in_flight += 1
+            return True
         try:
             async with asyncio.timeout(timeout_s):
                 await self._slots.acquire()
