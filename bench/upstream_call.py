@@ -6,8 +6,8 @@ The simulator runs in a child process (no latency, its CPU not counted). This pr
 the same classified status pages N times, one after another (or `--concurrency` at a
 time), first with a bare `aiohttp` session (`GET`, `orjson.loads`), then through the
 product's `ClassifiedsV3Client` built as `gateway serve` builds it: its guard, retry policy,
-metrics observer and tracer provider (no exporter set, as in a default deployment), the
-items parsed into domain records. It prints microseconds of this process's CPU per call
+metrics observer and, when OTEL_EXPORTER_OTLP_ENDPOINT is set, a span per call; the items
+parsed into domain records. It prints microseconds of this process's CPU per call
 for each and their ratio. `--profile` prints the top of a cProfile of the product's run.
 """
 
@@ -47,7 +47,9 @@ async def _cpu_per_call(read: Read, ids: Sequence[str], calls: int, concurrency:
 
 async def measure(port: int, calls: int, concurrency: int, profile: bool) -> dict[str, float]:
     from gateway.domain.models import Caller
-    from gateway.observability import TRACER_NAME, Metrics, build_tracer_provider
+    from opentelemetry.trace import NoOpTracer
+
+    from gateway.observability import TRACER_NAME, Metrics, build_tracer_provider, exporting
     from gateway.process.demo import demo_settings
     from gateway.runtime import upstream_options
     from gateway.simulator.app import RunningSimulator
@@ -57,10 +59,12 @@ async def measure(port: int, calls: int, concurrency: int, profile: bool) -> dic
     running = RunningSimulator(sim=None, host="127.0.0.1", port=port)  # type: ignore[arg-type]
     settings = demo_settings(running)
     provider = build_tracer_provider()
+    # As `create_app` does: upstream calls get spans only when something exports them.
+    tracer = provider.get_tracer(TRACER_NAME) if exporting() else NoOpTracer()
     figures: dict[str, float] = {}
     caller = Caller()
     async with open_upstreams(
-        upstream_options(settings), observer=Metrics(), tracer=provider.get_tracer(TRACER_NAME)
+        upstream_options(settings), observer=Metrics(), tracer=tracer
     ) as upstreams:
         client = upstreams.v3
         authorization = await client.credentials.authorization(caller)

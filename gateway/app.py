@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import NoOpTracer, Tracer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -45,6 +45,7 @@ from gateway.observability import (
     Metrics,
     RequestTelemetry,
     build_tracer_provider,
+    exporting,
     watch_loop_lag,
 )
 from gateway.observability.multiprocess import keep_copying
@@ -120,6 +121,9 @@ def create_app(
     )
     provider = tracer_provider or build_tracer_provider()
     tracer = provider.get_tracer(TRACER_NAME)
+    # A client span per upstream call costs more CPU than the rest of the call's bookkeeping;
+    # it is made only where spans are read (an OTLP exporter, or a provider handed in).
+    upstream_tracer = tracer if tracer_provider is not None or exporting() else NoOpTracer()
     schema = build_schema(
         max_listings=settings.max_listings,
         max_depth=settings.max_query_depth,
@@ -137,7 +141,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.shutting_down = False
-        async with open_runtime(settings, observer=metrics, tracer=tracer, clock=clock) as runtime:
+        async with open_runtime(
+            settings, observer=metrics, tracer=upstream_tracer, clock=clock
+        ) as runtime:
             app.state.runtime = runtime
             app.state.graphql = GatewayGraphQL(
                 schema,

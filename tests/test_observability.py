@@ -165,6 +165,34 @@ async def test_upstreams_see_the_callers_trace_and_spans_are_recorded(
     assert spans["POST legacy status_post"].parent.span_id == batch.context.span_id
 
 
+async def test_without_an_exporter_upstreams_still_see_the_callers_trace(
+    simulator: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    listings = listings_of(simulator.sim)[:2]
+    app = create_app(settings_for(simulator))
+    async with (
+        serve_app(app) as url,
+        httpx.AsyncClient(verify=LOOPBACK_TLS, base_url=url, timeout=30) as client,
+    ):
+        # No span is exported, so none is made per upstream call.
+        assert [g.traced for g in app.state.runtime.upstreams.guards] == [False, False]
+        response = await client.post(
+            "/graphql",
+            json={"query": QUERY, "variables": {"refs": refs(listings)}},
+            headers={"traceparent": TRACEPARENT, "tracestate": "vendor=abc"},
+        )
+        assert response.status_code == 200
+    seen = [r for r in simulator.sim.state.requests if r.upstream in ("v3", "legacy")]
+    assert {r.upstream for r in seen} == {"v3", "legacy"}
+    for recorded in seen:
+        version, trace_id, parent_id, flags = recorded.headers["traceparent"].split("-")
+        assert (version, trace_id, flags) == ("00", TRACE_ID, "01")
+        assert parent_id != "00f067aa0ba902b7"
+        assert recorded.headers["tracestate"] == "vendor=abc"
+
+
 async def test_one_log_line_per_request_and_no_secret_in_any_log(
     simulator: RunningSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:

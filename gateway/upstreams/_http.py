@@ -443,6 +443,28 @@ async def _guarded(
 ) -> Any:
     """One operation admitted by the breaker: traced, and its outcome recorded."""
     guard.budget.deposit()
+    if not guard.traced:
+        return await _recorded(
+            _operation(
+                session,
+                method,
+                url,
+                upstream=upstream,
+                endpoint=endpoint,
+                deadline=deadline,
+                headers=headers,
+                json=json,
+                retry=retry,
+                expect_json=expect_json,
+                policy=policy,
+                log_body=log_body,
+                max_body_bytes=max_body_bytes,
+                guard=guard,
+                span=None,
+            ),
+            guard,
+            trial,
+        )
     ok: bool | None = None
     parent = None
     if headers and "traceparent" in headers and not trace.get_current_span().is_recording():
@@ -489,6 +511,25 @@ async def _guarded(
                 guard.breaker.record(ok=ok, trial=trial)
 
 
+async def _recorded(operation: Awaitable[Any], guard: UpstreamGuard, trial: bool) -> Any:
+    """The outcome of an untraced operation, recorded by the breaker as `_guarded` does."""
+    ok: bool | None = None
+    try:
+        result = await operation
+        ok = True
+        return result
+    except UpstreamError as exc:
+        if exc.reason is None:
+            # An answer the upstream chose to give (404, 4xx) shows it is up.
+            ok = not isinstance(exc, UpstreamUnavailable)
+        raise
+    finally:
+        if ok is None:
+            guard.breaker.release(trial=trial)
+        else:
+            guard.breaker.record(ok=ok, trial=trial)
+
+
 async def _operation(
     session: aiohttp.ClientSession,
     method: str,
@@ -514,8 +555,12 @@ async def _operation(
         data = orjson.dumps(json)
         all_headers.setdefault("Content-Type", "application/json")
     all_headers.setdefault("Accept", "application/json")
-    if span is not None and span.get_span_context().is_valid:
-        # Our client span is the parent the upstream sees; it replaces any header given.
+    if span is not None:
+        if span.get_span_context().is_valid:
+            # Our client span is the parent the upstream sees; it replaces any header given.
+            _W3C.inject(all_headers)
+    elif trace.get_current_span().get_span_context().is_valid:
+        # No client span is recorded: the request's own span is the parent the upstream sees.
         _W3C.inject(all_headers)
     attempts = 1 + (policy.max_retries if retry else 0)
     attempt = 0

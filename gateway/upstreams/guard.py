@@ -122,6 +122,8 @@ class UpstreamGuard:
         self.upstream: UpstreamName = upstream
         self.observer: UpstreamObserver = observer or NullObserver()
         self.tracer: trace.Tracer = tracer or trace.NoOpTracer()
+        # Without a recording tracer an operation skips the span machinery altogether.
+        self.traced = not isinstance(self.tracer, trace.NoOpTracer)
         self.breaker = CircuitBreaker(
             failure_threshold=failure_threshold,
             reset_after_s=reset_after_s,
