@@ -1,0 +1,1 @@
+"""Maintenance scripts run from the repository root (`uv run python -m scripts.<name>`)."""
