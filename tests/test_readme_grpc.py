@@ -1,4 +1,4 @@
-"""The README's gRPC examples run against a gateway serving the demo data.
+"""The documented gRPC examples (docs/grpc.md) run against a gateway serving the demo data.
 
 The grpcurl commands run as written when grpcurl is installed; without it (it has no
 Debian or PyPI package) each command is carried out the way grpcurl does it: the method
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shlex
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
+from documents import fenced_after
 from google.protobuf import descriptor_pool, json_format, message_factory
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
@@ -31,14 +31,7 @@ from gateway.simulator import RunningSimulator
 from gateway_harness import RunningGateway, run_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text(encoding="utf-8")
 SHOWN_ADDRESS = "127.0.0.1:50051"
-
-
-def fenced_after(marker: str, language: str) -> str:
-    match = re.compile(rf"```{language}\n(.*?)```", re.S).search(README, README.index(marker))
-    assert match is not None
-    return match.group(1)
 
 
 @pytest.fixture

@@ -1,20 +1,21 @@
-"""The README's "Security" table names real settings with their real defaults."""
+"""The "Request limits" table of docs/security.md names real settings with their real defaults."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
+
+from documents import document_with
 
 from gateway.config import Settings
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+HEADER = "| limit | setting | default | refused with |"
 
 
 def security_rows() -> list[tuple[str, str]]:
-    section = README[README.index("## Security") :]
-    section = section[: section.index("\n## ")]
+    _, text = document_with(HEADER)
+    table = text[text.index(HEADER) :].split("\n\n", 1)[0]
     rows = []
-    for line in section.splitlines():
+    for line in table.splitlines():
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         if len(cells) == 4 and cells[1].startswith("`GATEWAY_"):
             rows.append((cells[1], cells[2]))

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from documents import fenced_after
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -39,13 +40,9 @@ LATEST = """query Latest($id: ID!) {
 Line = dict[str, Any]
 
 
-def readme_command() -> tuple[dict[str, str], list[str]]:
-    """The README's `gateway serve --workers` command: its settings and its argv."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    start = readme.index("run more workers behind the same ports")
-    block = re.compile(r"```sh\n(.*?)```", re.S).search(readme, start)
-    assert block is not None
-    words = shlex.split(block.group(1))
+def documented_command() -> tuple[dict[str, str], list[str]]:
+    """The documented `gateway serve --workers` command (docs/operating.md): settings, argv."""
+    words = shlex.split(fenced_after("run more workers behind the same ports", "sh"))
     settings = dict(word.split("=", 1) for word in words if re.match(r"[A-Z_]+=", word))
     command = [word for word in words if not re.match(r"[A-Z_]+=", word)]
     assert command[:3] == ["uv", "run", "gateway"], command
@@ -122,8 +119,8 @@ async def test_two_workers_answer_together_add_up_metrics_and_stop_gracefully(
         GATEWAY_WARM_UP="false",
         TMPDIR=str(tmp_path),  # where the parent makes the workers' metrics directory
     )
-    # As the README shows it: ports 0 (gRPC's chosen once by the parent, for both workers).
-    shown, argv = readme_command()
+    # As docs/operating.md shows it: ports 0 (gRPC's chosen once by the parent, for both workers).
+    shown, argv = documented_command()
     assert shown == {"GATEWAY_HTTP_PORT": "0", "GATEWAY_GRPC_PORT": "0"}
     process = await asyncio.create_subprocess_exec(
         *argv, stdout=PIPE, stderr=STDOUT, env=env | shown, cwd=tmp_path
