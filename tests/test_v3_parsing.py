@@ -1,0 +1,90 @@
+"""V3 dates and items are read the same on the fast path as on the general one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from gateway.upstreams.v3 import _parse_rfc3339_general, parse_classified_status, parse_rfc3339
+
+_DIGITS = st.text(alphabet="0123456789", min_size=1, max_size=9)
+
+
+@st.composite
+def rfc3339_like(draw: st.DrawFn) -> str:
+    """Dates in and near the shape V3 sends: valid ones, and ones broken in one place."""
+    when = draw(
+        st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30))
+    ).replace(microsecond=0)
+    text = when.strftime("%Y-%m-%dT%H:%M:%S").rjust(19, "0")
+    fraction = draw(st.sampled_from(["", "."]) | _DIGITS.map(lambda d: "." + d))
+    zone = draw(
+        st.sampled_from(["Z", "z", "", "+00:00", "-05:30", "+0200", "+14:00", "-23:59", " "])
+    )
+    value = text + fraction + zone
+    if draw(st.booleans()):
+        position = draw(st.integers(0, len(value) - 1))
+        swap = draw(st.sampled_from(["-", ":", "T", "t", " ", "x", "٣", ",", "."]))
+        value = value[:position] + swap + value[position + 1 :]
+    return value
+
+
+@settings(max_examples=2000, deadline=None)
+@given(rfc3339_like() | st.text(max_size=40))
+@example("2024-03-01T10:20:30.123456789Z")
+@example("0001-01-01T00:30:00+01:00")
+@example("2024-03-01T10:20:30,5Z")
+@example("2024-03-01T10:20:30.Z")
+@example("٢٠٢٤-03-01T10:20:30Z")
+@example(" 2024-03-01T10:20:30Z")
+def test_the_fast_path_reads_every_date_as_the_general_one_does(value: str) -> None:
+    assert parse_rfc3339(value) == _parse_rfc3339_general(value)
+
+
+def test_dates_are_aware_utc_and_fractions_are_truncated() -> None:
+    parsed = parse_rfc3339("2024-03-01T12:20:30.1234569+02:00")
+    assert parsed == datetime(2024, 3, 1, 10, 20, 30, 123456, tzinfo=UTC)
+    assert parsed is not None and parsed.utcoffset() is not None
+    assert parse_rfc3339("2024-03-01T10:20:30Z") == datetime(2024, 3, 1, 10, 20, 30, tzinfo=UTC)
+
+
+def test_an_item_keeps_every_field_and_repeats_no_portal() -> None:
+    item = parse_classified_status(
+        {
+            "status": "RECEIVED",
+            "subStatus": "RECEIVING_PATCH",
+            "message": "ok",
+            "statusDate": "2024-03-01T10:20:30.5Z",
+            "portals": ["SL", "SL", "NOT_A_PORTAL", "NOT_A_PORTAL", "", 7],
+            "subStatusDetails": 12,
+            "statusId": "s-1",
+            "classifiedId": "c-1",
+            "customerId": "",
+            "creationDate": "2024-03-01T10:00:00+01:00",
+            "revision": "3",
+        }
+    )
+    assert [p.value for p in item.portals] == ["SL"]
+    assert item.unknown_portals == ("NOT_A_PORTAL",)
+    assert item.sub_status == "RECEIVED_PATCH"  # the vendor's typo, mended
+    assert item.sub_status_details == "12"
+    assert (item.status_id, item.classified_id, item.customer_id) == ("s-1", "c-1", None)
+    assert item.creation_date == datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+    assert item.revision == 3
+
+
+def test_a_portal_list_is_read_the_same_the_second_time() -> None:
+    def portals_of(codes: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        item = parse_classified_status(
+            {"status": "PUBLISHED", "message": "", "statusDate": "2024-03-01T10:20:30Z",
+             "portals": codes}
+        )  # fmt: skip
+        return tuple(p.value for p in item.portals), item.unknown_portals
+
+    for codes in (["SL", "LI", "SL"], ["SL", {"odd": 1}, ["x"], "BU"], ["XX", "SL"], "LI"):
+        first = portals_of(codes)
+        assert portals_of(codes) == first
+    assert portals_of(["SL", {"odd": 1}, ["x"], "BU"]) == (("SL", "BU"), ())
+    assert portals_of(["XX", "SL"]) == (("SL",), ("XX",))
