@@ -91,12 +91,12 @@ class Settings(BaseSettings):
     webhook_dedup_window: int = Field(default=10_000, ge=1, le=1_000_000)
 
     host: str = "127.0.0.1"
-    # `gateway serve` worker processes on one machine (README "Several worker processes").
+    # `gateway serve` worker processes on one machine (docs/operating.md).
     workers: int = Field(default=1, ge=1, le=64)
     http_port: int = Field(default=8000, ge=0, le=65535)
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     upstream_timeout_s: float = Field(default=5.0, gt=0, le=300)
-    # Retries of one idempotent upstream read, within upstream_timeout_s (DESIGN limits).
+    # Retries of one idempotent upstream read, within upstream_timeout_s (docs/upstreams.md).
     upstream_retries: int = Field(default=2, ge=0, le=5)
     upstream_backoff_s: float = Field(default=0.1, ge=0, le=10)
     max_listings: int = Field(default=200, ge=1, le=10_000)
@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_query_depth: int = Field(default=20, ge=1)
     max_aliases: int = Field(default=200, ge=1)
-    # Hardening (README "Security"): request-shape limits checked before any parsing.
+    # Hardening (docs/security.md): request-shape limits checked before any parsing.
     max_variable_depth: int = Field(default=16, ge=1, le=512)
     # Checked before execution: root fields, and the upstream reads a request could make
     # (the default admits one listings query of 200 refs with whole histories).
@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     apq_max_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
     trusted_documents: str | None = None
 
-    # Resilience and observability (README "Operating").
+    # Resilience and observability (docs/operating.md).
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=10.0, gt=0)
     retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)

@@ -2,7 +2,7 @@
 
 The HTTP app's lifespan opens one `Runtime` and shares it, so every edge uses the
 same sessions, cache and loaders. With `GATEWAY_REDIS_URL`, the page cache, the event bus
-and the V3 tokens are the Redis-backed ones (DESIGN.md, Scale-out).
+and the V3 tokens are the Redis-backed ones (docs/operating.md, "Several replicas").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DESIGN.md "Errors" over real HTTP: each code, partial results, and what never leaks.
+"""docs/operating.md "Error codes" over real HTTP: each code, partial results, and what never leaks.
 
 Every test runs the real gateway (uvicorn on loopback) against the upstream simulator,
 injects the upstream's misbehaviour with `add_fault` or the simulator's stored data, and
@@ -624,7 +624,7 @@ UNAVAILABLE, REJECTED = "UPSTREAM_UNAVAILABLE", "UPSTREAM_REJECTED"
         ("v3", "error", 401, REJECTED),  # refreshed once, then given up
         ("v3", "malformed", 200, UNAVAILABLE),
         ("v3", "reset", 0, UNAVAILABLE),
-        ("v3", "rate_limit", 429, UNAVAILABLE),  # transient, DESIGN.md "Errors"
+        ("v3", "rate_limit", 429, UNAVAILABLE),  # transient (docs/operating.md)
         ("token", "error", 500, UNAVAILABLE),
         ("token", "error", 401, REJECTED),
         ("token", "malformed", 200, UNAVAILABLE),

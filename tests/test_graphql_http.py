@@ -1,4 +1,4 @@
-"""DESIGN.md "HTTP surface": `/graphql` per the GraphQL-over-HTTP spec, health, the SDL check."""
+"""docs/graphql.md: `/graphql` per the GraphQL-over-HTTP spec, health, the SDL check."""
 
 from __future__ import annotations
 

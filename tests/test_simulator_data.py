@@ -163,7 +163,7 @@ async def test_state_changes_leave_the_catalog_untouched() -> None:
 
 
 def test_the_simulator_imports_nothing_from_the_rest_of_the_gateway() -> None:
-    """It is written from UPSTREAMS.md, so a client's misreading cannot hide in it."""
+    """It is written from docs/upstreams.md, so a client's misreading cannot hide in it."""
     package = Path(simulator_package.__file__).parent
     for module in package.glob("*.py"):
         for node in ast.walk(ast.parse(module.read_text())):

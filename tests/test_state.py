@@ -1,4 +1,4 @@
-"""The unified-state rules of DESIGN.md ("Unified state"), over domain models only."""
+"""The unified-state rules of docs/upstreams.md, over domain models only."""
 
 from __future__ import annotations
 

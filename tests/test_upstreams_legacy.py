@@ -1,6 +1,6 @@
 """The legacy (GoedGeplaatst) client: the `Authentication` header, batching (dedupe, chunks in
 parallel, one call per fully answered chunk, paging), the envelope, failure kinds, force, and
-the lenient parsing of UPSTREAMS 3.2. Against the simulator, plus a loopback app for payloads
+the lenient parsing of docs/upstreams.md. Against the simulator, plus a loopback app for payloads
 the simulator does not produce."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from gateway_harness import NO_PAUSE
 
 NO_DATE = "0000-00-00 00:00:00"
 
-# The vendor's example ad (UPSTREAMS 2.3), verbatim.
+# The vendor's documented example ad (docs/upstreams.md, "Ad status"), verbatim.
 MARKTPLAATS = {
     "portal": "marktplaats",
     "publish": {
@@ -521,7 +521,7 @@ async def test_forced_single_ad_not_found(
         await legacy.ad_status(90012, 5555, force=True)
 
 
-# --- lenient parsing (UPSTREAMS 3.2) ---------------------------------------------------------------
+# --- lenient parsing (docs/upstreams.md) -----------------------------------------------------------
 
 
 async def test_loose_payloads_parse(fake: Any, caplog: pytest.LogCaptureFixture) -> None:

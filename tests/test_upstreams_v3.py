@@ -1,5 +1,5 @@
 """The Classifieds V3 client: wire requests (query, path encoding, headers), paging, parsing
-per UPSTREAMS 3.1, failure kinds and retries, webhooks. Against the simulator, plus a small
+per docs/upstreams.md, failure kinds and retries, webhooks. Against the simulator, plus a small
 loopback app where the simulator cannot produce the case (odd tokens, odd payloads)."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ USER_AGENT = "TestGateway/1.0.0 aiohttp/3 linux/6"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CALLER_TRACE = f"00-{TRACE_ID}-b9c7c989f97918e1-01"
 TENANT = "agency-1"
-# The vendor's example token (UPSTREAMS 1.4), plus one full of characters a URL would mangle.
+# The vendor's example token (docs/upstreams.md), plus one full of characters a URL would mangle.
 VENDOR_TOKEN = (
     "eyJzdGF0dXNEYXRlIjoiMjAyMC0wNy0yOVQxMjozMTowNy24MjRaIiwic3RhdHVzSWQiOiIwZWZjMWRhZC1lODg4LTRl"
     "MDEtODcxZi0zYTgyNDQxM2EzYjEiLCJjbGFzc2lmaWVkSWQiOiIwNGRkOWYxZS0zYTY2LTQ4MDQtYjFjMy03NTY2NmJi"
@@ -403,7 +403,7 @@ async def test_media_paging_to_the_end(
     assert (count, pages) == (7, 3)
 
 
-# --- parsing (UPSTREAMS 3.1) ----------------------------------------------------------------
+# --- parsing (docs/upstreams.md) ------------------------------------------------------------
 
 
 async def test_documented_example_parses(

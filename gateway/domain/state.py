@@ -98,7 +98,7 @@ def v3_portal_states(items: Sequence[ClassifiedStatusItem]) -> list[PortalState]
 
 
 def legacy_publish_state(publish: LegacyPublishStatus) -> PublicationState:
-    """The DESIGN.md rules for one legacy portal, first match wins."""
+    """The rules for one legacy portal (docs/upstreams.md), first match wins."""
     if publish.error:
         return PublicationState.FAILED
     if publish.processing:

@@ -540,7 +540,7 @@ def _status_filter(
 ) -> Callable[[ClassifiedStatusItem], bool] | None:
     """What V3's `status` and `portal` parameters keep, for pages cut from a history.
 
-    The one place where V3's filter semantics are assumed (UPSTREAMS.md 1.4 says only
+    The one place where V3's filter semantics are assumed (docs/upstreams.md: V3 says only
     "keep only these statuses / portals"; the simulator does the same): `status` keeps
     an item whose status is one of the list; `portal` keeps an item that lists at least
     one of the portals (an item without portals never matches); both together keep what

@@ -1,7 +1,7 @@
 """A faithful simulator of the two upstream APIs (AVIV Classifieds V3 and the legacy
 GoedGeplaatst status API), served over real HTTP for the demo and the tests.
 
-Written from `UPSTREAMS.md` only: nothing here imports from the rest of the gateway, so a
+Written from `docs/upstreams.md` only: nothing here imports from the rest of the gateway, so a
 misreading of an API in the gateway's clients cannot hide behind the same misreading here.
 
     from gateway.simulator import Simulator

@@ -1,6 +1,6 @@
 """GoedGeplaatst REST v1 status routes, under `/legacy/rest/v1`.
 
-Behaviour follows UPSTREAMS.md section 2 and its "Assumed" simulator choices (401 envelope on
+Behaviour follows docs/upstreams.md (legacy) and the choices it marks assumed (401 envelope on
 a bad key, `{"code", "message"}` errors, the totals shape). Also chosen here:
 - the key is read from `Authentication` only; `Authorization` is ignored;
 - an unknown user is 404 `result:false`, on GET and POST alike; an unknown ad on GET is 404;
@@ -8,7 +8,7 @@ a bad key, `{"code", "message"}` errors, the totals shape). Also chosen here:
   defaults to 1000 (the documented maximum; above it is 400) and `page` to 1; ads not found
   are named in `errors` on every page while `result` stays true (with
   `State.legacy_missing_ads = "refuse"` such a request answers `result:false`, HTTP 200,
-  naming only the missing ads, as UPSTREAMS.md 2.2's example does);
+  naming only the missing ads, as the failure envelope of docs/upstreams.md does);
 - ids must be JSON integers (numeric strings are 400), as the documentation types them;
 - a quarter of the distinct requests (a hash of path and body) render errors as plain strings
   (`State.legacy_error_style` forces one form);

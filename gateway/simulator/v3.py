@@ -1,6 +1,6 @@
 """AVIV Classifieds Management V3 routes (under `/v3`) and the OAuth token route.
 
-Behaviour follows UPSTREAMS.md sections 1.2-1.7, with its "Assumed" simulator choices:
+Behaviour follows docs/upstreams.md ("Classifieds V3"), with the choices it marks assumed:
 newest-first items, `nextToken` = base64 of `{"statusDate","statusId","classifiedId"}` (media
 tokens add `mediaId`), `{"message"}` error bodies, `"OK"` webhook answers. Also chosen here:
 - `limit` defaults to 20; above 100 at most 100 items come back; 0, negative or non-numeric is

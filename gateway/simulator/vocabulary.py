@@ -1,4 +1,4 @@
-"""The upstream APIs' fixed vocabulary, transcribed from UPSTREAMS.md and the seed texts.
+"""The upstream APIs' fixed vocabulary, transcribed from docs/upstreams.md and the vendors' docs.
 
 Enumerations, vendor messages, the User-Agent pattern and the simulator's credentials. This
 module is written from the documentation only and imports nothing from the gateway: a
@@ -18,7 +18,7 @@ SIM_LEGACY_API_KEY: Final = "sim-legacy-key"
 AUDIENCES: Final = frozenset({SIM_AUDIENCE, SIM_SANDBOX_AUDIENCE})
 TOKEN_LIFETIME_S: Final = 86_400
 
-# UPSTREAMS 1.2: three `name/version` tokens separated by single spaces.
+# Three `name/version` tokens separated by single spaces (docs/upstreams.md).
 USER_AGENT_PATTERN: Final = re.compile(
     r"^[^\/\s]+\/[^\/\s]+\s{1}[^\/\s]+\/[^\/\s]+\s{1}[^\/\s]+\/[^\/\s]+$"
 )

@@ -2,7 +2,7 @@
 
 Reads one ad (`GET /status/{userId}/{adId}`) or many (`POST /status/`, deduplicated,
 chunked, chunks in parallel, paged within a chunk) and parses the loose payloads of
-UPSTREAMS.md 2.3 with the rules of 3.2: the `0000-00-00 00:00:00` sentinel is None,
+docs/upstreams.md ("Ad status", "Loose payloads"): the `0000-00-00 00:00:00` sentinel is None,
 other dates are Europe/Amsterdam local time, `features: false` is empty, every publish and
 feature field is optional, numeric strings are ints and `false`/`""`/`0` ids are None.
 The key travels in the `Authentication` header (not `Authorization`). Depends on `_http`
@@ -58,7 +58,7 @@ log = logging.getLogger("gateway.upstreams")
 
 UPSTREAM: Final[UpstreamName] = "legacy"
 MAX_ITEMS_PER_PAGE: Final = 1000
-# `force=true` makes the upstream ask the portal live (UPSTREAMS 3.2.9).
+# `force=true` makes the upstream ask the portal live (docs/upstreams.md, "Ad status").
 FORCE_TIMEOUT_FACTOR: Final = 3.0
 # A guard against an upstream that ignores `page` and repeats itself.
 _MAX_PAGES_PER_CHUNK: Final = 20
@@ -66,7 +66,7 @@ AMSTERDAM: Final = ZoneInfo("Europe/Amsterdam")
 _NOT_SET: Final = "0000-00-00"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$")
 _TRUE_STRINGS: Final = frozenset({"1", "true", "yes"})
-# "Advertisement 659599 not found for user 12311" (UPSTREAMS 2.2), also as "ad 659599".
+# "Advertisement 659599 not found for user 12311" (docs/upstreams.md), also as "ad 659599".
 _NAMED_AD = re.compile(r"(?:advertisement|\bad(?:id)?)\D{0,3}?(\d+)", re.IGNORECASE)
 
 
@@ -91,7 +91,7 @@ def parse_legacy_date(value: object) -> datetime | None:
 @functools.lru_cache(maxsize=16_384)
 def _amsterdam(value: str) -> datetime | None:
     text = value.strip()
-    # Never hand the sentinel to a date parser (UPSTREAMS 3.2.1).
+    # Never hand the sentinel to a date parser (docs/upstreams.md, "Loose payloads").
     if not text or text.startswith(_NOT_SET):
         return None
     # The pattern admits only what strptime("%Y-%m-%d %H:%M:%S") would read (with a space or
@@ -147,7 +147,7 @@ class _StatusFields(TypedDict):
 
 
 def _status_fields(raw: dict[str, Any]) -> _StatusFields:
-    """The fields a publish object and a feature object share (UPSTREAMS 2.3, 3.2.3-3.2.4),
+    """The fields a publish object and a feature object share (docs/upstreams.md),
     parsed one way for both: each optional, absent meaning false or null."""
     return _StatusFields(
         pending=_flag(raw.get("pending")),
@@ -172,7 +172,7 @@ def _publish(raw: object) -> LegacyPublishStatus:
 
 
 def _features(raw: object) -> tuple[LegacyFeatureStatus, ...]:
-    # `false` (the website has no features) and null both mean none (UPSTREAMS 3.2.2).
+    # `false` (the website has no features) and null both mean none (docs/upstreams.md).
     if not isinstance(raw, list):
         return ()
     features: list[LegacyFeatureStatus] = []

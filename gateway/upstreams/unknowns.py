@@ -1,6 +1,6 @@
 """Counts of upstream values the domain enums lack (new portals, statuses, features).
 
-An unknown value never fails a request (UPSTREAMS.md 3.1.2, 3.1.5); the parsers keep the raw
+An unknown value never fails a request (docs/upstreams.md); the parsers keep the raw
 string, log it, and count it here under `(kind, value)`, e.g. `("v3.portal", "XX")`. The
 metrics layer can export `UNKNOWN_VALUES` as it is. Depends on the standard library only.
 """

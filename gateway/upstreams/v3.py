@@ -1,7 +1,7 @@
 """Client for AVIV Classifieds Management V3: status histories and the webhook subscription.
 
-Builds the exact wire requests of UPSTREAMS.md 1.4-1.6 and parses answers into
-`gateway.domain.models` with the lenient rules of UPSTREAMS.md 3.1. URLs are assembled from
+Builds the exact wire requests of docs/upstreams.md ("Classifieds V3") and parses answers into
+`gateway.domain.models` with the lenient rules told there. URLs are assembled from
 percent-encoded parts and handed to aiohttp as already encoded, so an id can never
 address another path and `nextToken` reaches V3 byte for byte. Depends on `_http`
 (transport and error translation), `v3_auth` (credentials), `trace` and the domain models.
@@ -231,7 +231,7 @@ def parse_classified_status(item: object) -> ClassifiedStatusItem:
             portals, unknown = _portals(raw_portals)
 
     sub_status = _text(get("subStatus"))
-    # UPSTREAMS 3.1.1: the vendor's table pairs RECEIVED with RECEIVING_PATCH, a typo.
+    # The vendor's table pairs RECEIVED with RECEIVING_PATCH, a typo (docs/upstreams.md).
     if sub_status == "RECEIVING_PATCH" and status is ClassifiedStatusCode.RECEIVED:
         sub_status = "RECEIVED_PATCH"
 
@@ -289,7 +289,7 @@ def _read_portals(codes: list[Any]) -> tuple[tuple[Portal, ...], tuple[str, ...]
 
 
 def parse_callback(body: object) -> ClassifiedStatusItem:
-    """The `ClassifiedStatus` of a webhook callback body (UPSTREAMS 3.1.11), leniently parsed.
+    """The `ClassifiedStatus` of a webhook callback body (docs/upstreams.md), leniently parsed.
 
     Raises `InvalidInput` for a body that is not a status: the sender, not V3, is at fault.
     """
@@ -544,5 +544,5 @@ def _page(body: Any, parse: Callable[[object], T], endpoint: str) -> StatusPage[
         raise UpstreamUnavailable(
             f"{label}: malformed response (nextToken is not a string)", upstream=UPSTREAM
         )
-    # An absent or empty token ends the history (UPSTREAMS 3.1.7).
+    # An absent or empty token ends the history (docs/upstreams.md, "Status histories").
     return StatusPage(items=items, next_token=token or None)

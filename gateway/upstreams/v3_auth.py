@@ -2,7 +2,7 @@
 
 Three modes (`GATEWAY_V3_AUTH`, handed over as `V3AuthOptions.mode`):
 
-- `oauth`: the OAuth 2.0 client-credentials flow of UPSTREAMS.md 1.2, one token per agency
+- `oauth`: the OAuth 2.0 client-credentials flow of docs/upstreams.md, one token per agency
   (intermediary id), cached for its lifetime less a margin, fetched once for all concurrent
   callers (single-flight), refreshed once after a 401. A caller waits for a token only
   until the deadline of its own operation; the shared fetch goes on for the others. With a
