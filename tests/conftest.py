@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from redis_harness import RunningRedis, run_redis
+from redis_harness import RunningRedis, find_redis_server, run_redis
+from system_parts import summary
 
 from gateway.simulator import RunningSimulator, Simulator
 
@@ -22,6 +23,11 @@ sys.dont_write_bytecode = False
 # Tests count upstream calls from the first request on; the start-up warm-up (a V3 token
 # fetch) is tested on its own in test_warmup.py.
 os.environ.setdefault("GATEWAY_WARM_UP", "false")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # A plain machine skips the tests whose program it lacks: say once what to install.
+    summary(terminalreporter)
 
 
 @pytest.fixture
@@ -38,8 +44,15 @@ async def gateway(simulator: RunningSimulator) -> AsyncIterator[RunningGateway]:
         yield running
 
 
+@pytest.fixture(scope="session")
+def redis_executable(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """redis-server's path: found, or installed once for the run; else the test is skipped
+    with what to install (failed in CI, which installs it)."""
+    return find_redis_server(tmp_path_factory)
+
+
 @pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RunningRedis]:
+async def redis_server(redis_executable: str, tmp_path: Path) -> AsyncIterator[RunningRedis]:
     """A private redis-server on a unix socket under `tmp_path` (no TCP port)."""
-    async with run_redis(tmp_path) as running:
+    async with run_redis(tmp_path, redis_executable) as running:
         yield running

@@ -28,6 +28,7 @@ from playwright.async_api import (
     async_playwright,
     expect,
 )
+from system_parts import missing
 
 from gateway.app import create_app
 from gateway.process.demo import board_refs, demo_query, demo_refs
@@ -51,10 +52,14 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 # Generous: waiting for a condition, never asserting how long it took.
 PATIENCE_MS = 30_000
 
-if not shutil.which(CHROMIUM) and not os.environ.get("CI"):
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
-
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium() -> None:
+    """Before anything starts: without Chromium the module is skipped (failed in CI)."""
+    if not shutil.which(CHROMIUM):
+        missing(CHROMIUM, "apt-get install chromium")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -4,7 +4,7 @@ SHOULD alike — must pass.
 
 The package is pinned in `tests/conformance/package-lock.json`; `.ci/run` installs it
 with `npm ci`. Without Node or the installed package the test is skipped with the command
-that installs it.
+that installs it (and fails in CI, which installs both: see `system_parts.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from system_parts import missing
 
 from gateway_harness import RunningGateway
 
@@ -22,16 +23,21 @@ CONFORMANCE = Path(__file__).resolve().parent / "conformance"
 NODE = shutil.which("node")
 INSTALLED = (CONFORMANCE / "node_modules" / "graphql-http" / "package.json").is_file()
 
-pytestmark = pytest.mark.skipif(
-    NODE is None or not INSTALLED,
-    reason="needs Node and `npm ci --prefix tests/conformance` (as .ci/run does)",
-)
+NPM_CI = "npm ci --prefix tests/conformance"
 
 
-async def test_every_graphql_over_http_audit_passes(gateway: RunningGateway) -> None:
-    assert NODE is not None
+@pytest.fixture
+def node() -> str:
+    if NODE is None:
+        missing("node", f"apt-get install nodejs npm, then {NPM_CI}")
+    if not INSTALLED:
+        missing("graphql-http (npm)", NPM_CI)
+    return NODE
+
+
+async def test_every_graphql_over_http_audit_passes(node: str, gateway: RunningGateway) -> None:
     process = await asyncio.create_subprocess_exec(
-        NODE,
+        node,
         str(CONFORMANCE / "audit.mjs"),
         f"{gateway.url}/graphql",
         stdout=asyncio.subprocess.PIPE,

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import httpx
 import pytest
 from documents import ALL, README, fenced_after
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from system_parts import require_program
 
 from gateway.cli import main
 from gateway.process.demo import demo_query
@@ -49,8 +49,8 @@ async def test_readme_query_and_answer_match_a_fresh_demo(gateway: RunningGatewa
     assert body["data"]["listings"][0] == shown["data"]["listings"][0]
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 async def test_readme_curl_commands_against_the_simulator(simulator: RunningSimulator) -> None:
+    require_program("curl", "apt-get install curl")  # skipped without it (failed in CI)
     script = fenced_after("can be seen with curl", "sh").replace(
         "http://127.0.0.1:8100", simulator.base_url
     )
