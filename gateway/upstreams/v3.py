@@ -104,38 +104,33 @@ def parse_rfc3339(value: object) -> datetime | None:
     More than six fractional digits are truncated; a value without an offset is taken as UTC
     (V3 documents `Z`).
     """
-    if type(value) is str and _plain_rfc3339(value):
-        # The common shape (`2024-01-31T10:20:30.123Z`, or an offset): the standard parser
-        # reads it exactly as the general path below would, at a tenth of the cost.
-        try:
-            parsed = _fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            return parsed if value[-1] == "Z" else _to_utc(parsed)
+    # The common shapes (`2024-01-31T10:20:30[.123]Z`, or with `±HH:MM`) go straight to the
+    # standard parser, which reads them exactly as the general path would (a property test
+    # holds the two together); anything it refuses, and every other shape, takes that path.
+    if type(value) is str:
+        size = len(value)
+        if size >= 20 and value[4] == "-" and value[10] == "T" and value[16] == ":":
+            if value[-1] == "Z":
+                if size == 20 or (value[19] == "." and _digits(value[20:-1])):
+                    try:
+                        return _fromisoformat(value)
+                    except ValueError:
+                        pass
+            elif (
+                size >= 25
+                and value[-3] == ":"
+                and value[-6] in "+-"
+                and (size == 25 or (value[19] == "." and _digits(value[20:-6])))
+            ):
+                try:
+                    return _to_utc(_fromisoformat(value))
+                except ValueError:
+                    pass
     return _parse_rfc3339_general(value)
 
 
-def _plain_rfc3339(value: str) -> bool:
-    """`YYYY-MM-DDTHH:MM:SS`, an optional `.` and digits, then `Z` or `±HH:MM`."""
-    size = len(value)
-    if size < 20 or value[4] != "-" or value[7] != "-" or value[10] != "T":
-        return False
-    if (
-        value[13] != ":"
-        or value[16] != ":"
-        or not value[:19].replace("-", "").replace(":", "").replace("T", "").isascii()
-    ):
-        return False
-    if value[-1] == "Z":
-        fraction = value[19:-1]
-    elif size >= 25 and value[-6] in "+-" and value[-3] == ":":
-        fraction = value[19:-6]
-    else:
-        return False
-    return not fraction or (
-        fraction[0] == "." and len(fraction) > 1 and fraction[1:].isdigit() and fraction.isascii()
-    )
+def _digits(text: str) -> bool:
+    return text.isdigit() and text.isascii()
 
 
 def _to_utc(parsed: datetime) -> datetime | None:
