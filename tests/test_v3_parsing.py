@@ -75,6 +75,22 @@ def test_an_item_keeps_every_field_and_repeats_no_portal() -> None:
     assert item.revision == 3
 
 
+def test_repeated_strings_of_a_history_are_held_once() -> None:
+    def item(status_id: str) -> dict[str, object]:
+        return {
+            "status": "CREATED", "message": "".join(["Published on ", "every portal"]),
+            "statusDate": "2024-03-01T10:20:30Z", "subStatus": "".join(["PUB", "LISHED_OK"]),
+            "statusId": status_id, "classifiedId": "".join(["c-", "1"]), "customerId": "RC-1",
+        }  # fmt: skip
+
+    first, second = parse_classified_status(item("s-1")), parse_classified_status(item("s-2"))
+    for name in ("raw_status", "message", "sub_status", "classified_id", "customer_id"):
+        assert getattr(first, name) is getattr(second, name), name
+    assert first.status_id != second.status_id
+    empty = parse_classified_status(item("s-3") | {"subStatus": "", "customerId": ""})
+    assert (empty.sub_status, empty.customer_id) == ("", None)
+
+
 def test_a_portal_list_is_read_the_same_the_second_time() -> None:
     def portals_of(codes: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
         item = parse_classified_status(

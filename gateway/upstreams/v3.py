@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -59,6 +60,9 @@ _RFC3339 = re.compile(
 
 
 _fromisoformat = datetime.fromisoformat
+# Cached pages hold many items with the same message, sub-status, classified and customer:
+# one string for each halves an item's memory (decoded JSON makes a new one every time).
+_intern = sys.intern
 # Portal lists already read (as V3 sent them) and what they came to; bounded.
 _KNOWN_PORTAL_LISTS: dict[tuple[Any, ...], tuple[tuple[Portal, ...], tuple[str, ...]]] = {}
 _MAX_PORTAL_LISTS: Final = 1024
@@ -169,6 +173,19 @@ def _text(value: object) -> str | None:
     return None
 
 
+def _shared(value: object) -> str | None:
+    """An optional id that repeats across a history's items, held once in memory; an empty
+    one is no id."""
+    text = _text(value)
+    return _intern(text) if text else None
+
+
+def _text_once(value: object) -> str | None:
+    """`_text`, held once in memory."""
+    text = _text(value)
+    return None if text is None else _intern(text)
+
+
 def _required(item: dict[str, Any]) -> tuple[str, str, datetime]:
     status, message = item.get("status"), item.get("message")
     if not isinstance(status, str) or not status or not isinstance(message, str):
@@ -225,7 +242,7 @@ def parse_classified_status(item: object) -> ClassifiedStatusItem:
         if isinstance(raw_portals, list):
             portals, unknown = _portals(raw_portals)
 
-    sub_status = _text(get("subStatus"))
+    sub_status = _text_once(get("subStatus"))
     # The vendor's table pairs RECEIVED with RECEIVING_PATCH, a typo (docs/upstreams.md).
     if sub_status == "RECEIVING_PATCH" and status is ClassifiedStatusCode.RECEIVED:
         sub_status = "RECEIVED_PATCH"
@@ -234,16 +251,16 @@ def parse_classified_status(item: object) -> ClassifiedStatusItem:
     revision = get("revision")
     return ClassifiedStatusItem(
         status,
-        raw_status,
-        message,
+        raw_status if status is ClassifiedStatusCode.UNKNOWN else status.value,
+        _intern(message),
         status_date,
         portals,
         unknown,
         sub_status,
         _text(get("subStatusDetails")),
         _text(get("statusId")) or None,
-        _text(get("classifiedId")) or None,
-        _text(get("customerId")) or None,
+        _shared(get("classifiedId")),
+        _shared(get("customerId")),
         None if creation is None else _optional_date(item, "creationDate"),
         None if revision is None else _revision(revision),
     )
@@ -310,17 +327,17 @@ def parse_media_status(item: object) -> MediaStatusItem:
         unknown_portal = raw_portal if portal is None else None
     return MediaStatusItem(
         status=status,
-        raw_status=raw_status,
-        message=message,
+        raw_status=raw_status if status is MediaStatusCode.UNKNOWN else status.value,
+        message=_intern(message),
         status_date=status_date,
         portal=portal,
         raw_portal=unknown_portal,
-        sub_status=_text(item.get("subStatus")),
+        sub_status=_text_once(item.get("subStatus")),
         sub_status_details=_text(item.get("subStatusDetails")),
         status_id=_text(item.get("statusId")) or None,
-        media_id=_text(item.get("mediaId")) or None,
-        classified_id=_text(item.get("classifiedId")) or None,
-        customer_id=_text(item.get("customerId")) or None,
+        media_id=_shared(item.get("mediaId")),
+        classified_id=_shared(item.get("classifiedId")),
+        customer_id=_shared(item.get("customerId")),
         creation_date=_optional_date(item, "creationDate"),
     )
 
