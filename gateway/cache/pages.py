@@ -11,10 +11,11 @@ classified, not a scan of the cache, and discards only the loads in flight for
 the keys it dropped: each load is its key's current *flight*, and a flight that
 was dropped or overtaken (by a refresh) does not store what it read.
 
-With `stale_s`, the last good value of a key is also kept `stale_s` past its TTL, for
-stale-if-error: `stale(key)` hands it out (with its age) when a fresh load failed. A drop
-(a webhook event, a refresh) removes it too, so a page known to be outdated is never
-served; keys carry the tenant, so neither is a page of another tenant.
+With `stale_s`, a value is kept `stale_s` past its TTL, for stale-if-error: `stale(key)`
+hands it out (with its age) when a fresh load failed. Each value is stored once, with the
+time it was stored; whether it is fresh is decided when it is read. A drop (a webhook
+event, a refresh) removes it, so a page known to be outdated is never served; keys carry
+the tenant, so neither is a page of another tenant.
 """
 
 from __future__ import annotations
@@ -122,15 +123,13 @@ class PageCache(Generic[V]):
         stale_s: float = 0.0,
     ) -> None:
         self._ttl_s = ttl_s
+        self._stale_s = stale_s if ttl_s > 0 else 0.0
         self._timer = timer
-        # key -> (value, stored at): the last good value, kept until TTL + stale_s.
-        self._last_good: _Entries | None = (
-            _Entries(maxsize=max_entries, ttl=ttl_s + stale_s, timer=timer, gone=self._unindex)
-            if ttl_s > 0 and stale_s > 0
-            else None
-        )
-        self._entries: _Entries | None = (
-            _Entries(maxsize=max_entries, ttl=ttl_s, timer=timer, gone=self._unindex)
+        # key -> (value, stored at), kept until TTL + stale_s; fresh while within the TTL.
+        self._kept: _Entries | None = (
+            _Entries(
+                maxsize=max_entries, ttl=ttl_s + self._stale_s, timer=timer, gone=self._unindex
+            )
             if ttl_s > 0
             else None
         )
@@ -140,7 +139,14 @@ class PageCache(Generic[V]):
         self.stats = CacheStats()
 
     def __len__(self) -> int:
-        return 0 if self._entries is None else len(self._entries)
+        """How many fresh values are stored (a scan: for tests and benchmarks)."""
+        if self._kept is None:
+            return 0
+        now = self._timer()
+        return sum(1 for _, stored_at in list(self._kept.values()) if self._fresh(stored_at, now))
+
+    def _fresh(self, stored_at: float, now: float) -> bool:
+        return not stored_at + self._ttl_s < now
 
     async def get_or_load(
         self, key: PageKey, load: Callable[[], Awaitable[V]], *, refresh: bool = False
@@ -150,13 +156,11 @@ class PageCache(Generic[V]):
         With `refresh`, the cached value and any load in flight are passed over and
         replaced by a fresh load.
         """
-        if not refresh and self._entries is not None:
-            try:
-                value: V = self._entries[key]
-            except KeyError:
-                pass
-            else:
+        if not refresh and self._kept is not None:
+            kept = self._kept.get(key)
+            if kept is not None and self._fresh(kept[1], self._timer()):
                 self.stats.hits += 1
+                value: V = kept[0]
                 return value
         flight = self._inflight.get(key)
         if flight is not None and not refresh:
@@ -185,18 +189,16 @@ class PageCache(Generic[V]):
             raise
         if not flight.current:
             self.stats.loads_discarded += 1
-        elif self._entries is not None:
-            self._entries[flight.key] = value
-            if self._last_good is not None:
-                self._last_good[flight.key] = (value, self._timer())
+        elif self._kept is not None:
+            self._kept[flight.key] = (value, self._timer())
         return value
 
     def stale(self, key: PageKey) -> tuple[V, float] | None:
         """The last good value of `key` and its age in seconds, if still within the stale
         window; for a caller whose fresh load just failed."""
-        if self._last_good is None:
+        if self._kept is None or self._stale_s <= 0:
             return None
-        kept = self._last_good.get(key)
+        kept = self._kept.get(key)
         if kept is None:
             return None
         value, stored_at = kept
@@ -207,7 +209,7 @@ class PageCache(Generic[V]):
         key = flight.key
         if self._inflight.get(key) is flight:
             del self._inflight[key]
-            if self._entries is None or key not in self._entries:
+            if self._kept is None or key not in self._kept:
                 self._unindex(key)
         if not task.cancelled():
             # Mark the exception retrieved: waiters may all have gone away.
@@ -216,10 +218,8 @@ class PageCache(Generic[V]):
     def _unindex(self, key: PageKey) -> None:
         if key in self._inflight:
             return  # still loading: the index must keep finding it
-        if self._last_good is not None and key in self._last_good:
-            return  # its stale copy must still be found by a drop
-        if self._entries is not None and key in self._entries:
-            return
+        if self._kept is not None and key in self._kept:
+            return  # stored (fresh or kept for stale-if-error): a drop must still find it
         keys = self._index.get(key.classified_id)
         if keys is not None:
             keys.discard(key)
@@ -244,26 +244,20 @@ class PageCache(Generic[V]):
             flight.current = False
         self._inflight.clear()
         self._index.clear()
-        if self._entries is not None:
-            self._entries.clear()
-        if self._last_good is not None:
-            self._last_good.clear()
+        if self._kept is not None:
+            self._kept.clear()
 
     def _drop(self, keys: Iterable[PageKey]) -> int:
         dropped = 0
+        now = self._timer()
         for key in keys:
             flight = self._inflight.pop(key, None)
             if flight is not None:
                 flight.current = False
-            if self._entries is not None:
-                try:
-                    del self._entries[key]
-                except KeyError:
-                    pass  # not stored, or stored but already expired (deleted all the same)
-                else:
+            if self._kept is not None:
+                kept = self._kept.pop(key, None)
+                if kept is not None and self._fresh(kept[1], now):
                     dropped += 1
-            if self._last_good is not None:
-                self._last_good.pop(key, None)
             self._unindex(key)
         self.stats.invalidated += dropped
         return dropped

@@ -161,9 +161,12 @@ class MediaStatusItem:
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class StatusPage(Generic[T]):
-    """One page of a V3 status history; `next_token` is None on the last page."""
+    """One page of a V3 status history; `next_token` is None on the last page.
+
+    Weakly referable, so what is built from cached pages can be forgotten with them.
+    """
 
     items: tuple[T, ...]
     next_token: str | None = None

@@ -10,6 +10,7 @@ its last item) instead of an upstream token, so further pages cost no further re
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -75,13 +76,18 @@ class HistoryMemo:
     """Histories by the cached pages they were built from, so warm reads skip the sort.
 
     Keyed by the pages' identities and checked against the pages themselves: a page
-    the cache replaced (a refresh, a webhook drop, expiry) makes a new history.
+    the cache replaced (a refresh, a webhook drop, expiry) makes a new history. The pages
+    are held weakly, so a history is forgotten as soon as the cache lets go of a page of
+    it; `max_entries` bounds the rest.
     """
 
     def __init__(self, max_entries: int = 2048) -> None:
-        self._entries: LRUCache[tuple[int, ...], tuple[tuple[Any, ...], History[Any]]] = LRUCache(
-            maxsize=max_entries
-        )
+        self._entries: LRUCache[
+            tuple[int, ...], tuple[tuple[weakref.ref[Any], ...], History[Any]]
+        ] = LRUCache(maxsize=max_entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def get(self, pages: tuple[StatusPage[D], ...], complete: bool) -> History[D]:
         key = tuple(map(id, pages))
@@ -89,11 +95,18 @@ class HistoryMemo:
         if (
             entry is not None
             and entry[1].complete == complete
-            and all(a is b for a, b in zip(entry[0], pages, strict=True))
+            and all(ref() is page for ref, page in zip(entry[0], pages, strict=True))
         ):
             return entry[1]
         history = History(newest_first(item for page in pages for item in page.items), complete)
-        self._entries[key] = (pages, history)
+
+        def forget(_: weakref.ref[Any]) -> None:
+            current = self._entries.get(key)
+            if current is not None and current[0] is refs:
+                del self._entries[key]
+
+        refs = tuple(weakref.ref(page, forget) for page in pages)
+        self._entries[key] = (refs, history)
         return history
 
 
