@@ -77,6 +77,8 @@ def test_an_incomplete_history_leaves_a_short_first_page_to_v3() -> None:
 
 
 def test_a_history_of_the_same_cached_pages_is_built_once() -> None:
+    import gc
+
     from gateway.domain.models import StatusPage
     from gateway.service.histories import HistoryMemo
 
@@ -87,3 +89,7 @@ def test_a_history_of_the_same_cached_pages_is_built_once() -> None:
     assert memo.get(pages, complete=True) is first
     replaced = (pages[0], StatusPage((item(4),)))  # the cache read the last page anew
     assert memo.get(replaced, complete=True) is not first
+    assert len(memo) == 2
+    del pages, replaced, first
+    gc.collect()
+    assert len(memo) == 0  # the pages are gone: so are the histories built from them
