@@ -21,6 +21,7 @@ from gateway.app import create_app
 from gateway.config import Settings, V3AuthMode, load_settings
 from gateway.infra.listener import bind_listener
 from gateway.infra.started import Started
+from gateway.process.garbage import tune_for_serving
 from gateway.simulator import (
     SIM_AUDIENCE,
     SIM_CLIENT_ID,
@@ -152,6 +153,7 @@ async def run_demo(
             await started.wait_or_fail(serving)
         except RuntimeError:
             raise DemoError("the gateway did not start") from None
+        tune_for_serving()
         base = f"http://{host}:{bound}"
         print(f"Gateway ready. GraphiQL: {base}/graphql", file=out)
         print(f"  status board: {base}/board", file=out)

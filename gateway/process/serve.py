@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.process.garbage import tune_for_serving
 
 
 class GatewayServer(uvicorn.Server):
@@ -51,6 +52,7 @@ class GatewayServer(uvicorn.Server):
         await super().startup(sockets)
         if not self.started:
             return
+        tune_for_serving()
         if self._parent_sentinel is not None:
             # Readable once the supervising process is gone, however it ended: a worker
             # must not go on serving on its own.
