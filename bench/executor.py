@@ -1,12 +1,13 @@
 """CPU per warm request inside the gateway process, with compiled execution on and off.
 
-    uv run python bench/executor.py [--listings 50] [--repeat 200] [--profile]
+    uv run python bench/executor.py [--listings 50] [--repeat 200] [--profile] [--cold]
 
 The simulator runs in a child process (its CPU is not counted); the gateway app runs in
 this process and is called as ASGI directly (no HTTP parsing, no client library), so
 the figure is what the gateway itself spends per request: the view, strawberry's
 pipeline, the gather step (one legacy call per user, V3 from the cache) and the
-projection. `--profile` prints the top of a cProfile of the compiled run.
+projection. `--profile` prints the top of a cProfile of the compiled run. `--cold` reads
+every V3 page upstream (GATEWAY_CACHE_TTL_S=0), so the figure includes the upstream clients.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ async def _asgi(app: Any) -> Any:
 
 
 async def measure(
-    sim_port: int, compiled: bool, listings: int, repeat: int, profile: bool
+    sim_port: int, compiled: bool, listings: int, repeat: int, profile: bool, cold: bool = False
 ) -> dict[str, float]:
     from gateway.app import create_app
     from gateway.process.demo import demo_settings
@@ -146,7 +147,7 @@ async def measure(
         for i in range(listings)
     ]
     running = RunningSimulator(sim=None, host="127.0.0.1", port=sim_port)  # type: ignore[arg-type]
-    settings = demo_settings(running, compiled_execution=compiled)
+    settings = demo_settings(running, compiled_execution=compiled, cache_ttl_s=0 if cold else 30)
     figures: dict[str, float] = {}
     async with _asgi(create_app(settings)) as post:
         for name, query in QUERIES.items():
@@ -174,6 +175,7 @@ def main() -> None:
     parser.add_argument("--listings", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--cold", action="store_true", help="no V3 page cache")
     args = parser.parse_args()
     sim_port = _free_port()
     ready = multiprocessing.Event()
@@ -186,14 +188,15 @@ def main() -> None:
             raise SystemExit("the simulator did not start")
         results = {
             compiled: asyncio.run(
-                measure(sim_port, compiled, args.listings, args.repeat, args.profile)
+                measure(sim_port, compiled, args.listings, args.repeat, args.profile, args.cold)
             )
             for compiled in (True, False)
         }
     finally:
         simulator.terminate()
         simulator.join()
-    print(f"CPU per warm request, {args.listings} listings, {args.repeat} requests each (ms):")
+    kind = "cache-cold" if args.cold else "warm"
+    print(f"CPU per {kind} request, {args.listings} listings, {args.repeat} requests each (ms):")
     print(f"{'workload':<14}{'compiled':>10}{'graphql-core':>14}{'ratio':>8}")
     for name in QUERIES:
         on, off = results[True][name], results[False][name]
