@@ -46,9 +46,9 @@ async def _cpu_per_call(read: Read, ids: Sequence[str], calls: int, concurrency:
 
 
 async def measure(port: int, calls: int, concurrency: int, profile: bool) -> dict[str, float]:
-    from gateway.domain.models import Caller
     from opentelemetry.trace import NoOpTracer
 
+    from gateway.domain.models import Caller
     from gateway.observability import TRACER_NAME, Metrics, build_tracer_provider, exporting
     from gateway.process.demo import demo_settings
     from gateway.runtime import upstream_options

@@ -95,6 +95,11 @@ async def _graphql_view(scope: Scope, receive: Receive, send: Send) -> None:
         await PlainTextResponse("Starting", status_code=503)(scope, receive, send)
 
 
+# How often admission control reads the event loop's lag: a burst moves the limit within
+# a few tenths of a second.
+ADMISSION_PROBE_S = 0.1
+
+
 def create_app(
     settings: Settings,
     *,
@@ -115,6 +120,8 @@ def create_app(
     metrics = Metrics()
     admission = AdmissionControl(
         max_concurrent=settings.max_concurrent_requests,
+        min_concurrent=settings.min_concurrent_requests,
+        lag_target_s=settings.admission_lag_target_s,
         max_queued=settings.max_queued_requests,
         queue_timeout_s=settings.queue_timeout_s,
         metrics=metrics,
@@ -171,6 +178,7 @@ def create_app(
                     app.state.graphql, runtime.upstreams.v3.credentials, settings.upstream_timeout_s
                 )
             lag = asyncio.create_task(watch_loop_lag(metrics, settings.loop_lag_interval_s))
+            limit = asyncio.create_task(admission.watch(ADMISSION_PROBE_S))
             # A worker of several: its scrape-time values reach the others' /metrics too.
             copying = (
                 asyncio.create_task(keep_copying(metrics.copy_watched))
@@ -191,7 +199,7 @@ def create_app(
                     yield
             finally:
                 app.state.shutting_down = True
-                for task in (lag, copying):
+                for task in (lag, limit, copying):
                     if task is not None:
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):

@@ -131,7 +131,24 @@ class Settings(BaseSettings):
     breaker_reset_s: float = Field(default=10.0, gt=0)
     retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
     upstream_max_concurrency: int = Field(default=64, ge=1)
-    max_concurrent_requests: int = Field(default=8, ge=1)
+    max_concurrent_requests: int = Field(
+        default=256,
+        ge=1,
+        description="the most `/graphql` requests and unary gRPC calls running at once: the "
+        "ceiling of the limit admission control finds from event-loop lag",
+    )
+    min_concurrent_requests: int = Field(
+        default=4,
+        ge=1,
+        description="the floor of that limit: however busy the loop, this many may run",
+    )
+    admission_lag_target_s: float = Field(
+        default=0.02,
+        gt=0,
+        le=1,
+        description="event-loop lag past which admission control lowers the limit (it "
+        "raises it while the lag stays under half of this and the limit is in use)",
+    )
     max_queued_requests: int = Field(default=64, ge=0)
     queue_timeout_s: float = Field(default=2.0, gt=0)
     shutdown_grace_s: int = Field(default=10, ge=0)

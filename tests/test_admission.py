@@ -14,7 +14,7 @@ import grpc
 import httpx
 import pytest
 
-from gateway.access.admission import AdmissionControl
+from gateway.access.admission import AdaptiveLimit, AdmissionControl
 from gateway.app import create_app
 from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
@@ -189,3 +189,102 @@ async def test_unary_grpc_calls_share_the_http_budget_and_watch_streams_take_no_
         )
         assert 'gateway_requests_total{operation="grpc.GetListing",outcome="ok"} 1.0' in metrics
         assert 'gateway_admission_refused_total{reason="queue_full"} 2.0' in metrics
+
+
+# --- the limit finds itself -----------------------------------------------------------------
+
+
+def test_the_limit_grows_while_the_loop_keeps_up_and_falls_when_it_lags() -> None:
+    limit = AdaptiveLimit(floor=4, ceiling=256, lag_target_s=0.02)
+    start = limit.value
+    assert limit.update(0.001, saturated=False) == start  # unused: no evidence more would help
+    grown = [limit.update(0.001, saturated=True) for _ in range(40)]
+    assert grown == sorted(grown) and grown[-1] == 256  # light requests: up to the ceiling
+    for _ in range(3):
+        limit.update(0.015, saturated=True)  # between half the target and the target: held
+    assert limit.value == 256
+    fallen = [limit.update(0.2, saturated=True) for _ in range(40)]
+    assert fallen == sorted(fallen, reverse=True) and fallen[-1] == 4  # heavy: down to the floor
+
+
+def test_a_floor_above_the_ceiling_is_the_ceiling() -> None:
+    limit = AdaptiveLimit(floor=4, ceiling=2, lag_target_s=0.02)
+    assert limit.value == 2
+    assert limit.update(1.0, saturated=True) == 2
+    assert limit.update(0.0, saturated=True) == 2
+
+
+async def test_a_grown_limit_lets_waiting_requests_in_at_once() -> None:
+    from gateway.observability import Metrics
+
+    metrics = Metrics()
+    control = AdmissionControl(
+        max_concurrent=64, min_concurrent=1, max_queued=8, queue_timeout_s=30, metrics=metrics
+    )
+    for _ in range(10):
+        control.adjust(1.0)  # a lagging loop: the limit falls to its floor
+    assert control.limit.value == 1
+    await control.enter()
+    waiting = [asyncio.ensure_future(control.enter()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert control.queued == 3 and control.running == 1
+    control.adjust(0.0)  # the loop keeps up and the limit was reached: it grows
+    grown = control.limit.value
+    assert grown >= 2 and control.running == min(4, grown)
+    while control.limit.value < 4:
+        control.adjust(0.0)
+    await asyncio.gather(*waiting)  # admitted without anyone leaving
+    assert control.running == 4 and control.queued == 0
+    assert metrics.admission_limit._value.get() == control.limit.value >= 2
+    for _ in range(4):
+        control.leave()
+    assert control.running == 0
+
+
+async def test_a_request_that_stops_waiting_gives_its_turn_to_the_next() -> None:
+    from gateway.observability import Metrics
+
+    control = AdmissionControl(
+        max_concurrent=1, max_queued=8, queue_timeout_s=30, metrics=Metrics()
+    )
+    await control.enter()
+    gone = asyncio.ensure_future(control.enter())
+    next_one = asyncio.ensure_future(control.enter())
+    await asyncio.sleep(0)
+    gone.cancel()
+    control.leave()
+    await next_one
+    assert control.running == 1 and control.queued == 0
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+
+
+async def test_a_burst_of_heavy_requests_is_answered_with_data_or_a_fast_refusal(
+    simulator: RunningSimulator,
+) -> None:
+    # Defaults for admission: the limit, not a number set here, decides who runs.
+    listings = simulator.sim.data.listings
+    refs = [
+        {"classifiedId": item.classified_id, "legacy": {"userId": item.user_id, "adId": item.ad_id}}
+        for item in listings[: min(50, len(listings))]
+    ]
+    query = (
+        "query Heavy($refs: [ListingRef!]!) { listings(refs: $refs) { id state "
+        "portals { portal state } classified { latestStatus { status } } } }"
+    )
+    async with run_gateway(simulator, max_listings=200) as gw:
+        answers = await asyncio.gather(
+            *(
+                gw.client.post("/graphql", json={"query": query, "variables": {"refs": refs}})
+                for _ in range(96)
+            )
+        )
+        for answer in answers:
+            if answer.status_code == 503:
+                [error] = answer.json()["errors"]
+                assert error["extensions"]["code"] == "OVERLOADED"
+            else:
+                assert answer.status_code == 200
+                assert len(answer.json()["data"]["listings"]) == len(refs)
+        metrics = (await gw.client.get("/metrics")).text
+        assert "gateway_admission_limit " in metrics

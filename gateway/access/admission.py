@@ -1,20 +1,31 @@
-"""Admission control: a bounded number of requests at once, a short queue, one budget per
-process shared by both edges.
+"""Admission control: a limit on requests at once that finds itself, a short queue, one
+budget per process shared by both edges.
 
-Past `max_concurrent` running requests, up to `max_queued` more wait at most
-`queue_timeout_s` for a turn; anything beyond is refused at once with `Overloaded`. This
-keeps the latency of admitted requests bounded and keeps the event loop free enough to
-honour upstream deadlines, instead of letting every request slow down together until
-callers time out. `/graphql` HTTP requests (the `Admission` middleware of `gateway.http.admission`: HTTP 503,
-`Retry-After`, the GraphQL error `OVERLOADED`) and unary gRPC calls (`gateway.grpc.admission`:
-RESOURCE_EXHAUSTED) take their turns from the same `AdmissionControl`. Long-lived
-streams (GraphQL WebSocket subscriptions, the gRPC watch stream) and the other routes are
-not admitted: they mostly wait, and would hold a turn for as long as they stay open.
+Past `limit` running requests, up to `max_queued` more wait at most `queue_timeout_s` for a
+turn; anything beyond is refused at once with `Overloaded`. This keeps the latency of
+admitted requests bounded and keeps the event loop free enough to honour upstream
+deadlines, instead of letting every request slow down together until callers time out.
+`/graphql` HTTP requests (the `Admission` middleware of `gateway.http.admission`: HTTP 503,
+`Retry-After`, the GraphQL error `OVERLOADED`) and unary gRPC calls
+(`gateway.grpc.admission`: RESOURCE_EXHAUSTED) take their turns from the same
+`AdmissionControl`. Long-lived streams (GraphQL WebSocket subscriptions, the gRPC watch
+stream) and the other routes are not admitted: they mostly wait, and would hold a turn for
+as long as they stay open.
+
+The limit is not a number a person tunes. A request mostly waits on upstreams, so what
+running more of them at once costs is CPU, and CPU contention shows as event-loop lag: a
+probe (`watch`) measures how late a short sleep wakes up and hands it to `AdaptiveLimit`,
+which grows the limit while the loop keeps up and the limit is being used, and cuts it by
+a fifth whenever the lag passes its target (additive increase, multiplicative decrease, as
+TCP's congestion window and Netflix's concurrency limits do). Light I/O-bound requests so
+get a high limit and heavy CPU-bound ones a low one, between a floor and a ceiling
+(`GATEWAY_MIN_CONCURRENT_REQUESTS`, `GATEWAY_MAX_CONCURRENT_REQUESTS`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 from typing import Final
 
@@ -22,56 +33,142 @@ from gateway.domain.errors import Overloaded
 from gateway.observability.metrics import Metrics
 from gateway.observability.record import current_record
 
-__all__ = ["OVERLOADED_MESSAGE", "AdmissionControl"]
+__all__ = ["OVERLOADED_MESSAGE", "AdaptiveLimit", "AdmissionControl"]
 
 OVERLOADED_MESSAGE: Final = "The gateway is at capacity; retry shortly."
+# Where the limit starts, within its floor and ceiling: enough for a burst of light
+# requests before the first probe has spoken.
+INITIAL_LIMIT: Final = 16
+# The limit is cut to this share of itself when the loop lags past its target.
+DECREASE: Final = 0.8
+
+
+class AdaptiveLimit:
+    """How many requests may run at once, moved by what the event loop's lag says.
+
+    `update(lag_s, saturated)` is called once per probe: past `lag_target_s` the limit is
+    cut by a fifth (never below `floor`); under half the target, and only if the limit was
+    reached since the last probe (else there is no evidence that more would help), it grows
+    by the square root of itself (never above `ceiling`).
+    """
+
+    def __init__(self, *, floor: int, ceiling: int, lag_target_s: float) -> None:
+        self.ceiling = max(1, ceiling)
+        self.floor = max(1, min(floor, self.ceiling))
+        self.lag_target_s = lag_target_s
+        self._value = float(min(self.ceiling, max(self.floor, INITIAL_LIMIT)))
+
+    @property
+    def value(self) -> int:
+        return int(self._value)
+
+    def update(self, lag_s: float, *, saturated: bool) -> int:
+        if lag_s > self.lag_target_s:
+            self._value = max(float(self.floor), self._value * DECREASE)
+        elif saturated and lag_s < self.lag_target_s / 2:
+            self._value = min(float(self.ceiling), self._value + math.sqrt(self._value))
+        return self.value
 
 
 class AdmissionControl:
     """The process's request budget: `enter` before the work, `leave` after it."""
 
     def __init__(
-        self, *, max_concurrent: int, max_queued: int, queue_timeout_s: float, metrics: Metrics
+        self,
+        *,
+        max_concurrent: int,
+        max_queued: int,
+        queue_timeout_s: float,
+        metrics: Metrics,
+        min_concurrent: int | None = None,
+        lag_target_s: float = 0.02,
     ) -> None:
-        self.max_concurrent = max_concurrent
+        self.limit = AdaptiveLimit(
+            floor=max_concurrent if min_concurrent is None else min_concurrent,
+            ceiling=max_concurrent,
+            lag_target_s=lag_target_s,
+        )
         self.max_queued = max_queued
         self.queue_timeout_s = queue_timeout_s
         self.metrics = metrics
         self.running = 0
-        self.queued = 0
+        # Whether the limit was reached since the last probe: growing needs that evidence.
+        self._saturated = False
         # What a refused caller is told to wait, in whole seconds: a queue turn's length.
         self.retry_after = max(1, math.ceil(queue_timeout_s))
-        self._slots = asyncio.Semaphore(max_concurrent)
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        metrics.admission_limit.set(self.limit.value)
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
 
     async def enter(self) -> None:
         """Take a turn, waiting in the queue if need be; `Overloaded` when refused (the
         current request's outcome is then `overloaded`). Pair with `leave`."""
-        if self._slots.locked():
-            if self.queued >= self.max_queued:
-                raise self._refused("queue_full")
-            if not await self._wait_for_turn():
-                raise self._refused("queue_timeout")
-        else:
-            await self._slots.acquire()  # a slot is free: returns without waiting
-        self.running += 1
-        self.metrics.admission_in_flight.set(self.running)
+        if self.running < self.limit.value and not self._waiters:
+            self.running += 1
+            self.metrics.admission_in_flight.set(self.running)
+            return
+        self._saturated = True
+        if len(self._waiters) >= self.max_queued:
+            raise self._refused("queue_full")
+        if not await self._wait_for_turn():
+            raise self._refused("queue_timeout")
 
     def leave(self) -> None:
         self.running -= 1
         self.metrics.admission_in_flight.set(self.running)
-        self._slots.release()
+        self._admit_waiting()
+
+    def adjust(self, lag_s: float) -> None:
+        """One probe's measure of event-loop lag: move the limit, and let waiting requests
+        in if it grew."""
+        saturated = self._saturated or self.running >= self.limit.value
+        self._saturated = False
+        self.metrics.admission_limit.set(self.limit.update(lag_s, saturated=saturated))
+        self._admit_waiting()
+
+    async def watch(self, interval_s: float) -> None:
+        """Probe the event loop's lag every `interval_s` and `adjust`, until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(interval_s)
+            self.adjust(max(0.0, loop.time() - started - interval_s))
+
+    def _admit_waiting(self) -> None:
+        # A turn passes straight to the next waiter: `running` counts it from here on.
+        while self._waiters and self.running < self.limit.value:
+            waiter = self._waiters.popleft()
+            if waiter.done():  # gave up (timeout or cancelled) and was not yet removed
+                continue
+            self.running += 1
+            waiter.set_result(None)
+        self.metrics.admission_in_flight.set(self.running)
+        self.metrics.admission_queued.set(len(self._waiters))
 
     async def _wait_for_turn(self) -> bool:
-        self.queued += 1
-        self.metrics.admission_queued.set(self.queued)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.metrics.admission_queued.set(len(self._waiters))
         try:
             async with asyncio.timeout(self.queue_timeout_s):
-                await self._slots.acquire()
+                await waiter
         except TimeoutError:
-            return False
+            # The turn may have come just as the time ran out: then it is taken.
+            return waiter.done() and not waiter.cancelled()
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.leave()  # the turn was given just as the caller went away
+            raise
         finally:
-            self.queued -= 1
-            self.metrics.admission_queued.set(self.queued)
+            if not waiter.done():
+                waiter.cancel()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            self.metrics.admission_queued.set(len(self._waiters))
+        self.metrics.admission_in_flight.set(self.running)
         return True
 
     def _refused(self, reason: str) -> Overloaded:

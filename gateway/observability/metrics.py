@@ -121,6 +121,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.admission_limit = Gauge(
+            "gateway_admission_limit",
+            "Requests that may run at once now, as admission control has found it "
+            "(between GATEWAY_MIN_CONCURRENT_REQUESTS and GATEWAY_MAX_CONCURRENT_REQUESTS).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.admission_queued = Gauge(
             "gateway_admission_queue_depth",
             "GraphQL HTTP requests and unary gRPC calls waiting for admission.",
