@@ -207,6 +207,17 @@ def test_the_limit_grows_while_the_loop_keeps_up_and_falls_when_it_lags() -> Non
     assert fallen == sorted(fallen, reverse=True) and fallen[-1] == 4  # heavy: down to the floor
 
 
+def test_a_full_core_stops_the_limit_growing_however_small_the_lag() -> None:
+    # A loop busy in many short steps keeps its lag small while the core is full.
+    limit = AdaptiveLimit(floor=4, ceiling=256, lag_target_s=0.02)
+    for _ in range(3):
+        limit.update(0.001, saturated=True, cpu_share=0.3)
+    held = limit.value
+    assert held > 16
+    for _ in range(30):
+        assert limit.update(0.001, saturated=True, cpu_share=0.95) == held
+
+
 def test_a_floor_above_the_ceiling_is_the_ceiling() -> None:
     limit = AdaptiveLimit(floor=4, ceiling=2, lag_target_s=0.02)
     assert limit.value == 2

@@ -13,13 +13,17 @@ stream) and the other routes are not admitted: they mostly wait, and would hold 
 as long as they stay open.
 
 The limit is not a number a person tunes. A request mostly waits on upstreams, so what
-running more of them at once costs is CPU, and CPU contention shows as event-loop lag: a
-probe (`watch`) measures how late a short sleep wakes up and hands it to `AdaptiveLimit`,
-which grows the limit while the loop keeps up and the limit is being used, and cuts it by
-a fifth whenever the lag passes its target (additive increase, multiplicative decrease, as
-TCP's congestion window and Netflix's concurrency limits do). Light I/O-bound requests so
-get a high limit and heavy CPU-bound ones a low one, between a floor and a ceiling
-(`GATEWAY_MIN_CONCURRENT_REQUESTS`, `GATEWAY_MAX_CONCURRENT_REQUESTS`).
+running more of them at once costs is CPU. A probe (`watch`) reads, every tenth of a second,
+how late a short sleep woke up (event-loop lag) and what share of a core the process used
+since the last probe, and hands both to `AdaptiveLimit`: while the loop keeps up, the core
+has room and the limit is being used, the limit grows; once the lag passes its target it is
+cut by a fifth (additive increase, multiplicative decrease, as TCP's congestion window and
+Netflix's concurrency limits do). A core that is nearly full stops the growth: past that
+knee more requests at once only wait longer for the same CPU, and lag alone misses a loop
+that is busy in many short steps (parsing one page at a time keeps the lag small while the
+core is full). Light I/O-bound requests so get a high limit and heavy CPU-bound ones a low
+one, between a floor and a ceiling (`GATEWAY_MIN_CONCURRENT_REQUESTS`,
+`GATEWAY_MAX_CONCURRENT_REQUESTS`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+import time
 from typing import Final
 
 from gateway.domain.errors import Overloaded
@@ -41,15 +46,19 @@ OVERLOADED_MESSAGE: Final = "The gateway is at capacity; retry shortly."
 INITIAL_LIMIT: Final = 16
 # The limit is cut to this share of itself when the loop lags past its target.
 DECREASE: Final = 0.8
+# Share of one core under which there is room for more requests (the limit may grow).
+CPU_ROOM: Final = 0.75
 
 
 class AdaptiveLimit:
-    """How many requests may run at once, moved by what the event loop's lag says.
+    """How many requests may run at once, moved by what the event loop's lag and the
+    process's CPU share say.
 
-    `update(lag_s, saturated)` is called once per probe: past `lag_target_s` the limit is
-    cut by a fifth (never below `floor`); under half the target, and only if the limit was
-    reached since the last probe (else there is no evidence that more would help), it grows
-    by the square root of itself (never above `ceiling`).
+    `update(lag_s, saturated, cpu_share)` is called once per probe: past `lag_target_s` the
+    limit is cut by a fifth (never below `floor`); under half the target with the core under
+    `CPU_ROOM`, and only if the limit was reached since the last probe (else there is no
+    evidence that more would help), it grows by the square root of itself (never above
+    `ceiling`); otherwise it holds.
     """
 
     def __init__(self, *, floor: int, ceiling: int, lag_target_s: float) -> None:
@@ -62,10 +71,10 @@ class AdaptiveLimit:
     def value(self) -> int:
         return int(self._value)
 
-    def update(self, lag_s: float, *, saturated: bool) -> int:
+    def update(self, lag_s: float, *, saturated: bool, cpu_share: float = 0.0) -> int:
         if lag_s > self.lag_target_s:
             self._value = max(float(self.floor), self._value * DECREASE)
-        elif saturated and lag_s < self.lag_target_s / 2:
+        elif saturated and lag_s < self.lag_target_s / 2 and cpu_share < CPU_ROOM:
             self._value = min(float(self.ceiling), self._value + math.sqrt(self._value))
         return self.value
 
@@ -121,21 +130,27 @@ class AdmissionControl:
         self.metrics.admission_in_flight.set(self.running)
         self._admit_waiting()
 
-    def adjust(self, lag_s: float) -> None:
-        """One probe's measure of event-loop lag: move the limit, and let waiting requests
-        in if it grew."""
+    def adjust(self, lag_s: float, cpu_share: float = 0.0) -> None:
+        """One probe's measures (event-loop lag, share of a core used since the last probe):
+        move the limit, and let waiting requests in if it grew."""
         saturated = self._saturated or self.running >= self.limit.value
         self._saturated = False
-        self.metrics.admission_limit.set(self.limit.update(lag_s, saturated=saturated))
+        value = self.limit.update(lag_s, saturated=saturated, cpu_share=cpu_share)
+        self.metrics.admission_limit.set(value)
         self._admit_waiting()
 
     async def watch(self, interval_s: float) -> None:
-        """Probe the event loop's lag every `interval_s` and `adjust`, until cancelled."""
+        """Probe every `interval_s` and `adjust`, until cancelled."""
         loop = asyncio.get_running_loop()
+        cpu = time.process_time()
         while True:
             started = loop.time()
             await asyncio.sleep(interval_s)
-            self.adjust(max(0.0, loop.time() - started - interval_s))
+            now = loop.time()
+            cpu_now = time.process_time()
+            share = (cpu_now - cpu) / max(now - started, 1e-9)
+            cpu = cpu_now
+            self.adjust(max(0.0, now - started - interval_s), share)
 
     def _admit_waiting(self) -> None:
         # A turn passes straight to the next waiter: `running` counts it from here on.
