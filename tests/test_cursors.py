@@ -39,8 +39,14 @@ def test_cursors_round_trip(cursor: UpstreamCursor | KeysetCursor) -> None:
     assert "|" not in opaque and "=" not in opaque
 
 
+# "ks:2024-01-01T00:00:00|x": a keyset position whose date has no UTC offset, which the
+# gateway never writes and which cannot be compared with the history's dates.
+FORGED_NAIVE_KEYSET = "a3M6MjAyNC0wMS0wMVQwMDowMDowMHx4"
+
+
 @pytest.mark.parametrize(
-    "opaque", ["", "e:c29tZQ", "not base64!", "djM6", "a3M6bm90LWEtZGF0ZXxpZA", "a3M6"]
+    "opaque",
+    ["", "e:c29tZQ", "not base64!", "djM6", "a3M6bm90LWEtZGF0ZXxpZA", "a3M6", FORGED_NAIVE_KEYSET],
 )
 def test_anything_but_a_cursor_is_invalid_input(opaque: str) -> None:
     with pytest.raises(InvalidInput):

@@ -13,6 +13,8 @@ from gateway.simulator import RunningSimulator
 
 from gateway_harness import RunningGateway, run_gateway
 
+FORGED_NAIVE_KEYSET = "a3M6MjAyNC0wMS0wMVQwMDowMDowMHx4"
+
 
 @pytest.fixture(params=[True, False], ids=["compiled", "graphql-core"])
 async def gateway(
@@ -94,7 +96,8 @@ async def test_a_bad_cursor_is_bad_user_input_before_any_upstream_call(
     gateway: RunningGateway,
 ) -> None:
     classified_id = one_page_classified(gateway)
-    for bad in ("garbage!", "e:abc", "dGhpcyBpcyBub3QgYSBjdXJzb3I"):
+    # The last one decodes to "ks:2024-01-01T00:00:00|x", a keyset date without UTC offset.
+    for bad in ("garbage!", "e:abc", "dGhpcyBpcyBub3QgYSBjdXJzb3I", FORGED_NAIVE_KEYSET):
         body = await gateway.query(PAGE, {"id": classified_id, "after": bad})
         assert {e["extensions"]["code"] for e in body["errors"]} == {"BAD_USER_INPUT"}, body
     assert gateway.calls("v3") == 0 and gateway.calls("token") == 0

@@ -5,7 +5,9 @@ position in a history the gateway has already read (the statusDate and id of the
 item handed out). A keyset page is cut from the history without asking V3 for it, and
 it continues correctly when newer statuses arrived in between: they sort before the
 position, never after it. Callers see only an opaque string; anything that does not
-decode is `InvalidInput`, refused before any upstream call.
+decode is `InvalidInput`, refused before any upstream call. That includes a keyset date
+without a UTC offset: the gateway never writes one, and it could not be compared with the
+history's dates (which all carry one).
 """
 
 from __future__ import annotations
@@ -65,6 +67,6 @@ def decode_cursor(opaque: str) -> Cursor:
             status_date = datetime.fromisoformat(date_text)
         except ValueError:
             raise InvalidInput("after takes a pageInfo.endCursor") from None
-        if status_id:
+        if status_id and status_date.utcoffset() is not None:
             return KeysetCursor(status_date, status_id)
     raise InvalidInput("after takes a pageInfo.endCursor")
