@@ -86,6 +86,13 @@ class Settings(BaseSettings):
 
     # Live status: the webhook receiver and the event bus behind subscriptions.
     event_queue_size: int = Field(default=256, ge=1, le=100_000)
+    max_subscriptions: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="GraphQL subscriptions and gRPC watch streams one process holds; one more "
+        "is refused (GraphQL `OVERLOADED`, gRPC RESOURCE_EXHAUSTED)",
+    )
     webhook_subscribe: bool = False
     webhook_max_body_bytes: int = Field(default=64 * 1024, ge=256, le=1024 * 1024)
     webhook_dedup_window: int = Field(default=10_000, ge=1, le=1_000_000)

@@ -163,7 +163,9 @@ async def open_runtime(
             max_listings=settings.max_listings,
             max_upstream_cost=settings.max_upstream_cost,
         )
-        local = LocalEventBus(max_queue=settings.event_queue_size)
+        local = LocalEventBus(
+            max_queue=settings.event_queue_size, max_subscribers=settings.max_subscriptions
+        )
         events: EventBus = local
         if link is not None:
             events = await stack.enter_async_context(_shared_bus(link, local, cache))

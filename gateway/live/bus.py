@@ -7,6 +7,11 @@ same two methods for several replicas.
 Publishing never blocks and never fails because of a subscriber: each subscriber owns a
 bounded queue, and a subscriber that does not keep up loses its oldest events (counted, and
 logged once per subscriber), so one stuck client can never grow memory without bound.
+Subscribers are indexed by the classifieds they watch: an event costs the subscribers of its
+classified (and those that watch every one), not a scan of all of them. A process holds at
+most `max_subscribers` (`GATEWAY_MAX_SUBSCRIPTIONS`, GraphQL subscriptions and gRPC watch
+streams together); one more is refused with `Overloaded`, which each edge answers as docs/operating.md
+says (GraphQL `OVERLOADED`, gRPC RESOURCE_EXHAUSTED).
 
     async with bus.subscribe({"id1"}) as events:
         async for event in events:
@@ -23,11 +28,16 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.domain.errors import Overloaded
 from gateway.domain.models import ClassifiedStatusEvent
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_SIZE = 256
+DEFAULT_MAX_SUBSCRIBERS = 10_000
+# What a refused subscriber is told to wait before it tries again: subscriptions end when
+# their clients leave, not on a schedule, so this is only a hint.
+RETRY_AFTER_S = 5.0
 
 
 class EventBus(Protocol):
@@ -51,6 +61,7 @@ class BusStats:
     published: int = 0
     delivered: int = 0
     dropped: int = 0
+    refused: int = 0  # subscriptions refused at the `max_subscribers` bound
 
 
 class Subscriber:
@@ -68,9 +79,6 @@ class Subscriber:
 
     def __len__(self) -> int:
         return len(self._queue)
-
-    def wants(self, event: ClassifiedStatusEvent) -> bool:
-        return self.classified_ids is None or event.classified_id in self.classified_ids
 
     def offer(self, event: ClassifiedStatusEvent) -> bool:
         """Queue `event`; returns False when that pushed the oldest one out."""
@@ -98,14 +106,25 @@ class Subscriber:
 
 
 class LocalEventBus:
-    """In-process fan-out: one bounded queue per subscriber, oldest dropped when full."""
+    """In-process fan-out: one bounded queue per subscriber, oldest dropped when full.
 
-    def __init__(self, *, max_queue: int = DEFAULT_QUEUE_SIZE) -> None:
+    >>> bus = LocalEventBus(max_queue=256, max_subscribers=10_000)
+    """
+
+    def __init__(
+        self, *, max_queue: int = DEFAULT_QUEUE_SIZE, max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS
+    ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
+        if max_subscribers < 1:
+            raise ValueError("max_subscribers must be at least 1")
         self.max_queue = max_queue
+        self.max_subscribers = max_subscribers
         self.stats = BusStats()
         self._subscribers: set[Subscriber] = set()
+        # Who gets an event: those watching every classified, and those indexed under its id.
+        self._everything: set[Subscriber] = set()
+        self._by_classified: dict[str, set[Subscriber]] = {}
 
     @property
     def subscribers(self) -> frozenset[Subscriber]:
@@ -114,8 +133,9 @@ class LocalEventBus:
 
     def publish(self, event: ClassifiedStatusEvent) -> None:
         self.stats.published += 1
-        for subscriber in tuple(self._subscribers):
-            if subscriber.wants(event):
+        watching = self._by_classified.get(event.classified_id, ())
+        for group in (tuple(self._everything), tuple(watching)):
+            for subscriber in group:
                 self.stats.delivered += 1
                 if not subscriber.offer(event):
                     self.stats.dropped += 1
@@ -123,17 +143,47 @@ class LocalEventBus:
     def subscribe(
         self, classified_ids: Collection[str] | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[ClassifiedStatusEvent]]:
+        """Raises `Overloaded` on entering the block when `max_subscribers` are registered."""
         return self._subscription(None if classified_ids is None else frozenset(classified_ids))
 
     @asynccontextmanager
     async def _subscription(
         self, classified_ids: frozenset[str] | None
     ) -> AsyncIterator[AsyncIterator[ClassifiedStatusEvent]]:
-        subscriber = Subscriber(classified_ids, self.max_queue)
-        self._subscribers.add(subscriber)
+        subscriber = self._register(classified_ids)
         try:
             yield subscriber
         finally:
-            self._subscribers.discard(subscriber)
+            self._unregister(subscriber)
             if subscriber.dropped:
                 log.info("event subscriber closed after %d dropped events", subscriber.dropped)
+
+    def _register(self, classified_ids: frozenset[str] | None) -> Subscriber:
+        if len(self._subscribers) >= self.max_subscribers:
+            self.stats.refused += 1
+            raise Overloaded(
+                f"this gateway holds its most subscriptions ({self.max_subscribers}); "
+                "try again later",
+                retry_after=RETRY_AFTER_S,
+                reason="subscriptions",
+            )
+        subscriber = Subscriber(classified_ids, self.max_queue)
+        self._subscribers.add(subscriber)
+        if classified_ids is None:
+            self._everything.add(subscriber)
+        else:
+            for classified_id in classified_ids:
+                self._by_classified.setdefault(classified_id, set()).add(subscriber)
+        return subscriber
+
+    def _unregister(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+        if subscriber.classified_ids is None:
+            self._everything.discard(subscriber)
+            return
+        for classified_id in subscriber.classified_ids:
+            watching = self._by_classified.get(classified_id)
+            if watching is not None:
+                watching.discard(subscriber)
+                if not watching:
+                    del self._by_classified[classified_id]
