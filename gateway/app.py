@@ -36,7 +36,8 @@ from gateway.grpc.server import SERVICE_NAME, serve_grpc
 from gateway.grpc.telemetry import CallTelemetry
 from gateway.http.admission import Admission
 from gateway.http.client_auth import ClientAuthGuard
-from gateway.http.limits import BodyLimit
+from gateway.http.deadline import ExecutionDeadline
+from gateway.http.limits import RequestBody
 from gateway.http.pages import frontend_routes, graphiql_html, page_response
 from gateway.http.receiver import receiver_route
 from gateway.http.warmup import warm_up
@@ -250,11 +251,16 @@ def create_app(
     app.state.metrics = metrics
     app.state.admission = admission
     app.state.shutting_down = False
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # One budget per process: `/graphql` HTTP requests and unary gRPC calls share it.
     app.add_middleware(Admission, control=admission)
     # Outermost: refused and oversized requests are traced, counted and logged as well.
     app.add_middleware(RequestTelemetry, metrics=metrics, tracer=tracer)
+    # The deadline covers the wait for a turn too; the body is in before either starts.
+    app.add_middleware(ExecutionDeadline, timeout_s=settings.request_timeout_s)
+    # A body still on its way holds no turn: it is read whole (bounded in size and time) first.
+    app.add_middleware(
+        RequestBody, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
     # How queries ran (compiled, fallen back to graphql-core, interpreted), for metrics.
     app.state.execution_stats = execution_stats(schema)
     return app

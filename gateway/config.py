@@ -118,7 +118,25 @@ class Settings(BaseSettings):
     # joined by `+`; comma-separated in GATEWAY_BOARD_REFS.
     board_refs: Annotated[tuple[str, ...], NoDecode] = ()
 
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="largest HTTP request body, else 413",
+    )
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="seconds a client has to send a request's whole body once its headers "
+        "are in, before any admission turn is taken; else 408 and the connection is closed",
+    )
+    request_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="deadline of one `/graphql` HTTP request once its body is in (admission "
+        "wait, upstream reads, answer); past it the caller gets 504 `DEADLINE_EXCEEDED`",
+    )
     max_query_depth: int = Field(default=20, ge=1)
     max_aliases: int = Field(default=200, ge=1)
     # Hardening (docs/security.md): request-shape limits checked before any parsing.
