@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gateway.domain import ids
+from gateway.domain.cursors import KeysetCursor, encode_cursor
 from gateway.domain.models import Caller, LegacyAdKey, ListingRef
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.errors import translate
@@ -140,6 +142,19 @@ class Writer:
             return f"${name}"
         return str(value)
 
+    def after(self) -> list[str]:
+        """No `after` (a first page), or a keyset position inside the histories (a later page)."""
+        if self.draw(st.booleans()):
+            return []
+        if self.draw(st.booleans()):
+            name = self.fresh("a")
+            self.variables[name] = ("String", LATER)
+            return [f"after: ${name}"]
+        return [f'after: "{LATER}"']
+
+
+# A keyset position in the simulator's histories: what follows it is a later page.
+LATER = encode_cursor(KeysetCursor(datetime(2023, 10, 1, tzinfo=UTC), "keyset-position"))
 
 SCALARS: dict[str, list[str]] = {
     "Listing": ["id", "classifiedId", "state", "__typename"],
@@ -151,7 +166,7 @@ SCALARS: dict[str, list[str]] = {
     "Media": ["id"],
     "MediaStatus": ["id", "portal", "status", "rawStatus", "subStatus", "message",
                     "actionRequired", "date"],
-    "PageInfo": ["hasNextPage", "endCursor"],
+    "PageInfo": ["hasNextPage", "endCursor", "hasPreviousPage", "startCursor", "__typename"],
     "LegacyAd": ["userId", "adId"],
     "LegacyPortalStatus": ["portal"],
     "LegacyPublishStatus": ["pending", "pendingDate", "processing", "error", "active",
@@ -191,7 +206,7 @@ def _object(name: str, type_name: str) -> Any:
 
 
 def _statuses(w: Writer, depth: int, media: list[str]) -> str:
-    args = [f"first: {w.first()}"]
+    args = [f"first: {w.first()}", *w.after()]
     if w.draw(st.booleans()):
         args.append(
             f"status: [{', '.join(w.draw(st.lists(st.sampled_from(CLASSIFIED_CODES), max_size=2)))}]"
@@ -204,7 +219,7 @@ def _statuses(w: Writer, depth: int, media: list[str]) -> str:
 
 
 def connection(w: Writer, node: str, depth: int) -> str:
-    parts = ["pageInfo { hasNextPage endCursor }"]
+    parts = [f"pageInfo {selection(w, 'PageInfo', 0, [])}"]
     if w.draw(st.booleans()):
         parts.append(f"nodes {selection(w, node, 0, [])}")
     if w.draw(st.booleans()):
@@ -219,7 +234,8 @@ def _media(w: Writer, depth: int, media: list[str]) -> str:
         parts.append(f"latestStatus {selection(w, 'MediaStatus', 0, [])}")
     if w.draw(st.booleans()):
         parts.append(
-            f"{w.fresh('m')}: statuses(first: {w.first()}) {connection(w, 'MediaStatus', 0)}"
+            f"{w.fresh('m')}: statuses({', '.join([f'first: {w.first()}', *w.after()])})"
+            f" {connection(w, 'MediaStatus', 0)}"
         )
     return f'{w.fresh("md")}: media(mediaId: "{media_id}") {{ {" ".join(parts)} }}'
 

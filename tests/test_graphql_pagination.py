@@ -9,7 +9,7 @@ STATUSES = """query($id: ID!, $first: Int, $after: String, $status: [ClassifiedS
     statuses(first: $first, after: $after, status: $status, portal: $portal) {
       nodes { id status date portals }
       edges { cursor node { id } }
-      pageInfo { hasNextPage endCursor }
+      pageInfo { hasNextPage endCursor hasPreviousPage startCursor }
     }
   } }
 }"""
@@ -33,6 +33,11 @@ async def read_all(
         assert [edge["node"]["id"] for edge in connection["edges"]] == [
             n["id"] for n in connection["nodes"]
         ]
+        # Relay's PageInfo, forward paging: a page after a cursor has a previous page, and
+        # starts at its first edge.
+        edges = connection["edges"]
+        assert connection["pageInfo"]["hasPreviousPage"] is (after is not None)
+        assert connection["pageInfo"]["startCursor"] == (edges[0]["cursor"] if edges else None)
         nodes += connection["nodes"]
         if not connection["pageInfo"]["hasNextPage"]:
             assert connection["pageInfo"]["endCursor"] is None

@@ -298,9 +298,14 @@ class PortalState:
 
 @dataclass(frozen=True, slots=True)
 class StatusSlice(Generic[T]):
-    """One page of a status history as a caller sees it: items newest first, and a cursor."""
+    """One page of a status history as a caller sees it: items newest first, and a cursor.
+
+    Paging is forward only: `has_previous_page` says whether the page was asked for after a
+    cursor (a later page), as the Relay cursor connections spec allows for forward paging.
+    """
 
     items: tuple[T, ...]
     has_next_page: bool = False
     end_cursor: str | None = None
     ids: tuple[str, ...] = ()  # the public id of each item, in the same order
+    has_previous_page: bool = False

@@ -128,6 +128,8 @@ PROJECTIONS: dict[tuple[str, str], Projection] = {
     ),
     ("PageInfo", "hasNextPage"): Projection("d.has_next_page"),
     ("PageInfo", "endCursor"): Projection("d.end_cursor"),
+    ("PageInfo", "hasPreviousPage"): Projection("d.has_previous_page"),
+    ("PageInfo", "startCursor"): Projection("(_edge_cursor(d.ids[0]) if d.ids else None)"),
     **_attrs("LegacyAd", {"userId": "user_id", "adId": "ad_id"}),
     ("LegacyAd", "portals"): Projection("[e for e in d.portals if e.portal is not None]"),
     **_attrs(

@@ -158,11 +158,20 @@ class MediaStatus:
         )
 
 
-@strawberry.type(description="Where a page of a connection ends.")
+@strawberry.type(
+    description="Where a page of a connection starts and ends (the Relay cursor connections "
+    "spec's PageInfo). Paging is forward only: `first` and `after`."
+)
 class PageInfo:
     has_next_page: bool = strawberry.field(description="True when a further page exists.")
     end_cursor: str | None = strawberry.field(
         description="Pass as `after` to get the next page (opaque)."
+    )
+    has_previous_page: bool = strawberry.field(
+        description="True when this page was asked for `after` a cursor, so earlier items exist."
+    )
+    start_cursor: str | None = strawberry.field(
+        description="The first edge's cursor; null on an empty page. Not accepted as `after`."
     )
 
 
@@ -189,10 +198,16 @@ class Connection(Generic[N]):
 
     @classmethod
     def of(cls, nodes: list[N], page: models.StatusSlice[Any]) -> Connection[N]:
+        edges = [Edge(cursor=ids.edge_cursor(node.id), node=node) for node in nodes]
         return cls(
             nodes=nodes,
-            edges=[Edge(cursor=ids.edge_cursor(node.id), node=node) for node in nodes],
-            page_info=PageInfo(has_next_page=page.has_next_page, end_cursor=page.end_cursor),
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                end_cursor=page.end_cursor,
+                has_previous_page=page.has_previous_page,
+                start_cursor=edges[0].cursor if edges else None,
+            ),
         )
 
 

@@ -69,7 +69,9 @@ class History(Generic[D]):
             return None
         ids = tuple(id_of(item) for item in page)
         end = encode_cursor(KeysetCursor(page[-1].status_date, ids[-1])) if more else None
-        return StatusSlice(page, has_next_page=more, end_cursor=end, ids=ids)
+        return StatusSlice(
+            page, has_next_page=more, end_cursor=end, ids=ids, has_previous_page=after is not None
+        )
 
 
 class HistoryMemo:
@@ -149,8 +151,13 @@ def _position_after(items: tuple[D, ...], after: KeysetCursor, id_of: Callable[[
     return len(items)
 
 
-def page_slice(page: StatusPage[D], id_of: Callable[[D], str]) -> StatusSlice[D]:
-    """An upstream page as callers see it: newest first, the upstream token wrapped as cursor."""
+def page_slice(
+    page: StatusPage[D], id_of: Callable[[D], str], *, later: bool = False
+) -> StatusSlice[D]:
+    """An upstream page as callers see it: newest first, the upstream token wrapped as cursor.
+
+    `later`: the page was asked for with a cursor (so a previous page exists)."""
     items = newest_first(page.items)
     cursor = None if page.next_token is None else encode_cursor(UpstreamCursor(page.next_token))
-    return StatusSlice(items, cursor is not None, cursor, ids=tuple(id_of(item) for item in items))
+    ids = tuple(id_of(item) for item in items)
+    return StatusSlice(items, cursor is not None, cursor, ids=ids, has_previous_page=later)

@@ -283,7 +283,7 @@ class ListingRequest:
                 portals=[portal.value for portal in args.portals],
                 next_token=cursor.token if isinstance(cursor, UpstreamCursor) else None,
             )
-            return page_slice(answer, id_of)
+            return page_slice(answer, id_of, later=args.after is not None)
 
         # What the history answers costs nothing more; the rest is read together.
         reads: dict[object, Awaitable[Any]] = {}
@@ -421,7 +421,7 @@ class ListingRequest:
             read = await self._media_page(
                 classified_id, media_id, limit=args.first, next_token=token
             )
-            return page_slice(read, id_of)
+            return page_slice(read, id_of, later=args.after is not None)
 
         reads: dict[object, Awaitable[Any]] = {args: page(args) for args in asked.pages}
         if asked.latest:
