@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -144,12 +145,31 @@ BAD_REQUESTS: dict[str, Any] = {
         classified_id="x", statuses=[pb.CLASSIFIED_STATUS_CODE_UNKNOWN]
     ),
     "empty watched id": pb.WatchRequest(classified_ids=[""]),
+    "status number the proto lacks": pb.ListClassifiedStatusesRequest(
+        classified_id="x", statuses=[999]
+    ),
+    "portal number the proto lacks": pb.ListClassifiedStatusesRequest(
+        classified_id="x", portals=[999]
+    ),
+    # base64 of "ks:2024-01-01T00:00:00|x": a keyset position whose date has no UTC offset.
+    "forged keyset token": pb.ListClassifiedStatusesRequest(
+        classified_id="x", page_token="a3M6MjAyNC0wMS0wMVQwMDowMDowMHx4"
+    ),
+    "a 100 KB read-mask path": pb.GetListingRequest(
+        ref=pb.ListingRef(classified_id="x"), read_mask={"paths": ["p" * 100_000]}
+    ),
+    "more watched ids than GATEWAY_MAX_LISTINGS": pb.WatchRequest(
+        classified_ids=[f"c-{n}" for n in range(201)]
+    ),
 }
 
 
 async def test_bad_arguments_are_refused_before_any_upstream_call(
-    gw: RunningGateway, stub: pb_grpc.ListingStatusServiceStub
+    gw: RunningGateway, stub: pb_grpc.ListingStatusServiceStub, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """INVALID_ARGUMENT with short details (they travel as metadata, which clients bound),
+    never INTERNAL, and nothing logged as an error."""
+    caplog.set_level(logging.INFO)
     for name, request in BAD_REQUESTS.items():
         if isinstance(request, pb.WatchRequest):
             call = stub.WatchClassifiedStatus(request)
@@ -163,10 +183,12 @@ async def test_bad_arguments_are_refused_before_any_upstream_call(
             method = functools.partial(method, request)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await method()
-        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (name, caught.value)
         assert ("gateway-code", "BAD_USER_INPUT") in tuple(caught.value.trailing_metadata() or ())
         assert "Traceback" not in (caught.value.details() or ""), name
+        assert len(caught.value.details() or "") < 300, name
     assert gw.calls("v3") == 0 and gw.calls("legacy") == 0 and gw.calls("token") == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_page_tokens_work_on_both_edges(

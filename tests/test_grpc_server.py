@@ -306,3 +306,35 @@ async def test_open_watch_streams_end_cleanly_when_the_gateway_stops(
             assert await call.read() is grpc.aio.EOF
             assert await call.code() == grpc.StatusCode.OK
         await stopping
+
+
+async def test_watch_streams_past_the_process_bound_are_resource_exhausted(
+    simulator: RunningSimulator,
+) -> None:
+    async with (
+        run_gateway(simulator, grpc=True, max_subscriptions=2) as gw,
+        grpc.aio.insecure_channel(gw.grpc_address) as channel,
+    ):
+        stub = pb_grpc.ListingStatusServiceStub(channel)
+        events = gw.app.state.runtime.events
+        first = stub.WatchClassifiedStatus(pb.WatchRequest(classified_ids=["c-1"]))
+        second = stub.WatchClassifiedStatus(pb.WatchRequest())
+        for call in (first, second):
+            await call.initial_metadata()
+        refused = stub.WatchClassifiedStatus(pb.WatchRequest(classified_ids=["c-2"]))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await refused.read()
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        trailing = dict(caught.value.trailing_metadata() or ())
+        assert trailing["gateway-code"] == "OVERLOADED"
+        assert int(trailing["gateway-retry-after"]) > 0
+        assert len(events.subscribers) == 2
+        # A stream that ends gives its place back.
+        first.cancel()
+        while len(events.subscribers) > 1:  # noqa: ASYNC110 (no event says when)
+            await asyncio.sleep(0.005)
+        third = stub.WatchClassifiedStatus(pb.WatchRequest(classified_ids=["c-3"]))
+        await third.initial_metadata()
+        assert len(events.subscribers) == 2
+        second.cancel()
+        third.cancel()

@@ -8,10 +8,10 @@ domain results become messages. Enum values follow one rule: proto `PREFIX_NAME`
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -53,13 +53,25 @@ def _domain_enum(kind: type[E], prefix: str, name: str, what: str) -> E:
     return member
 
 
+def _enum_name(name_of: Callable[[Any], str], value: int, what: str) -> str:
+    """The proto name of `value` (`name_of` is the enum's `Name`). proto3 enums are open:
+    a number the .proto does not define arrives as a plain int, and is the caller's mistake."""
+    try:
+        return name_of(value)
+    except ValueError:
+        raise InvalidInput(f"{what} {value} is not a value the API defines") from None
+
+
 def status_codes_of(
     values: Iterable[pb.ClassifiedStatusCode.ValueType],
 ) -> list[models.ClassifiedStatusCode]:
     """Status filters; UNSPECIFIED and UNKNOWN name no upstream status."""
     return [
         _domain_enum(
-            models.ClassifiedStatusCode, _STATUS, pb.ClassifiedStatusCode.Name(value), "status"
+            models.ClassifiedStatusCode,
+            _STATUS,
+            _enum_name(pb.ClassifiedStatusCode.Name, value, "status"),
+            "status",
         )
         for value in values
     ]
@@ -67,7 +79,8 @@ def status_codes_of(
 
 def portals_of(values: Iterable[pb.Portal.ValueType]) -> list[models.Portal]:
     return [
-        _domain_enum(models.Portal, _PORTAL, pb.Portal.Name(value), "portal") for value in values
+        _domain_enum(models.Portal, _PORTAL, _enum_name(pb.Portal.Name, value, "portal"), "portal")
+        for value in values
     ]
 
 

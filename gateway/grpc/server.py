@@ -28,6 +28,7 @@ from gateway.access.admission import AdmissionControl
 from gateway.access.client_tokens import ClientTokens
 from gateway.grpc.admission import AdmissionGate
 from gateway.grpc.auth import ClientTokenGuard
+from gateway.grpc.decoding import UndecodableRequests
 from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
 from gateway.grpc.servicer import ListingStatusServicer
@@ -111,6 +112,8 @@ async def serve_grpc(
     if admission is not None:
         interceptors.append(AdmissionGate(admission, SERVICE_NAME))
     interceptors.append(ClientTokenGuard(tokens or ClientTokens(()), SERVICE_NAME))
+    # Innermost: the handlers every other interceptor wraps already parse leniently.
+    interceptors.append(UndecodableRequests())
     server = grpc.aio.server(
         interceptors=interceptors,
         # Without SO_REUSEPORT a second gateway on the same port fails instead of sharing it.

@@ -19,7 +19,7 @@ import grpc
 
 from gateway.domain import ids
 from gateway.domain.errors import GatewayError, InvalidInput
-from gateway.domain.models import ListingRef, caller_of
+from gateway.domain.models import ClassifiedStatusEvent, ListingRef, caller_of
 from gateway.grpc import messages
 from gateway.grpc.errors import translated
 from gateway.grpc.generated import listing_status_pb2 as pb
@@ -39,6 +39,15 @@ _STATE, _PORTALS, _LEGACY = "state", "portals", "legacy"
 _CLASSIFIED, _LATEST = "classified", "classified.latest_status"
 _CLASSIFIED_PATHS = frozenset({_CLASSIFIED, "classified.id", _LATEST})
 _PATHS = frozenset({_STATE, _PORTALS, _LEGACY}) | _CLASSIFIED_PATHS
+# How much of the caller's input an error message repeats: status details are sent as
+# metadata, which clients refuse past a few KiB (8 KiB by default in grpcio).
+_MAX_NAMED, _MAX_ECHO_CHARS = 3, 40
+
+
+def _excerpt(text: str) -> str:
+    """`text` as an error message may quote it: printable, at most `_MAX_ECHO_CHARS`."""
+    shown = repr(text[:_MAX_ECHO_CHARS])
+    return shown + "…" if len(text) > _MAX_ECHO_CHARS else shown
 
 
 class _Metadata:
@@ -62,7 +71,10 @@ def _scope(service: ListingService, context: Context) -> ListingRequest:
 def _asked(paths: Sequence[str]) -> frozenset[str]:
     unknown = sorted(set(paths) - _PATHS)
     if unknown:
-        raise InvalidInput(f"read_mask: unknown paths {', '.join(unknown)}")
+        # The details travel in a header: name a few paths, each cut short, never all of them.
+        named = ", ".join(_excerpt(path) for path in unknown[:_MAX_NAMED])
+        more = f" and {len(unknown) - _MAX_NAMED} more" if len(unknown) > _MAX_NAMED else ""
+        raise InvalidInput(f"read_mask: unknown paths {named}{more}")
     if not paths:
         return frozenset({_STATE, _PORTALS, _LEGACY, _LATEST})
     asked = set(paths)
@@ -147,12 +159,22 @@ class ListingStatusServicer(pb_grpc.ListingStatusServiceServicer):
     async def WatchClassifiedStatus(
         self, request: pb.WatchRequest, context: Context
     ) -> AsyncIterator[pb.ClassifiedStatusEvent]:
+        # As many ids as one `listings` query may name: a stream holds its ids for its life.
+        if len(request.classified_ids) > self.service.max_listings:
+            raise InvalidInput(
+                f"at most {self.service.max_listings} classified_ids in one watch, "
+                f"got {len(request.classified_ids)}"
+            )
         for classified_id in request.classified_ids:
             check_ref(ListingRef(classified_id=classified_id))
+        # A caller V3 cannot be asked for (an agency it may not name, no token in passthrough
+        # mode) would never be shown an event: refused now, not event by event.
+        self.service.tenant_of(caller_of(_Metadata(context)))
         wanted = frozenset(request.classified_ids) or None
         # Webhook events carry no tenant: only those of classifieds V3 answers for reach it.
         visible = Visibility(lambda: _scope(self.service, context))
         closing = asyncio.ensure_future(self._closing.wait())
+        following: asyncio.Future[ClassifiedStatusEvent] | None = None
         try:
             async with self.events.subscribe(wanted) as events:
                 # Initial metadata tells the caller the subscription is in place: what the
@@ -163,13 +185,15 @@ class ListingStatusServicer(pb_grpc.ListingStatusServiceServicer):
                     following = asyncio.ensure_future(anext(upcoming))
                     await asyncio.wait({following, closing}, return_when=asyncio.FIRST_COMPLETED)
                     if not following.done():
-                        following.cancel()
                         return  # the server is shutting down: end the stream cleanly
                     event = following.result()
                     if await visible.allows(event.classified_id):
                         yield messages.status_event(event)
         finally:
+            # Also when the caller cancels (the wait is cancelled): no task is left pending.
             closing.cancel()
+            if following is not None:
+                following.cancel()
 
 
 @dataclass(slots=True)
