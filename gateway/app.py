@@ -71,7 +71,9 @@ async def _grpc_edge(
     async with serve_grpc(
         runtime.service,
         runtime.events,
-        ready=runtime.ready,
+        # What /readyz answers, followed while the server runs.
+        ready=lambda: runtime.ready and not app.state.shutting_down,
+        health_interval_s=settings.grpc_health_interval_s,
         host=settings.host,
         port=settings.grpc_port,
         grace_s=settings.shutdown_grace_s,

@@ -178,6 +178,13 @@ class Settings(BaseSettings):
     queue_timeout_s: float = Field(default=2.0, gt=0)
     shutdown_grace_s: int = Field(default=10, ge=0)
     loop_lag_interval_s: float = Field(default=0.5, gt=0)
+    grpc_health_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="how often gRPC health (`grpc.health.v1`) reads the readiness `/readyz` "
+        "answers, and turns SERVING or NOT_SERVING with it",
+    )
 
     @field_validator("client_tokens", mode="before")
     @classmethod

@@ -13,11 +13,12 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from gateway.app import create_app
 from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
 from gateway.simulator import RunningSimulator
 
-from gateway_harness import LOOPBACK_TLS, RunningGateway, run_gateway
+from gateway_harness import LOOPBACK_TLS, RunningGateway, run_gateway, serve_app, settings_for
 
 TENANT = "agency-1"
 SECRET = "webhook-secret-0123456789"
@@ -338,3 +339,50 @@ async def test_watch_streams_past_the_process_bound_are_resource_exhausted(
         assert len(events.subscribers) == 2
         second.cancel()
         third.cancel()
+
+
+async def test_health_follows_readiness_while_serving(simulator: RunningSimulator) -> None:
+    """Both circuit breakers open: /readyz says 503 and gRPC health NOT_SERVING; once they
+    half-open (the injected clock moves past the reset), both say ready again."""
+    now = [1000.0]
+    settings = settings_for(
+        simulator,
+        grpc_port=0,
+        grpc_health_interval_s=0.01,
+        breaker_failures=1,
+        upstream_retries=0,
+        warm_up=False,
+    )
+    app = create_app(settings, grpc=True, clock=lambda: now[0])
+    async with (
+        serve_app(app) as url,
+        httpx.AsyncClient(base_url=url, verify=LOOPBACK_TLS) as client,
+        grpc.aio.insecure_channel(app.state.grpc.address) as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+
+        item = simulator.sim.data.listings[0]
+        simulator.sim.state.add_fault("v3", "error", status=500)
+        simulator.sim.state.add_fault("legacy", "error", status=500)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await pb_grpc.ListingStatusServiceStub(channel).GetListing(
+                pb.GetListingRequest(
+                    ref=pb.ListingRef(
+                        classified_id=item.classified_id,
+                        legacy=pb.LegacyAdRef(user_id=item.user_id, ad_id=item.ad_id),
+                    )
+                )
+            )
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        named = health_pb2.HealthCheckRequest(service="listing.v1.ListingStatusService")
+        assert (await health.Check(named)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        simulator.sim.state.clear_faults()
+        now[0] += settings.breaker_reset_s + 1  # both breakers half-open: ready again
+        assert (await client.get("/readyz")).status_code == 200
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        assert (await health.Check(named)).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()

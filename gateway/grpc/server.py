@@ -2,21 +2,25 @@
 
 It runs in the HTTP app's event loop, opened and closed by the app's lifespan
 (`gateway.app`), so both edges share one service and one event bus. Health
-(`grpc.health.v1`) reports SERVING once the upstream sessions are open and NOT_SERVING
-from the moment shutdown starts. The grace period (`grace_s`) starts then for both edges:
+(`grpc.health.v1`) follows the readiness it is given (`ready`, what `/readyz` answers):
+it is read again every `health_interval_s`, and a change reaches `Check` and every `Watch`
+stream; from the moment shutdown starts it is NOT_SERVING for good. The grace period
+(`grace_s`) starts then for both edges:
 in-flight calls get what is left of it once the HTTP side has drained, so a stop takes at
 most one grace period. Health and reflection stay open whatever credentials the listing
 service asks for.
 
-    async with serve_grpc(service, bus, ready=True, host="127.0.0.1", port=0, grace_s=5) as running:
+    async with serve_grpc(service, bus, ready=lambda: True, host="127.0.0.1", port=0,
+                          grace_s=5) as running:
         channel = grpc.aio.insecure_channel(running.address)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -91,7 +95,8 @@ async def serve_grpc(
     service: ListingService,
     events: EventBus,
     *,
-    ready: bool,
+    ready: Callable[[], bool],
+    health_interval_s: float = 1.0,
     host: str,
     port: int,
     grace_s: float,
@@ -131,13 +136,11 @@ async def serve_grpc(
     except RuntimeError:
         raise GrpcBindError(f"gRPC port {host}:{port} is in use or unavailable") from None
     await server.start()
-    status = (
-        health_pb2.HealthCheckResponse.SERVING
-        if ready
-        else health_pb2.HealthCheckResponse.NOT_SERVING
+    serving = ready()
+    await _set_health(health_servicer, serving)
+    following = asyncio.create_task(
+        _follow_readiness(health_servicer, ready, serving, health_interval_s), name="grpc-health"
     )
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, status)
     running = RunningGrpc(
         host=host,
         port=bound,
@@ -149,6 +152,33 @@ async def serve_grpc(
     try:
         yield running
     finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
         await health_servicer.enter_graceful_shutdown()
         await servicer.close()
         await server.stop(running.grace_left())
+
+
+async def _set_health(health: Any, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", SERVICE_NAME):
+        await health.set(name, status)
+
+
+async def _follow_readiness(
+    health: Any, ready: Callable[[], bool], serving: bool, interval_s: float
+) -> None:
+    """Keep `health` at what `ready()` says (`serving` now), read every `interval_s`; once
+    shutdown has begun the health servicer ignores these updates."""
+    while True:
+        await asyncio.sleep(interval_s)
+        now_ready = ready()
+        if now_ready != serving:
+            await _set_health(health, now_ready)
+            log.info("gRPC health: %s", "SERVING" if now_ready else "NOT_SERVING")
+            serving = now_ready
