@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     v3_audience: str = ""
     v3_intermediary_id: str = ""
     v3_token: SecretStr = SecretStr("")
+    v3_agencies: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="agencies a caller may name with `X-Intermediary-Id` (`oauth` mode); "
+        "another is refused (`BAD_USER_INPUT`, gRPC INVALID_ARGUMENT) before any token "
+        "request. `GATEWAY_V3_INTERMEDIARY_ID` is always allowed; unset: any agency",
+    )
     user_agent: str = Field(default_factory=default_user_agent)
 
     legacy_url: str = ""
@@ -200,7 +206,7 @@ class Settings(BaseSettings):
             raise ValueError("must name a readable manifest file")
         return value or None
 
-    @field_validator("board_refs", mode="before")
+    @field_validator("board_refs", "v3_agencies", mode="before")
     @classmethod
     def _split_refs(cls, value: Any) -> Any:
         if isinstance(value, str):

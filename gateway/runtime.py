@@ -78,6 +78,7 @@ def v3_auth_options(settings: Settings) -> V3AuthOptions:
         client_secret=settings.v3_client_secret,
         audience=settings.v3_audience,
         intermediary_id=settings.v3_intermediary_id,
+        agencies=settings.v3_agencies,
         token=settings.v3_token,
         user_agent=settings.user_agent,
         timeout_s=settings.upstream_timeout_s,

@@ -4,7 +4,10 @@ Three modes (`GATEWAY_V3_AUTH`, handed over as `V3AuthOptions.mode`):
 
 - `oauth`: the OAuth 2.0 client-credentials flow of docs/upstreams.md, one token per agency
   (intermediary id), cached for its lifetime less a margin, fetched once for all concurrent
-  callers (single-flight), refreshed once after a 401. A caller waits for a token only
+  callers (single-flight), refreshed once after a 401. With an allow-list of agencies
+  (`GATEWAY_V3_AGENCIES`), a caller naming another agency is refused (`InvalidInput`) before
+  any token is asked for: callers cannot make the gateway fetch a token per agency they
+  invent (the vendor punishes clients that fetch many). A caller waits for a token only
   until the deadline of its own operation; the shared fetch goes on for the others. With a
   `TokenStore` (Redis, several replicas), a replica takes the agency's token from the store
   before it asks V3, and only the replica holding the store's claim for the agency fetches:
@@ -23,7 +26,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -179,7 +182,8 @@ class OAuthCredentials:
 
     `clock` (monotonic seconds) is injectable so tests can age tokens without sleeping.
     The per-agency map is an LRU bounded by `max_agencies`. Token requests carry
-    `user_agent` (V3's validated three-token User-Agent, as every V3 call does).
+    `user_agent` (V3's validated three-token User-Agent, as every V3 call does). With
+    `allowed_agencies`, only those (and the default) may be named by callers.
     """
 
     def __init__(
@@ -195,12 +199,19 @@ class OAuthCredentials:
         timeout_s: float,
         expiry_margin_s: float = 60.0,
         max_agencies: int = 1024,
+        allowed_agencies: Collection[str] = (),
         clock: Callable[[], float] = time.monotonic,
         guard: UpstreamGuard | None = None,
         retry_policy: RetryPolicy | None = None,
         store: TokenStore | None = None,
     ) -> None:
         self._session = session
+        # Empty: any agency a caller names.
+        self._allowed = (
+            frozenset(allowed_agencies) | {default_intermediary_id}
+            if allowed_agencies
+            else frozenset[str]()
+        )
         self._store = store
         # Per agency: the header V3 refused, which a token from the store must not be.
         self._rejected: dict[str, str] = {}
@@ -232,6 +243,8 @@ class OAuthCredentials:
         agency = (caller.intermediary_id or "").strip() or self._default_agency
         if len(agency) > _MAX_AGENCY_ID_CHARS or not agency.isprintable():
             raise InvalidInput("the intermediary id must be printable and at most 200 characters")
+        if self._allowed and agency not in self._allowed:
+            raise InvalidInput("the intermediary id names no agency this gateway acts for")
         return agency
 
     def tenant(self, caller: Caller) -> str:
@@ -385,6 +398,8 @@ class V3AuthOptions:
     client_secret: SecretStr = field(default_factory=lambda: SecretStr(""))
     audience: str = ""
     intermediary_id: str = ""
+    # Agencies callers may name (besides `intermediary_id`); empty: any.
+    agencies: tuple[str, ...] = ()
     token: SecretStr = field(default_factory=lambda: SecretStr(""))
     user_agent: str = ""
     timeout_s: float = 5.0
@@ -409,6 +424,7 @@ def build_credentials(
             client_secret=options.client_secret,
             audience=options.audience,
             default_intermediary_id=options.intermediary_id,
+            allowed_agencies=options.agencies,
             user_agent=options.user_agent,
             timeout_s=options.timeout_s,
             clock=clock,
