@@ -353,3 +353,62 @@ async def test_two_gateway_serve_processes_share_pages_and_one_token(
             await process.stdout.read()
             await process.wait()
     assert [p.returncode for p in processes] == [0, 0]
+
+
+async def test_an_event_for_one_classified_lets_a_load_of_another_store_its_page(
+    simulator: RunningSimulator, redis_server: RunningRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per-classified epochs: a webhook for classified B, arriving while replica 1 reads
+    classified A from V3, does not keep A's page out of Redis, so replica 2 is served it."""
+    async with replicas(simulator, redis_server, cache_ttl_s=30) as (one, two):
+        a, b = classified_of(one, position=10), classified_of(one, position=11)
+        reading, go_on = asyncio.Event(), asyncio.Event()
+
+        async def held(seconds: float) -> None:
+            reading.set()
+            await go_on.wait()
+
+        monkeypatch.setattr(one.sim.state, "hang", held)
+        one.sim.state.set_latency("v3", 1)
+        loading = asyncio.create_task(latest(one, a))
+        await reading.wait()  # replica 1 holds A's lock and reads V3
+        async with bus_of(one).subscribe({b}) as heard:
+            path = f"/webhooks/v3/{SECRET}/classifieds/{b}/statuses"
+            marker = {"status": "UPDATED", "message": "m", "statusDate": "2031-01-01T00:00:00Z"}
+            assert (await two.client.post(path, json=marker)).status_code == 201
+            assert (await anext(aiter(heard))).classified_id == b  # replica 1 dropped B
+        go_on.set()
+        first = await loading
+        assert cache_of(one).shared.stored >= 1 and cache_of(one).shared.overtaken == 0
+        assert await latest(two, a) == first
+        assert one.calls("v3", "classified_statuses") == 1  # replica 2 read A from Redis
+        assert cache_of(two).shared.hits == 1
+
+
+async def test_an_event_for_the_classified_being_loaded_keeps_its_page_out_of_redis(
+    simulator: RunningSimulator, redis_server: RunningRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page read before the event may be the old one: it is handed to its caller but
+    not shared, and replica 2 reads V3 itself."""
+    async with replicas(simulator, redis_server, cache_ttl_s=30) as (one, two):
+        a = classified_of(one, position=12)
+        reading, go_on = asyncio.Event(), asyncio.Event()
+
+        async def held(seconds: float) -> None:
+            reading.set()
+            await go_on.wait()
+
+        monkeypatch.setattr(one.sim.state, "hang", held)
+        one.sim.state.set_latency("v3", 1)
+        loading = asyncio.create_task(latest(one, a))
+        await reading.wait()
+        async with bus_of(one).subscribe({a}) as heard:
+            path = f"/webhooks/v3/{SECRET}/classifieds/{a}/statuses"
+            marker = {"status": "UPDATED", "message": "m", "statusDate": "2031-01-01T00:00:00Z"}
+            assert (await two.client.post(path, json=marker)).status_code == 201
+            assert (await anext(aiter(heard))).classified_id == a
+        go_on.set()
+        await loading
+        assert cache_of(one).shared.overtaken == 1
+        await latest(two, a)
+        assert one.calls("v3", "classified_statuses") == 2

@@ -16,8 +16,10 @@ the page from Redis, or V3 itself if the page did not come (holder slow, failed 
 
 Dropping a classified drops it here and in Redis (through a per-classified hash of its
 page keys, so no scan); other replicas drop their in-process layer when the event reaches
-them over the event bus (`drop_local`). A load that was overtaken by a drop while it ran
-does not store its page in Redis. With Redis away every call falls through to V3 and the
+them over the event bus (`drop_local`). A load that was overtaken by a drop of its own
+classified (and tenant) while it ran does not store its page in Redis; loads of other
+classifieds store theirs, so a steady stream of webhooks for some classifieds does not keep
+every other page out of Redis. With Redis away every call falls through to V3 and the
 in-process layer, and the layer is emptied when Redis comes back (drops may have been missed).
 """
 
@@ -70,6 +72,14 @@ _PAGES: Final[dict[str, TypeAdapter[Any]]] = {
 }
 
 
+@dataclass(eq=False, slots=True)
+class _Load:
+    """One load in flight towards Redis; `overtaken` once a drop of its page arrived."""
+
+    tenant: str
+    overtaken: bool = False
+
+
 @dataclass(slots=True)
 class SharedStats:
     """What the Redis layer did, for tests and metrics."""
@@ -82,6 +92,7 @@ class SharedStats:
     lock_waits: int = 0  # misses that found the lock taken and waited for the page
     lock_woken: int = 0  # waits ended by the holder letting go (not by their bound)
     lock_timeouts: int = 0  # waits that ended without the page: read V3 after all
+    overtaken: int = 0  # loads not stored because a drop of their classified came meanwhile
 
 
 class SharedPageCache(PageCache[Any]):
@@ -117,8 +128,8 @@ class SharedPageCache(PageCache[Any]):
         self._take_turn = link.client.register_script(_TAKE_TURN)
         # page name -> set when the replica holding its lock lets go.
         self._waiting: dict[str, asyncio.Event] = {}
-        # Bumped by every drop: a load that saw it move does not store what it read.
-        self._epoch = 0
+        # classified id -> its loads in flight; a drop marks them, and they do not store.
+        self._loads: dict[str, set[_Load]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         link.on_recovered(self.clear)
 
@@ -171,18 +182,47 @@ class SharedPageCache(PageCache[Any]):
                 page, token = await self._miss(name, adapter)
                 if page is not None:
                     return page
-        epoch = self._epoch
+        flight = self._begin(key)
         try:
-            page = await load()
-        except BaseException:
-            if token is not None:
-                self._spawn(self._release(name, token))
-            raise
-        if epoch == self._epoch:
-            await self._store(key, name, adapter.dump_json(page, exclude_defaults=True), token)
-        elif token is not None:
-            await self._release(name, token)
+            try:
+                page = await load()
+            except BaseException:
+                if token is not None:
+                    self._spawn(self._release(name, token))
+                raise
+            if not flight.overtaken:
+                await self._store(key, name, adapter.dump_json(page, exclude_defaults=True), token)
+            else:
+                self.shared.overtaken += 1
+                if token is not None:
+                    await self._release(name, token)
+        finally:
+            self._end(key, flight)
         return page
+
+    def _begin(self, key: PageKey) -> _Load:
+        flight = _Load(key.tenant)
+        self._loads.setdefault(key.classified_id, set()).add(flight)
+        return flight
+
+    def _end(self, key: PageKey, flight: _Load) -> None:
+        loads = self._loads.get(key.classified_id)
+        if loads is not None:
+            loads.discard(flight)
+            if not loads:
+                del self._loads[key.classified_id]
+
+    def _overtake(self, classified_id: str | None, tenant: str | None = None) -> None:
+        """Mark the loads in flight of `classified_id` (None: of every classified)."""
+        groups = (
+            self._loads.values()
+            if classified_id is None
+            else [self._loads.get(classified_id, set())]
+        )
+        for loads in groups:
+            for flight in loads:
+                if tenant is None or flight.tenant == tenant:
+                    flight.overtaken = True
 
     def _read(self, name: str, raw: bytes | str | None, adapter: TypeAdapter[Any]) -> Any:
         """The page in `raw` (counted as a hit), or None."""
@@ -285,11 +325,11 @@ class SharedPageCache(PageCache[Any]):
 
     def drop_local(self, classified_id: str, tenant: str | None = None) -> int:
         """Drop the classified's pages from this replica's in-process layer only."""
-        self._epoch += 1
+        self._overtake(classified_id, tenant)
         return super().drop_classified(classified_id, tenant)
 
     def clear(self) -> None:
-        self._epoch += 1
+        self._overtake(None)
         super().clear()
 
     async def drop_shared(self, classified_id: str, tenant: str | None = None) -> int:
