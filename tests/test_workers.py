@@ -4,6 +4,7 @@ both up, and SIGTERM stops both gracefully, letting a request in flight finish."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -279,3 +280,84 @@ def _pid_of(directory: Path) -> int:
     """The one process that wrote into `directory` (from its files' names)."""
     [pid] = {name.rsplit("_", 1)[1].removesuffix(".db") for name in os.listdir(directory)}
     return int(pid)
+
+
+def spawned_workers(parent: int) -> set[int]:
+    """The worker processes `parent` has now (multiprocessing's spawned interpreters; not
+    its resource tracker)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    workers = set()
+    for child in children:
+        with contextlib.suppress(FileNotFoundError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.add(int(child))
+    return workers
+
+
+async def test_a_worker_killed_while_it_starts_is_replaced(
+    simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """Worker 1 serves while worker 2 still starts (its V3 token request, at warm-up, gets no
+    answer); SIGKILL to worker 2 then is not an app that cannot start: it is replaced."""
+    # The first token request hangs: whichever worker asks first stays in its start-up.
+    simulator.sim.state.add_fault("token", "timeout", count=1, delay_s=600)
+    env = serve_env(simulator, GATEWAY_UPSTREAM_TIMEOUT_S="300", TMPDIR=str(tmp_path))
+    process = await asyncio.create_subprocess_exec(
+        GATEWAY, "serve", "--workers", "2", stdout=PIPE, stderr=STDOUT, env=env, cwd=tmp_path
+    )
+    assert process.stdout is not None
+    try:
+        banner = (await process.stdout.readline()).decode()
+        found = re.search(r"(http://\S+)/graphql \(2 workers", banner)
+        assert found is not None, banner
+        output = Output(process.stdout)
+        [first] = await output.wait_for(serving)
+        starting = spawned_workers(process.pid) - {first["worker_pid"]}
+        assert len(starting) == 1, starting
+        [pid] = starting
+        assert simulator.sim.state.calls("token") == 2  # its request hangs, the other's did not
+
+        os.kill(pid, signal.SIGKILL)
+        [ended] = await output.wait_for(message(f"worker {3 - first['worker']} (pid {pid})"))
+        assert ended["level"] == "ERROR"
+        assert "SIGKILL" in ended["message"] and "starting another" in ended["message"]
+        replaced = (await output.wait_for(serving, 2))[1]
+        assert replaced["worker"] == 3 - first["worker"]
+        assert replaced["worker_pid"] != pid
+        async with httpx.AsyncClient(verify=LOOPBACK_TLS, base_url=found[1]) as client:
+            assert (await client.get("/readyz")).status_code == 200
+
+        process.send_signal(signal.SIGTERM)
+        rest = await output.rest()
+        assert await process.wait() == 0, rest
+        assert "stopping the gateway" not in rest
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_a_worker_whose_app_cannot_start_stops_the_gateway_with_its_status(
+    simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "trusted.json"
+    manifest.write_text("[]")  # readable, but not a manifest: the app cannot be built
+    env = serve_env(
+        simulator, GATEWAY_TRUSTED_DOCUMENTS=str(manifest), GATEWAY_WARM_UP="false",
+        TMPDIR=str(tmp_path),
+    )  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        GATEWAY, "serve", "--workers", "2", stdout=PIPE, stderr=STDOUT, env=env, cwd=tmp_path
+    )
+    assert process.stdout is not None
+    try:
+        output = Output(process.stdout)
+        [failed] = await output.wait_for(lambda line: "failed to start" in line.get("message", ""))
+        assert "status 1" in failed["message"] and "stopping the gateway" in failed["message"]
+        rest = await output.rest()
+        assert await process.wait() == 1, rest
+        assert "starting another" not in rest
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -76,8 +76,9 @@ def serve_on(
     shared_grpc_port: bool = False,
     on_serving: Callable[[], None] | None = None,
     parent_sentinel: int | None = None,
-) -> None:
-    """Serve the gateway on `listener` until a stop signal; returns after a graceful stop.
+) -> bool:
+    """Serve the gateway on `listener` until a stop signal; returns after a graceful stop,
+    True, or False at once if the app could not start.
 
     `shared_grpc_port`: other processes serve gRPC on the same port (SO_REUSEPORT).
     `on_serving` is called once the app has started and accepts connections;
@@ -103,3 +104,4 @@ def serve_on(
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[listener])
+    return server.started

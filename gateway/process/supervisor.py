@@ -15,10 +15,12 @@ fails at start-up in a loop only uvicorn's own CLI path breaks.
 - SIGTERM or SIGINT to the parent: it closes its copy of the listener and sends SIGTERM to
   every worker, which stops gracefully (`gateway.process.serve`); the parent exits 0 once all
   have, or 1 if one of them did not end cleanly. A second signal stops the workers at once.
-- A worker that dies while serving is logged and replaced; more than `MAX_DEATHS` deaths
-  within `DEATH_WINDOW_S` stop the whole gateway with status 1. A worker that ends before
-  it serves (bad settings, a port in use) stops the others, and the parent exits with that
-  worker's status: starting another would fail the same way.
+- A worker that dies while serving, or that a signal ends at any time (the OOM killer, an
+  operator; while it starts too), is logged and replaced; more than `MAX_DEATHS` deaths
+  within `DEATH_WINDOW_S` stop the whole gateway with status 1. A worker that exits by itself
+  before it serves says that the app cannot start (bad settings, a port in use: status
+  `STARTUP_FAILURE`, or 1 for an exception before the app existed): that stops the others,
+  and the parent exits with that worker's status, since another would fail the same way.
 - A worker whose parent is gone (killed) stops by itself.
 - With `GATEWAY_WEBHOOK_SUBSCRIBE`, worker 1 alone subscribes the receiver at V3 (and
   unsubscribes it when the gateway stops); callbacks reach whichever worker accepts them.
@@ -29,12 +31,14 @@ fails at start-up in a loop only uvicorn's own CLI path breaks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from collections import deque
@@ -52,6 +56,8 @@ MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 # Workers dying more often than this are not a passing accident: stop instead of churning.
 MAX_DEATHS: Final = 5
 DEATH_WINDOW_S: Final = 60.0
+# A worker's exit status when its app could not start (uvicorn's own CLI uses 3 as well).
+STARTUP_FAILURE: Final = 3
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -83,7 +89,7 @@ def work(settings: Settings, listener: socket.socket, ready: Connection, log_lev
         ready.send(os.getpid())
         ready.close()
 
-    serve_on(
+    started = serve_on(
         settings,
         listener,
         log_level=log_level,
@@ -91,6 +97,8 @@ def work(settings: Settings, listener: socket.socket, ready: Connection, log_lev
         on_serving=serving,
         parent_sentinel=None if parent is None else parent.sentinel,
     )
+    if not started:
+        sys.exit(STARTUP_FAILURE)
 
 
 @dataclass(eq=False, slots=True)
@@ -184,6 +192,12 @@ class Supervisor:
         )
         process.start()
         ready_end.close()  # the worker holds the other copy: EOF here if it dies first
+        log.info(
+            "worker %d starting (pid %d)",
+            number,
+            process.pid,
+            extra={"worker": number, "worker_pid": process.pid},
+        )
         return _Worker(number, process, ready)
 
     def _supervise(self, signals: _Signals) -> None:
@@ -247,7 +261,10 @@ class Supervisor:
                 )
                 self._status = 1
             return
-        if not worker.serving:
+        # A negative exitcode is the signal that ended the worker: something outside it
+        # (the OOM killer, an operator), not a sign that its app cannot start.
+        killed = code is not None and code < 0
+        if not worker.serving and not killed:
             log.error(
                 "worker %d (pid %s) failed to start (status %s): stopping the gateway",
                 worker.number,
@@ -271,10 +288,11 @@ class Supervisor:
             self._stop(signal.SIGTERM)
             return
         log.error(
-            "worker %d (pid %s) died (status %s): starting another",
+            "worker %d (pid %s) %s (%s): starting another",
             worker.number,
             process.pid,
-            code,
+            "died" if worker.serving else "was ended while starting",
+            _ending(code),
         )
         self._workers.append(self._start(worker.number))
 
@@ -283,6 +301,15 @@ class Supervisor:
 
         if process.pid is not None:
             multiprocess.mark_process_dead(process.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
+
+
+def _ending(code: int | None) -> str:
+    """How a process ended, for the log: `SIGKILL`, or `status 1`."""
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return signal.Signals(-code).name
+        return f"signal {-code}"
+    return f"status {code}"
 
 
 def supervise(settings: Settings, listener: socket.socket, *, workers: int, log_level: str) -> int:
