@@ -1,24 +1,29 @@
-"""Hostile input on `/graphql`: every malformed request is a 4xx or a GraphQL error, never a
-5xx or a hang, and an id reaches V3 only percent-encoded, as one path segment."""
+"""Hostile input on `/graphql` and on gRPC: every malformed request is a 4xx or a GraphQL
+error (gRPC: a status other than INTERNAL or UNKNOWN), never a 5xx, a hang or a logged
+traceback, and an id reaches V3 only percent-encoded, as one path segment."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import grpc
 import httpx
 import orjson
 import pytest
 from hostile import SpiedSimulator, decoded_ids, unencoded_paths
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, seed, settings
 from hypothesis import strategies as st
 
 from gateway.app import create_app
+from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.simulator import RunningSimulator
 
 from gateway_harness import RunningGateway, run_gateway, settings_for
@@ -438,3 +443,184 @@ async def test_hostile_requests_over_a_real_socket(simulator: RunningSimulator) 
             )
             status = int(status_line.split()[1])
             assert status < 500, status_line
+
+
+# --- a thousand generated hostile gRPC requests, over a real channel --------------------------
+
+SERVICE = "/listing.v1.ListingStatusService/"
+GRPC_METHODS = ("GetListing", "BatchGetListings", "ListClassifiedStatuses", "WatchClassifiedStatus")
+READ_MASK_PATHS = ["state", "portals", "legacy", "classified", "classified.id"]
+READ_MASK_PATHS += ["classified.latest_status", "classified.statuses", "", "x" * 5000]
+
+
+@dataclass
+class GrpcTarget:
+    """The gateway's gRPC server (in this process, on a private loop) and a channel to it."""
+
+    channel: grpc.aio.Channel
+    sim: SpiedSimulator
+    errors: list[logging.LogRecord]
+
+
+class _Errors(logging.Handler):
+    """Keeps every record at ERROR or above: a traceback logged anywhere fails the test."""
+
+    def __init__(self, kept: list[logging.LogRecord]) -> None:
+        super().__init__(logging.ERROR)
+        self.kept = kept
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.kept.append(record)
+
+
+async def _start_grpc(stack: AsyncExitStack) -> GrpcTarget:
+    sim = SpiedSimulator()
+    running: RunningSimulator = await stack.enter_async_context(sim.serve())
+    app = create_app(settings_for(running, grpc_port=0, warm_up=False), grpc=True)
+    await stack.enter_async_context(app.router.lifespan_context(app))
+    channel = await stack.enter_async_context(grpc.aio.insecure_channel(app.state.grpc.address))
+    errors: list[logging.LogRecord] = []
+    handler = _Errors(errors)
+    logging.getLogger().addHandler(handler)
+    stack.callback(logging.getLogger().removeHandler, handler)
+    return GrpcTarget(channel=channel, sim=sim, errors=errors)
+
+
+@pytest.fixture
+def loop_grpc() -> Iterator[tuple[asyncio.AbstractEventLoop, GrpcTarget]]:
+    """The gRPC edge on a private event loop, for a synchronous hypothesis test."""
+    loop = asyncio.new_event_loop()
+    stack = AsyncExitStack()
+    try:
+        target = loop.run_until_complete(_start_grpc(stack))
+        yield loop, target
+    finally:
+        loop.run_until_complete(stack.aclose())
+        loop.close()
+
+
+metadata_values = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40
+).map(str.strip)
+int64s = st.one_of(
+    st.integers(-(2**63), 2**63 - 1), st.sampled_from([0, 1, -1, 2**31, 2**63 - 1, -(2**63)])
+)
+int32s = st.one_of(st.integers(-(2**31), 2**31 - 1), st.sampled_from([0, 1, 100, 101, -1]))
+enum_numbers = st.one_of(st.integers(0, 15), st.sampled_from([999, 2**31 - 1, -1, -(2**31)]))
+
+
+def _forged_token(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+page_tokens = st.one_of(
+    st.just(""),
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "ks:2024-01-01T00:00:00|x",  # a date without UTC offset
+            "ks:2024-01-01T00:00:00+00:00|x",
+            "ks:0001-01-01T00:00:00+14:00|x",
+            "ks:9999-12-31T23:59:59-14:00|",
+            "ks:|",
+            "v3:",
+            "v3:" + "t" * 3000,
+            "ks:2024-13-45T99:99:99Z|y",
+        ]
+    ).map(_forged_token),
+    st.text(max_size=30).map(lambda text: _forged_token("ks:" + text)),
+)
+
+
+@st.composite
+def grpc_refs(draw: st.DrawFn) -> pb.ListingRef:
+    ref = pb.ListingRef()
+    if draw(st.booleans()):
+        ref.classified_id = draw(ids)
+    if draw(st.booleans()):
+        ref.legacy.user_id = draw(int64s)
+        ref.legacy.ad_id = draw(int64s)
+    return ref
+
+
+def _mask(draw: st.DrawFn) -> list[str]:
+    return draw(
+        st.lists(st.one_of(st.sampled_from(READ_MASK_PATHS), st.text(max_size=20)), max_size=4)
+    )
+
+
+@st.composite
+def grpc_calls(draw: st.DrawFn) -> tuple[str, bytes, tuple[tuple[str, str], ...]]:
+    """(method, request bytes, metadata): a well-formed message with hostile values, or bytes
+    that are not the method's message at all."""
+    method = draw(st.sampled_from(GRPC_METHODS))
+    request: Any
+    if method == "GetListing":
+        request = pb.GetListingRequest(ref=draw(grpc_refs()))
+        request.read_mask.paths.extend(_mask(draw))
+    elif method == "BatchGetListings":
+        count = draw(st.one_of(st.integers(0, 4), st.just(201)))
+        request = pb.BatchGetListingsRequest(refs=[draw(grpc_refs())] * count)
+        request.read_mask.paths.extend(_mask(draw))
+    elif method == "ListClassifiedStatuses":
+        request = pb.ListClassifiedStatusesRequest(
+            classified_id=draw(ids),
+            page_size=draw(int32s),
+            page_token=draw(page_tokens),
+        )
+        request.statuses.extend(draw(st.lists(enum_numbers, max_size=3)))
+        request.portals.extend(draw(st.lists(enum_numbers, max_size=3)))
+    else:
+        count = draw(st.one_of(st.integers(0, 3), st.just(201)))
+        request = pb.WatchRequest(classified_ids=[draw(ids) for _ in range(count)])
+    raw = request.SerializeToString()
+    if draw(st.integers(0, 5)) == 0:  # not this message: cut short, or other bytes
+        raw = draw(st.one_of(st.binary(min_size=1, max_size=40), st.just(raw[: len(raw) // 2])))
+    metadata = tuple(
+        (name, draw(metadata_values))
+        for name in ("x-intermediary-id", "authorization", "traceparent")
+        if draw(st.integers(0, 3)) == 0
+    )
+    return method, raw, metadata
+
+
+async def _grpc_exchange(
+    channel: grpc.aio.Channel, method: str, raw: bytes, metadata: tuple[tuple[str, str], ...]
+) -> grpc.StatusCode | None:
+    """The call's status code; None for a watch stream that was set up (then cancelled)."""
+    try:
+        if method == "WatchClassifiedStatus":
+            call = channel.unary_stream(SERVICE + method)(raw, metadata=metadata, timeout=30)
+            await call.initial_metadata()
+            if call.done():
+                return await call.code()
+            call.cancel()
+            return None
+        await channel.unary_unary(SERVICE + method)(raw, metadata=metadata, timeout=30)
+        return grpc.StatusCode.OK
+    except grpc.aio.AioRpcError as failed:
+        assert "Traceback" not in (failed.details() or "")
+        assert len(failed.details() or "") < 1000, (method, len(failed.details() or ""))
+        return failed.code()
+
+
+@settings(
+    max_examples=1000,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@seed(20)
+@given(call=grpc_calls())
+def test_a_thousand_hostile_grpc_requests_get_no_internal_error_and_no_traceback(
+    loop_grpc: tuple[asyncio.AbstractEventLoop, GrpcTarget],
+    call: tuple[str, bytes, tuple[tuple[str, str], ...]],
+) -> None:
+    loop, target = loop_grpc
+    method, raw, metadata = call
+    before = len(target.sim.raw_paths)
+    code = loop.run_until_complete(_grpc_exchange(target.channel, method, raw, metadata))
+    event(f"{method}: {code.name if code is not None else 'watching'}")
+    assert code not in {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}, (method, raw)
+    assert [record.getMessage() for record in target.errors] == []
+    assert unencoded_paths(target.sim.raw_paths[before:]) == []
