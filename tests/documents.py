@@ -22,8 +22,8 @@ README = DOCUMENTS["README.md"]
 ALL = "\n".join(DOCUMENTS.values())
 
 FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.S | re.M)
-# Languages a reader would paste into a shell, GraphiQL or Python.
-RUNNABLE = frozenset({"sh", "bash", "shell", "console", "graphql", "python"})
+# Languages a reader would paste into a shell, GraphiQL, Python or a JavaScript app.
+RUNNABLE = frozenset({"sh", "bash", "shell", "console", "graphql", "python", "js", "javascript"})
 
 
 def document_with(marker: str) -> tuple[str, str]:
@@ -58,6 +58,14 @@ EXERCISED: tuple[Block, ...] = (
     Block("From Python", "python", "test_readme_grpc.py"),
     Block("run more workers behind the same ports", "sh", "test_workers.py"),
     Block("figures are read as ratios to it", "sh", "test_docs.py"),
+    Block("so Relay refetches its next page through `node(id:)`:", "js", "test_clients.py"),
+    Block("merges the pages of a history into one list in the cache:", "js", "test_clients.py"),
+    Block("until `hasNextPage` is false:", "js", "test_clients.py"),
+    Block("taking the first event:", "js", "test_clients.py"),
+    Block("so a mistyped field fails in the client, not on the wire:", "python", "test_clients.py"),
+    Block("the health service answers the same way:", "sh", "test_clients.py"),
+    Block("reads the same file):", "sh", "test_clients.py"),
+    Block("from the `stubs` folder:", "python", "test_clients.py"),
 )
 
 
