@@ -8,7 +8,6 @@ then only coerces those fields' arguments with its own variables.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,7 @@ from strawberry.extensions import SchemaExtension
 from gateway.domain import ids
 from gateway.domain.errors import InvalidInput
 from gateway.graphql.inputs import ref_from_arguments
+from gateway.graphql.memo import DocumentMemo
 from gateway.graphql.variables import coerce_variables
 from gateway.service.checks import (
     DEFAULT_PAGE_SIZE,
@@ -89,15 +89,15 @@ class _Site:
     check: Check
 
 
-_plans: weakref.WeakKeyDictionary[DocumentNode, dict[str | None, list[_Site]]] = (
-    weakref.WeakKeyDictionary()
-)
+_plans: DocumentMemo[dict[str | None, list[_Site]]] = DocumentMemo()
 
 
 def _sites(
     schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
 ) -> list[_Site]:
-    per_operation = _plans.setdefault(document, {})
+    per_operation = _plans.get(document)
+    if per_operation is None:
+        per_operation = _plans.put(document, {})
     key = operation.name.value if operation.name else None
     sites = per_operation.get(key)
     if sites is None:

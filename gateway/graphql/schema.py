@@ -6,7 +6,6 @@ from typing import Any
 
 import strawberry
 from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
-from strawberry.extensions import ValidationCache
 from strawberry.types import ExecutionContext
 
 from gateway.graphql.arguments import ArgumentChecks
@@ -17,6 +16,7 @@ from gateway.graphql.limits import Limits, TokenLimitedParser, alias_rule, depth
 from gateway.graphql.live import Subscription
 from gateway.graphql.resolvers import Mutation, Query
 from gateway.graphql.types import Listing
+from gateway.graphql.validation import DocumentValidation, validation_memo
 
 
 class GatewaySchema(strawberry.Schema):
@@ -37,16 +37,18 @@ def build_schema(
     introspection: bool = True,
     compiled_execution: bool = True,
 ) -> strawberry.Schema:
-    # The rule classes are made once: the validation cache is keyed by them.
+    # The rule classes are made once per schema, and so is the validation memo that holds
+    # what they found in each document.
     rules: tuple[type[ASTValidationRule], ...] = (depth_rule(max_depth), alias_rule(max_aliases))
     if not introspection:
         rules += (NoSchemaIntrospectionCustomRule,)
+    validated = validation_memo()
     # Factories, not instances: strawberry builds fresh extensions for every request.
     extensions: list[Any] = [
         ErrorCodes,
         # Parsing stops past this many tokens; the largest real query (200 refs) has ~3,000.
         lambda: TokenLimitedParser(max_tokens=max_tokens),
-        lambda: ValidationCache(maxsize=1024),
+        lambda: DocumentValidation(validated),
         lambda: Limits(rules),
         lambda: ArgumentChecks(max_listings=max_listings),
         lambda: CostLimit(max_root_fields=max_root_fields, max_cost=max_upstream_cost),
