@@ -163,7 +163,7 @@ def create_app(
                 max_variable_depth=settings.max_variable_depth,
                 documents=documents,
                 tracer=tracer,
-                ide_page=lambda: page_response(graphiql_html()),
+                ide_page=lambda: page_response(graphiql_html(settings.board_refs)),
             )
             runtime_metrics = RuntimeCollector(runtime)
             metrics.watch(runtime_metrics)

@@ -31,7 +31,7 @@ from playwright.async_api import (
 from system_parts import missing
 
 from gateway.app import create_app
-from gateway.process.demo import board_refs, demo_query, demo_refs
+from gateway.process.demo import DEMO_SUBSCRIPTION, board_refs, demo_query, demo_refs
 from gateway.simulator import Simulator
 from gateway.simulator.faults import Fault
 
@@ -332,6 +332,67 @@ async def test_graphiql_runs_a_subscription(gateway: RunningGateway, page: Page)
     )
     event = json.loads(await answer.json_value())["data"]["classifiedStatusChanged"]
     assert event == {"classifiedId": classified_id, "status": {"status": "UPDATING"}}
+
+
+async def editor_text(page: Page, selector: str, expected: str) -> str:
+    """The text of a GraphiQL editor once it holds `expected`."""
+    found = await page.wait_for_function(
+        """([selector, expected]) => {
+            const node = document.querySelector(selector);
+            const text = node && node.CodeMirror.getValue();
+            return text && text.includes(expected) ? text : null;
+        }""",
+        arg=[selector, expected],
+        timeout=PATIENCE_MS,
+    )
+    text: str = await found.json_value()
+    return text
+
+
+async def test_graphiql_opens_ready_to_run_the_demo_query_and_a_live_tab(
+    gateway: RunningGateway, page: Page
+) -> None:
+    """A first visit: the demo's query with the configured refs as its variables, so Run
+    answers at once; the second tab holds the demo's live subscription, which runs too."""
+    await page.goto(f"{gateway.url}/graphql")
+    query = await editor_text(page, ".graphiql-query-editor .CodeMirror", "query Demo(")
+    assert "listings(refs: $refs)" in query
+    variables = json.loads(await editor_text(page, ".graphiql-editor-tool .CodeMirror", '"refs"'))
+    refs = demo_refs(gateway.sim.data)
+    assert variables == {
+        "refs": [
+            {"classifiedId": cid, "legacy": {"userId": user, "adId": ad}} for cid, user, ad in refs
+        ]
+    }
+    await page.locator(".graphiql-execute-button").click()
+    body = json.loads(await editor_text(page, ".result-window .CodeMirror", '"listings"'))
+    assert "errors" not in body
+    assert [listing["state"] for listing in body["data"]["listings"]] != []
+    assert len(body["data"]["listings"]) == len(refs)
+    await screenshot(page, "graphiql-demo.png")
+
+    tabs = page.locator(".graphiql-tab")
+    await expect(tabs).to_have_count(2)
+    await tabs.nth(1).locator(".graphiql-tab-button").click()
+    live = await editor_text(page, ".graphiql-query-editor .CodeMirror", "subscription Live")
+    assert live == DEMO_SUBSCRIPTION
+    # GraphiQL picks the operation to send from the editor a moment after the tab changes.
+    await page.wait_for_function(
+        "() => localStorage.getItem('graphiql:operationName') === 'Live'", timeout=PATIENCE_MS
+    )
+    events = gateway.app.state.runtime.events
+    before = set(events.subscribers)
+    await page.locator(".graphiql-execute-button").click()
+    async with asyncio.timeout(PATIENCE_MS / 1000):
+        while not set(events.subscribers) - before:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    classified_id = refs[0][0]
+    await append_status(gateway, classified_id, status="UPDATING")
+    event = json.loads(
+        await editor_text(page, ".result-window .CodeMirror", "classifiedStatusChanged")
+    )["data"]["classifiedStatusChanged"]
+    assert event["classifiedId"] == classified_id
+    assert event["status"]["status"] == "UPDATING"
 
 
 async def test_board_shows_which_upstream_failed(gateway: RunningGateway, page: Page) -> None:

@@ -146,9 +146,10 @@ def _render(name: str, **values: str) -> str:
     return template.substitute(static=STATIC_PREFIX, **urls, **values)
 
 
-def graphiql_html() -> str:
-    """The GraphiQL page: the vendored bundles and our own start-up script."""
-    return _render("graphiql.html")
+def graphiql_html(default_refs: Sequence[str] = ()) -> str:
+    """The GraphiQL page: the vendored bundles and our own start-up script; `default_refs`
+    (in the board's ref syntax) fill the variables of the query it opens with."""
+    return _render("graphiql.html", default_refs=html.escape("\n".join(default_refs), quote=True))
 
 
 def board_html(default_refs: Sequence[str]) -> str:

@@ -1,19 +1,44 @@
 // GraphiQL for this gateway: queries over HTTP, subscriptions over WebSocket
 // (graphql-transport-ws, through the vendored graphql-ws client), the explorer plugin,
 // and an optional client token from the URL fragment (`#token=…`), kept in memory only.
+//
+// A first visit opens two tabs, ready to run: the demo's query with its variables filled in
+// (the listings the page names in its `graphiql-default-refs` meta, as GATEWAY_BOARD_REFS or
+// the demo give them), and the demo's live subscription. A link with `?q=` opens that instead.
+import { parseRef } from "./refs.js";
 import { authHeaders, connectionParams, takeTokenFromFragment } from "./token.js";
 
-const DEFAULT_QUERY = `# Listing Status Gateway
-# Run with Ctrl-Enter. Subscriptions run over WebSocket.
-# Client token: open /graphql#token=… or use the Headers tab.
+const DEMO_QUERY = `# Listing Status Gateway. Run with Ctrl-Enter.
+# The listings are in Variables below (refs as on /board);
+# the Live tab watches status changes over WebSocket.
+# Client token: /graphql#token=… or the Headers tab.
 
-query Listing($ref: ListingRef!) {
-  listing(ref: $ref) {
+query Demo($refs: [ListingRef!]!) {
+  listings(refs: $refs) {
+    id
     state
-    portals { portal provider state since message actionRequired }
+    portals { portal provider state since actionRequired }
+    classified { latestStatus { status subStatus message date } }
+    legacy { portals { portal publish { active online remoteAdId } } }
   }
 }
 `;
+
+// The subscription `gateway demo` prints: every new V3 status of this agency's listings.
+const LIVE_SUBSCRIPTION = `subscription Live {
+  classifiedStatusChanged {
+    classifiedId
+    receivedAt
+    status { status subStatus message date }
+    listing { state portals { portal state since } }
+  }
+}
+`;
+
+function defaultRefs() {
+  const named = document.querySelector('meta[name="graphiql-default-refs"]')?.content ?? "";
+  return named.split("\n").map(parseRef).filter(Boolean);
+}
 
 takeTokenFromFragment();
 
@@ -42,15 +67,31 @@ function remember(key, value) {
   window.history.replaceState(null, "", `?${params}${window.location.hash}`);
 }
 
+function storedTabs() {
+  try {
+    return window.localStorage.getItem("graphiql:tabState") !== null;
+  } catch {
+    return false; // storage refused: GraphiQL keeps nothing either
+  }
+}
+
+// The two tabs open on a first visit only: a returning visitor finds the tabs they left.
+const shared = search.get("q");
+const firstVisit = shared === null && !storedTabs();
+const demoVariables = JSON.stringify({ refs: defaultRefs() }, null, 2);
+const firstTabs = [{ query: DEMO_QUERY, variables: demoVariables }, { query: LIVE_SUBSCRIPTION }];
+
 function App() {
   const explorer = window.React.useMemo(() => window.GraphiQLPluginExplorer.explorerPlugin(), []);
   return window.React.createElement(window.GraphiQL, {
     fetcher,
     plugins: [explorer],
-    defaultQuery: DEFAULT_QUERY,
+    defaultQuery: DEMO_QUERY,
+    defaultTabs: firstVisit ? firstTabs : undefined,
     // `q`, not `query`: a GET /graphql with `query` is a GraphQL request, not this page.
-    query: search.get("q") ?? undefined,
-    variables: search.get("variables") ?? undefined,
+    query: shared ?? undefined,
+    // GraphiQL fills the variables editor from this prop, not from the first default tab.
+    variables: search.get("variables") ?? (firstVisit ? demoVariables : undefined),
     onEditQuery: (query) => remember("q", query),
     onEditVariables: (variables) => remember("variables", variables),
     defaultEditorToolsVisibility: true,
