@@ -160,7 +160,7 @@ async def test_unary_grpc_calls_share_the_http_budget_and_watch_streams_take_no_
         async with grpc.aio.insecure_channel(gw.grpc_address) as channel:
             stub = pb_grpc.ListingStatusServiceStub(channel)
             # An open watch stream is long-lived: it is not admitted, so it holds no turn.
-            watch = stub.WatchClassifiedStatus(pb.WatchRequest())
+            watch = stub.WatchClassifiedStatus(pb.WatchClassifiedStatusRequest())
             await watch.initial_metadata()
             held = asyncio.ensure_future(stub.GetListing(get(first)))
             await gated.all_arrived.wait()  # the only turn is taken, inside the upstream read

@@ -53,7 +53,7 @@ async def test_an_agency_outside_the_allow_list_is_refused_before_any_token_requ
             with pytest.raises(grpc.aio.AioRpcError) as unary:
                 await stub.GetListing(request, metadata=metadata)
             assert unary.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            watch = stub.WatchClassifiedStatus(pb.WatchRequest(), metadata=metadata)
+            watch = stub.WatchClassifiedStatus(pb.WatchClassifiedStatusRequest(), metadata=metadata)
             with pytest.raises(grpc.aio.AioRpcError) as stream:
                 await watch.read()
             assert stream.value.code() == grpc.StatusCode.INVALID_ARGUMENT

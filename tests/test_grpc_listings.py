@@ -144,7 +144,7 @@ BAD_REQUESTS: dict[str, Any] = {
     "UNKNOWN filter": pb.ListClassifiedStatusesRequest(
         classified_id="x", statuses=[pb.CLASSIFIED_STATUS_CODE_UNKNOWN]
     ),
-    "empty watched id": pb.WatchRequest(classified_ids=[""]),
+    "empty watched id": pb.WatchClassifiedStatusRequest(classified_ids=[""]),
     "status number the proto lacks": pb.ListClassifiedStatusesRequest(
         classified_id="x", statuses=[999]
     ),
@@ -158,7 +158,7 @@ BAD_REQUESTS: dict[str, Any] = {
     "a 100 KB read-mask path": pb.GetListingRequest(
         ref=pb.ListingRef(classified_id="x"), read_mask={"paths": ["p" * 100_000]}
     ),
-    "more watched ids than GATEWAY_MAX_LISTINGS": pb.WatchRequest(
+    "more watched ids than GATEWAY_MAX_LISTINGS": pb.WatchClassifiedStatusRequest(
         classified_ids=[f"c-{n}" for n in range(201)]
     ),
 }
@@ -171,7 +171,7 @@ async def test_bad_arguments_are_refused_before_any_upstream_call(
     never INTERNAL, and nothing logged as an error."""
     caplog.set_level(logging.INFO)
     for name, request in BAD_REQUESTS.items():
-        if isinstance(request, pb.WatchRequest):
+        if isinstance(request, pb.WatchClassifiedStatusRequest):
             call = stub.WatchClassifiedStatus(request)
             method = call.read
         else:

@@ -223,7 +223,7 @@ async def test_watch_streams_an_event_appended_upstream_and_ends_when_the_caller
         watched, other = gw.sim.data.tenants[TENANT][1:3]
         events = gw.app.state.runtime.events
         call = pb_grpc.ListingStatusServiceStub(channel).WatchClassifiedStatus(
-            pb.WatchRequest(classified_ids=[watched])
+            pb.WatchClassifiedStatusRequest(classified_ids=[watched])
         )
         await call.initial_metadata()  # the subscription is in place
         await append_upstream(gw, other, "UPDATING")
@@ -256,7 +256,7 @@ async def test_client_tokens_guard_the_service_but_not_health_or_reflection(
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.GetListing(request, metadata=metadata)
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        watch = stub.WatchClassifiedStatus(pb.WatchRequest())
+        watch = stub.WatchClassifiedStatus(pb.WatchClassifiedStatusRequest())
         with pytest.raises(grpc.aio.AioRpcError) as refused_stream:
             await watch.read()
         assert refused_stream.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -300,7 +300,7 @@ async def test_open_watch_streams_end_cleanly_when_the_gateway_stops(
         gw = await stack.enter_async_context(run_gateway(simulator, grpc=True))
         async with grpc.aio.insecure_channel(gw.grpc_address) as channel:
             call = pb_grpc.ListingStatusServiceStub(channel).WatchClassifiedStatus(
-                pb.WatchRequest()
+                pb.WatchClassifiedStatusRequest()
             )
             await call.initial_metadata()
             stopping = asyncio.ensure_future(stack.pop_all().aclose())
@@ -318,11 +318,13 @@ async def test_watch_streams_past_the_process_bound_are_resource_exhausted(
     ):
         stub = pb_grpc.ListingStatusServiceStub(channel)
         events = gw.app.state.runtime.events
-        first = stub.WatchClassifiedStatus(pb.WatchRequest(classified_ids=["c-1"]))
-        second = stub.WatchClassifiedStatus(pb.WatchRequest())
+        first = stub.WatchClassifiedStatus(pb.WatchClassifiedStatusRequest(classified_ids=["c-1"]))
+        second = stub.WatchClassifiedStatus(pb.WatchClassifiedStatusRequest())
         for call in (first, second):
             await call.initial_metadata()
-        refused = stub.WatchClassifiedStatus(pb.WatchRequest(classified_ids=["c-2"]))
+        refused = stub.WatchClassifiedStatus(
+            pb.WatchClassifiedStatusRequest(classified_ids=["c-2"])
+        )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await refused.read()
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -334,7 +336,7 @@ async def test_watch_streams_past_the_process_bound_are_resource_exhausted(
         first.cancel()
         while len(events.subscribers) > 1:  # noqa: ASYNC110 (no event says when)
             await asyncio.sleep(0.005)
-        third = stub.WatchClassifiedStatus(pb.WatchRequest(classified_ids=["c-3"]))
+        third = stub.WatchClassifiedStatus(pb.WatchClassifiedStatusRequest(classified_ids=["c-3"]))
         await third.initial_metadata()
         assert len(events.subscribers) == 2
         second.cancel()

@@ -572,7 +572,7 @@ def grpc_calls(draw: st.DrawFn) -> tuple[str, bytes, tuple[tuple[str, str], ...]
         request.portals.extend(draw(st.lists(enum_numbers, max_size=3)))
     else:
         count = draw(st.one_of(st.integers(0, 3), st.just(201)))
-        request = pb.WatchRequest(classified_ids=[draw(ids) for _ in range(count)])
+        request = pb.WatchClassifiedStatusRequest(classified_ids=[draw(ids) for _ in range(count)])
     raw = request.SerializeToString()
     if draw(st.integers(0, 5)) == 0:  # not this message: cut short, or other bytes
         raw = draw(st.one_of(st.binary(min_size=1, max_size=40), st.just(raw[: len(raw) // 2])))

@@ -157,7 +157,7 @@ class ListingStatusServicer(pb_grpc.ListingStatusServiceServicer):
 
     @translated
     async def WatchClassifiedStatus(
-        self, request: pb.WatchRequest, context: Context
+        self, request: pb.WatchClassifiedStatusRequest, context: Context
     ) -> AsyncIterator[pb.ClassifiedStatusEvent]:
         # As many ids as one `listings` query may name: a stream holds its ids for its life.
         if len(request.classified_ids) > self.service.max_listings:

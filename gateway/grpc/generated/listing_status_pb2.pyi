@@ -910,7 +910,7 @@ class ListClassifiedStatusesResponse(_message.Message):
 Global___ListClassifiedStatusesResponse: _TypeAlias = ListClassifiedStatusesResponse  # noqa: Y015
 
 @_typing.final
-class WatchRequest(_message.Message):
+class WatchClassifiedStatusRequest(_message.Message):
     """Asks for classified status changes."""
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -931,7 +931,7 @@ class WatchRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___WatchRequest: _TypeAlias = WatchRequest  # noqa: Y015
+Global___WatchClassifiedStatusRequest: _TypeAlias = WatchClassifiedStatusRequest  # noqa: Y015
 
 @_typing.final
 class ClassifiedStatusEvent(_message.Message):

@@ -61,7 +61,7 @@ class ListingStatusServiceStub:
                 _registered_method=True)
         self.WatchClassifiedStatus = channel.unary_stream(
                 '/listing.v1.ListingStatusService/WatchClassifiedStatus',
-                request_serializer=listing__status__pb2.WatchRequest.SerializeToString,
+                request_serializer=listing__status__pb2.WatchClassifiedStatusRequest.SerializeToString,
                 response_deserializer=listing__status__pb2.ClassifiedStatusEvent.FromString,
                 _registered_method=True)
 
@@ -128,7 +128,7 @@ def add_ListingStatusServiceServicer_to_server(servicer, server):
             ),
             'WatchClassifiedStatus': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchClassifiedStatus,
-                    request_deserializer=listing__status__pb2.WatchRequest.FromString,
+                    request_deserializer=listing__status__pb2.WatchClassifiedStatusRequest.FromString,
                     response_serializer=listing__status__pb2.ClassifiedStatusEvent.SerializeToString,
             ),
     }
@@ -248,7 +248,7 @@ class ListingStatusService:
             request,
             target,
             '/listing.v1.ListingStatusService/WatchClassifiedStatus',
-            listing__status__pb2.WatchRequest.SerializeToString,
+            listing__status__pb2.WatchClassifiedStatusRequest.SerializeToString,
             listing__status__pb2.ClassifiedStatusEvent.FromString,
             options,
             channel_credentials,

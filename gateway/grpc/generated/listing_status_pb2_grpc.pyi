@@ -54,7 +54,7 @@ class ListingStatusServiceStub:
     """Many listings at once, in the order asked; legacy reads are batched per user."""
     ListClassifiedStatuses: _grpc.UnaryUnaryMultiCallable[_listing_status_pb2.ListClassifiedStatusesRequest, _listing_status_pb2.ListClassifiedStatusesResponse]
     """A page of a classified's V3 status history, newest first."""
-    WatchClassifiedStatus: _grpc.UnaryStreamMultiCallable[_listing_status_pb2.WatchRequest, _listing_status_pb2.ClassifiedStatusEvent]
+    WatchClassifiedStatus: _grpc.UnaryStreamMultiCallable[_listing_status_pb2.WatchClassifiedStatusRequest, _listing_status_pb2.ClassifiedStatusEvent]
     """Classified status changes as the gateway receives them (V3 webhooks), until the
     caller cancels. Only changes received after the call starts are sent.
     """
@@ -80,7 +80,7 @@ class ListingStatusServiceAsyncStub(ListingStatusServiceStub):
     """Many listings at once, in the order asked; legacy reads are batched per user."""
     ListClassifiedStatuses: _aio.UnaryUnaryMultiCallable[_listing_status_pb2.ListClassifiedStatusesRequest, _listing_status_pb2.ListClassifiedStatusesResponse]  # type: ignore[assignment]
     """A page of a classified's V3 status history, newest first."""
-    WatchClassifiedStatus: _aio.UnaryStreamMultiCallable[_listing_status_pb2.WatchRequest, _listing_status_pb2.ClassifiedStatusEvent]  # type: ignore[assignment]
+    WatchClassifiedStatus: _aio.UnaryStreamMultiCallable[_listing_status_pb2.WatchClassifiedStatusRequest, _listing_status_pb2.ClassifiedStatusEvent]  # type: ignore[assignment]
     """Classified status changes as the gateway receives them (V3 webhooks), until the
     caller cancels. Only changes received after the call starts are sent.
     """
@@ -125,7 +125,7 @@ class ListingStatusServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def WatchClassifiedStatus(
         self,
-        request: _listing_status_pb2.WatchRequest,
+        request: _listing_status_pb2.WatchClassifiedStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_listing_status_pb2.ClassifiedStatusEvent], _abc.AsyncIterator[_listing_status_pb2.ClassifiedStatusEvent]]:
         """Classified status changes as the gateway receives them (V3 webhooks), until the
