@@ -6,10 +6,11 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 
-from gateway.config import SettingsError, load_settings
+from gateway.config import Settings, SettingsError, load_settings
 from gateway.infra.listener import bind_listener
 
 SCHEMA_PATH = Path("schema/schema.graphql")
@@ -64,6 +65,42 @@ def _serve(args: argparse.Namespace) -> int:
     if workers < 1:
         print("gateway: --workers must be at least 1", file=sys.stderr)
         return 2
+    if workers == 1:
+        return _serve_one(settings, args.log_level)
+
+    from gateway.process.supervisor import reserve_port, supervise
+
+    # Both ports are chosen here once (port 0 too) and held: every worker listens on them
+    # with a socket of its own (SO_REUSEPORT), and the kernel spreads the connections.
+    held: list[socket.socket] = []
+    try:
+        for what, port in (("", settings.http_port), (" (gRPC)", settings.grpc_port)):
+            try:
+                held.append(reserve_port(settings.host, port))
+            except OSError as exc:
+                print(f"gateway: cannot listen on {settings.host}:{port}{what}: {exc.strerror}",
+                      file=sys.stderr)  # fmt: skip
+                return 2
+        http_port, grpc_port = (sock.getsockname()[1] for sock in held)
+        settings = settings.model_copy(update={"http_port": http_port, "grpc_port": grpc_port})
+        host = held[0].getsockname()[0]
+
+        def banner() -> None:
+            # Printed once a worker listens: a client may connect as soon as it reads it.
+            print(f"Gateway listening on http://{host}:{http_port}/graphql "
+                  f"({workers} workers, gRPC on {host}:{grpc_port})", flush=True)  # fmt: skip
+
+        configure_logging(json=True, level=args.log_level.upper())
+        return supervise(settings, workers=workers, log_level=args.log_level, on_serving=banner)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def _serve_one(settings: Settings, log_level: str) -> int:
+    from gateway.observability.logs import configure_logging
+    from gateway.process.serve import serve_on
+
     # Bound before the banner, so it names the real port (GATEWAY_HTTP_PORT=0 picks a free
     # one) and a client may connect as soon as it reads it.
     try:
@@ -73,30 +110,10 @@ def _serve(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     host, port = listener.getsockname()[:2]
-    if workers == 1:
-        from gateway.process.serve import serve_on
-
-        print(f"Gateway listening on http://{host}:{port}/graphql", flush=True)
-        configure_logging(json=True, level=args.log_level.upper())
-        serve_on(settings, listener, log_level=args.log_level)
-        return 0
-
-    from gateway.process.supervisor import reserve_port, supervise
-
-    # The workers share one gRPC port: chosen here once (GATEWAY_GRPC_PORT=0 too) and held.
-    try:
-        grpc_port = reserve_port(settings.host, settings.grpc_port)
-    except OSError as exc:
-        listener.close()
-        print(f"gateway: cannot listen on {settings.host}:{settings.grpc_port} (gRPC): "
-              f"{exc.strerror}", file=sys.stderr)  # fmt: skip
-        return 2
-    with grpc_port:
-        settings = settings.model_copy(update={"grpc_port": grpc_port.getsockname()[1]})
-        print(f"Gateway listening on http://{host}:{port}/graphql "
-              f"({workers} workers, gRPC on {host}:{settings.grpc_port})", flush=True)  # fmt: skip
-        configure_logging(json=True, level=args.log_level.upper())
-        return supervise(settings, listener, workers=workers, log_level=args.log_level)
+    print(f"Gateway listening on http://{host}:{port}/graphql", flush=True)
+    configure_logging(json=True, level=log_level.upper())
+    serve_on(settings, listener, log_level=log_level)
+    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -17,8 +17,14 @@ from typing import Final
 BACKLOG: Final = 2048
 
 
-def bind_listener(host: str, port: int, *, backlog: int = BACKLOG) -> socket.socket:
-    """A TCP socket bound to `host:port` and listening; raises OSError (e.g. port in use)."""
+def bind_listener(
+    host: str, port: int, *, backlog: int = BACKLOG, reuse_port: bool = False
+) -> socket.socket:
+    """A TCP socket bound to `host:port` and listening; raises OSError (e.g. port in use).
+
+    With `reuse_port`, other sockets of this user may listen on the same port (SO_REUSEPORT):
+    the kernel spreads new connections over them, as the workers of `serve --workers N` do.
+    """
     family, kind, proto, _, address = socket.getaddrinfo(
         host or None, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP,
         flags=socket.AI_PASSIVE,
@@ -26,6 +32,8 @@ def bind_listener(host: str, port: int, *, backlog: int = BACKLOG) -> socket.soc
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
         sock.listen(backlog)
     except OSError:

@@ -1,19 +1,21 @@
-"""`gateway serve --workers N`: N worker processes accepting on one listener.
+"""`gateway serve --workers N`: N worker processes, each listening on the one port.
 
-The parent binds the HTTP listener once (so port 0 and the banner work as with one process)
-and reserves the gRPC port with SO_REUSEPORT; then it starts N workers with
+The parent reserves the HTTP and gRPC ports once with SO_REUSEPORT (bound, not listening, so
+port 0 and the banner work as with one process); then it starts N workers with
 multiprocessing's *spawn* method: each is a fresh interpreter that builds its own app
 (runtime, sessions, tracer provider, gRPC server), since neither gRPC nor OpenTelemetry
-survives a fork. Every worker accepts on the inherited HTTP socket and binds the gRPC port
-with SO_REUSEPORT; the kernel spreads connections over them.
+survives a fork. Every worker listens on both ports with a socket of its own
+(SO_REUSEPORT), and the kernel spreads new connections over the workers' sockets. With one
+socket shared by all, whichever worker woke first accepted a whole burst: 32 keep-alive
+connections all landed on one worker in 3 of 6 benchmark runs. The price: a worker that
+hangs still gets its share of new connections until it is replaced.
 
 uvicorn's own supervisor (`uvicorn.supervisors.Multiprocess`) is not used: its workers run
 a plain `uvicorn.Server`, so `/readyz` and gRPC health could not turn before the drain, it
 has no hook to tell prometheus-client that a worker died, and it restarts a worker that
 fails at start-up in a loop only uvicorn's own CLI path breaks.
 
-- SIGTERM or SIGINT to the parent: it closes its copy of the listener and sends SIGTERM to
-  every worker, which stops gracefully (`gateway.process.serve`); the parent exits 0 once all
+- SIGTERM or SIGINT to the parent: it sends SIGTERM to every worker, which stops gracefully (`gateway.process.serve`); the parent exits 0 once all
   have, or 1 if one of them did not end cleanly. A second signal stops the workers at once.
 - A worker that dies while serving, or that a signal ends at any time (the OOM killer, an
   operator; while it starts too), is logged and replaced; more than `MAX_DEATHS` deaths
@@ -42,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -77,13 +80,19 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def work(settings: Settings, listener: socket.socket, ready: Connection, log_level: str) -> None:
+def work(settings: Settings, ready: Connection, log_level: str) -> None:
     """A worker process: serve until told to stop (runs in the spawned interpreter)."""
+    from gateway.infra.listener import bind_listener
     from gateway.observability import configure_logging
     from gateway.process.serve import serve_on
 
     configure_logging(json=True, level=log_level.upper())
     parent = multiprocessing.parent_process()
+    try:
+        listener = bind_listener(settings.host, settings.http_port, reuse_port=True)
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.http_port, exc.strerror)
+        sys.exit(STARTUP_FAILURE)
 
     def serving() -> None:
         ready.send(os.getpid())
@@ -135,10 +144,15 @@ class Supervisor:
     """Starts the workers, replaces the ones that die, stops them all on a signal."""
 
     def __init__(
-        self, settings: Settings, listener: socket.socket, *, workers: int, log_level: str
+        self,
+        settings: Settings,
+        *,
+        workers: int,
+        log_level: str,
+        on_serving: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.listener = listener
+        self.on_serving = on_serving
         self.count = workers
         self.log_level = log_level
         self.metrics_dir = ""
@@ -187,7 +201,7 @@ class Supervisor:
         ready, ready_end = self._context.Pipe(duplex=False)
         process = self._context.Process(
             target=work,
-            args=(settings, self.listener, ready_end, self.log_level),
+            args=(settings, ready_end, self.log_level),
             name=f"gateway-worker-{number}",
         )
         process.start()
@@ -225,9 +239,8 @@ class Supervisor:
             self._stop(signal.SIGINT)  # a second stop signal: uvicorn exits without waiting
 
     def _stop(self, signum: int) -> None:
-        # The workers close their copies; with the parent's closed too, nothing accepts more.
+        # Each worker closes its own listening socket as it stops: then nothing accepts more.
         self._stopping = True
-        self.listener.close()
         for worker in self._workers:
             if worker.process.pid is not None and worker.process.exitcode is None:
                 os.kill(worker.process.pid, signum)
@@ -239,6 +252,10 @@ class Supervisor:
             return  # died before serving: its sentinel says so
         worker.serving = True
         worker.ready.close()
+        if self.on_serving is not None:
+            # The first worker listens: connections made from now on are accepted.
+            self.on_serving()
+            self.on_serving = None
         log.info(
             "worker %d serving (pid %d)",
             worker.number,
@@ -312,6 +329,13 @@ def _ending(code: int | None) -> str:
     return f"status {code}"
 
 
-def supervise(settings: Settings, listener: socket.socket, *, workers: int, log_level: str) -> int:
-    """Run `workers` worker processes on `listener` until a stop signal; the exit status."""
-    return Supervisor(settings, listener, workers=workers, log_level=log_level).run()
+def supervise(
+    settings: Settings,
+    *,
+    workers: int,
+    log_level: str,
+    on_serving: Callable[[], None] | None = None,
+) -> int:
+    """Run `workers` worker processes on the settings' ports until a stop signal; the exit
+    status. `on_serving` is called once, when the first worker accepts connections."""
+    return Supervisor(settings, workers=workers, log_level=log_level, on_serving=on_serving).run()
