@@ -42,7 +42,7 @@ MODE_NOTES = {
     "naive": "compiled execution, cache and batching off",
 }
 # W1000 asks for more listings, and more upstream reads, than one query may by default;
-# requests past admission's 8 at once queue until served rather than fail after 2 s.
+# requests past admission's limit queue until served rather than fail after 2 s.
 COMMON = {
     "GATEWAY_MAX_LISTINGS": "1000",
     "GATEWAY_MAX_UPSTREAM_COST": "100000",
