@@ -3,7 +3,8 @@
     GatewayError
     ├── InternalError         a bug failed one read; logged with its cause, callers see nothing of it
     ├── InvalidInput          the caller's arguments are wrong; fix the request
-    │   └── TooCostly         ... the request could make more upstream reads than allowed
+    │   ├── TooCostly         ... the request could make more upstream reads than allowed
+    │   └── CursorExpired     ... a change cursor whose later events are no longer kept
     ├── Unauthenticated       the caller presented no valid credential
     ├── Overloaded            the gateway is at capacity (admission); nothing was done, retry later
     ├── NotFound              the named listing, classified or ad does not exist
@@ -66,6 +67,13 @@ class TooCostly(InvalidInput):
         super().__init__(message)
         self.cost = cost
         self.limit = limit
+
+
+class CursorExpired(InvalidInput):
+    """The events after this change cursor are no longer kept (past the retention, or from
+    another process or log): reload what is watched, then subscribe without a cursor."""
+
+    reason: ClassVar[str] = "cursor_expired"
 
 
 class Unauthenticated(GatewayError):

@@ -10,7 +10,8 @@ logged once per subscriber), so one stuck client can never grow memory without b
 Subscribers are indexed by the classifieds they watch: an event costs the subscribers of its
 classified (and those that watch every one), not a scan of all of them. A process holds at
 most `max_subscribers` (`GATEWAY_MAX_SUBSCRIPTIONS`, GraphQL subscriptions and gRPC watch
-streams together); one more is refused with `Overloaded`, which each edge answers as docs/operating.md
+streams together, the listing-change streams of `gateway.live.changes` included through
+`reserve()`); one more is refused with `Overloaded`, which each edge answers as docs/operating.md
 says (GraphQL `OVERLOADED`, gRPC RESOURCE_EXHAUSTED).
 
     async with bus.subscribe({"id1"}) as events:
@@ -23,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Collection
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -122,6 +123,7 @@ class LocalEventBus:
         self.max_subscribers = max_subscribers
         self.stats = BusStats()
         self._subscribers: set[Subscriber] = set()
+        self._reserved = 0  # slots held by other streams (`reserve`)
         # Who gets an event: those watching every classified, and those indexed under its id.
         self._everything: set[Subscriber] = set()
         self._by_classified: dict[str, set[Subscriber]] = {}
@@ -158,8 +160,24 @@ class LocalEventBus:
             if subscriber.dropped:
                 log.info("event subscriber closed after %d dropped events", subscriber.dropped)
 
-    def _register(self, classified_ids: frozenset[str] | None) -> Subscriber:
-        if len(self._subscribers) >= self.max_subscribers:
+    @property
+    def reserved(self) -> int:
+        """Slots held through `reserve()`."""
+        return self._reserved
+
+    @contextmanager
+    def reserve(self) -> Iterator[None]:
+        """Hold one subscription slot for another kind of stream while the block runs;
+        `Overloaded` when none is free."""
+        self._check_room()
+        self._reserved += 1
+        try:
+            yield
+        finally:
+            self._reserved -= 1
+
+    def _check_room(self) -> None:
+        if len(self._subscribers) + self._reserved >= self.max_subscribers:
             self.stats.refused += 1
             raise Overloaded(
                 f"this gateway holds its most subscriptions ({self.max_subscribers}); "
@@ -167,6 +185,9 @@ class LocalEventBus:
                 retry_after=RETRY_AFTER_S,
                 reason="subscriptions",
             )
+
+    def _register(self, classified_ids: frozenset[str] | None) -> Subscriber:
+        self._check_room()
         subscriber = Subscriber(classified_ids, self.max_queue)
         self._subscribers.add(subscriber)
         if classified_ids is None:

@@ -24,6 +24,7 @@ from gateway.domain.models import (
     Caller,
     ClassifiedStatusCode,
     ClassifiedStatusItem,
+    LegacyAdKey,
     LegacyAdStatus,
     ListingRef,
     MediaStatusItem,
@@ -184,6 +185,11 @@ class ListingRequest:
         if self._tenant is None:
             self._tenant = self.service.tenant_of(self.caller)
         return self._tenant
+
+    def prime_legacy(self, status: LegacyAdStatus) -> None:
+        """Answer this request's reads of that ad with `status` (just read by someone else,
+        e.g. the legacy poller) instead of asking the legacy API again. Not for a refresh."""
+        self._legacy.prime(LegacyAdKey(status.user_id, status.ad_id), status)
 
     # --- listings: the one entry point of the edges ---------------------------------
 

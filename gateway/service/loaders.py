@@ -51,6 +51,13 @@ class BatchLoader(Generic[K, V]):
             loop.call_soon(self._dispatch)
         return future
 
+    def prime(self, key: K, value: V) -> None:
+        """Answer `key` with `value` without loading it (unless it is asked for already)."""
+        if key not in self._futures:
+            future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+            future.set_result(value)
+            self._futures[key] = future
+
     def _dispatch(self) -> None:
         keys, self._pending = self._pending, []
         asyncio.get_running_loop().create_task(self._run(keys))
