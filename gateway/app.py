@@ -255,14 +255,14 @@ def create_app(
     app.state.shutting_down = False
     # One budget per process: `/graphql` HTTP requests and unary gRPC calls share it.
     app.add_middleware(Admission, control=admission)
-    # Outermost: refused and oversized requests are traced, counted and logged as well.
-    app.add_middleware(RequestTelemetry, metrics=metrics, tracer=tracer)
     # The deadline covers the wait for a turn too; the body is in before either starts.
     app.add_middleware(ExecutionDeadline, timeout_s=settings.request_timeout_s)
     # A body still on its way holds no turn: it is read whole (bounded in size and time) first.
     app.add_middleware(
         RequestBody, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
     )
+    # Outermost: refused and oversized requests are traced, counted and logged as well.
+    app.add_middleware(RequestTelemetry, metrics=metrics, tracer=tracer)
     # How queries ran (compiled, fallen back to graphql-core, interpreted), for metrics.
     app.state.execution_stats = execution_stats(schema)
     return app
