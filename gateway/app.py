@@ -160,6 +160,7 @@ def create_app(
                 runtime.service,
                 events=runtime.events,
                 webhooks=runtime.webhooks,
+                changes=runtime.changes,
                 max_variable_depth=settings.max_variable_depth,
                 documents=documents,
                 tracer=tracer,

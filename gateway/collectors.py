@@ -6,9 +6,9 @@ package itself must not import: every layer imports observability. Nothing here 
 per request; each value is one the runtime keeps anyway.
 
 `RuntimeCollector`: breaker states, upstream calls in flight, cache events, token fetches,
-unknown upstream values. `RedisCollector` (only when `GATEWAY_REDIS_URL` is set):
+unknown upstream values, listing changes and the legacy poller. `RedisCollector` (only when `GATEWAY_REDIS_URL` is set):
 `gateway_redis_degraded_total` counts each time Redis became unavailable, `gateway_redis_up`
-says whether it answers now, and the shared cache, bus and token counters.
+says whether it answers now, and the shared cache, bus, change log and token counters.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from gateway.live.changelog import LocalChangeLog
 from gateway.observability.metrics import stat_counts
 from gateway.runtime import Runtime
 from gateway.upstreams import UNKNOWN_VALUES, BreakerState, OAuthCredentials
@@ -82,6 +83,40 @@ class RuntimeCollector:
         for (kind, value), count in list(UNKNOWN_VALUES.items()):
             unknown.add_metric([kind, value], count)
         yield unknown
+        yield from self._changes()
+
+    def _changes(self) -> Iterator[Metric]:
+        feed, poller = self._runtime.changes, self._runtime.poller
+        yield _events(
+            "gateway_listing_changes",
+            "Listing changes: V3 events looked at and those that changed a portal, changes "
+            "delivered live and replayed after a cursor, cursors refused as expired, "
+            "subscriptions that fell behind and caught up from the log.",
+            feed.stats,
+        )
+        yield _events(
+            "gateway_legacy_poller",
+            "Legacy polling of watched ads: polls (one POST /status/ batch per user), first "
+            "snapshots, failed polls, users deferred (Retry-After, breaker), changes found.",
+            poller.stats,
+        )
+        for name, doc, value in (
+            (
+                "gateway_change_subscribers",
+                "listingChanged subscriptions and WatchListings streams open.",
+                len(feed.subscribers),
+            ),
+            ("gateway_legacy_watched_ads", "Legacy ads watched in this process.", poller.watched),
+        ):
+            gauge = GaugeMetricFamily(name, doc)
+            gauge.add_metric([], float(value))
+            yield gauge
+        if isinstance(feed.log, LocalChangeLog):
+            entries = GaugeMetricFamily(
+                "gateway_change_log_entries", "Listing changes kept in this process's log."
+            )
+            entries.add_metric([], float(len(feed.log)))
+            yield entries
 
 
 class RedisCollector:
@@ -98,6 +133,8 @@ class RedisCollector:
         # Loaded only with Redis configured (redis-py is slow to import).
         from gateway.cache.shared import SharedPageCache
         from gateway.live.redis_bus import RedisEventBus
+        from gateway.live.redis_changelog import RedisChangeLog
+        from gateway.live.redis_poller import RedisPollShare
 
         up = GaugeMetricFamily("gateway_redis_up", "1 while Redis answers, 0 while degraded.")
         up.add_metric([], 1.0 if link.state == "ok" else 0.0)
@@ -129,6 +166,21 @@ class RedisCollector:
                 "Webhook events through Redis (sent, received, duplicates, alone).",
                 bus.shared,
             )
+        log = self._runtime.changes.log
+        if isinstance(log, RedisChangeLog):
+            yield _events(
+                "gateway_shared_change_log_events",
+                "Listing changes through the Redis stream (sent, received, alone).",
+                log.shared,
+            )
+        share = self._runtime.poller.share
+        if isinstance(share, RedisPollShare):
+            leases = GaugeMetricFamily(
+                "gateway_legacy_poll_leases",
+                "Legacy users this replica polls (it holds their lease).",
+            )
+            leases.add_metric([], float(len(share.held)))
+            yield leases
         credentials = self._runtime.upstreams.v3.credentials
         if isinstance(credentials, OAuthCredentials):
             tokens = CounterMetricFamily(

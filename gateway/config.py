@@ -102,6 +102,29 @@ class Settings(BaseSettings):
     webhook_subscribe: bool = False
     webhook_max_body_bytes: int = Field(default=64 * 1024, ge=256, le=1024 * 1024)
     webhook_dedup_window: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Listing changes of both providers (`listingChanged`, gRPC WatchListings).
+    legacy_poll_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="seconds between two polls of the legacy ads that `listingChanged` and "
+        "`WatchListings` watch: one `POST /status/` per legacy user and poll (chunked), "
+        "whatever the number of subscribers or replicas",
+    )
+    event_retention_s: float = Field(
+        default=900.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="seconds a listing change is kept for a client to resume after its cursor "
+        "(in Redis with `GATEWAY_REDIS_URL`, else in process); a cursor whose later changes "
+        "are gone is refused with `cursor_expired`",
+    )
+    event_log_max_entries: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="most listing changes kept, whatever their age (the oldest go first)",
+    )
 
     host: str = "127.0.0.1"
     # `gateway serve` worker processes on one machine (docs/operating.md).

@@ -1,8 +1,10 @@
-"""Composition root: the upstream clients, cache, service and event bus built from `Settings`.
+"""Composition root: the upstream clients, cache, service, event bus and change feed built
+from `Settings`.
 
 The HTTP app's lifespan opens one `Runtime` and shares it, so every edge uses the
-same sessions, cache and loaders. With `GATEWAY_REDIS_URL`, the page cache, the event bus
-and the V3 tokens are the Redis-backed ones (docs/operating.md, "Several replicas").
+same sessions, cache and loaders. With `GATEWAY_REDIS_URL`, the page cache, the event bus,
+the change log, the legacy poller's lease and the V3 tokens are the Redis-backed ones
+(docs/operating.md, "Several replicas").
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from gateway.config import Settings
 from gateway.domain.errors import GatewayError
 from gateway.domain.models import Caller
 from gateway.live.bus import EventBus, LocalEventBus
+from gateway.live.changelog import ChangeLog, LocalChangeLog
+from gateway.live.changes import ChangeFeed, LocalV3Marks, V3Marks
+from gateway.live.poller import LegacyPoller, LocalPollShare, PollShare, WatchRegistry
 from gateway.live.webhooks import Webhooks
 from gateway.service.listings import ListingService
 from gateway.upstreams import (
@@ -47,6 +52,8 @@ class Runtime:
     upstreams: Upstreams
     events: EventBus
     webhooks: Webhooks
+    changes: ChangeFeed
+    poller: LegacyPoller
     redis: RedisLink | None = None
 
     @property
@@ -170,6 +177,16 @@ async def open_runtime(
         events: EventBus = local
         if link is not None:
             events = await stack.enter_async_context(_shared_bus(link, local, cache))
+        changes = await stack.enter_async_context(_change_feed(settings, link, local, cache))
+        poller = LegacyPoller(
+            upstreams.legacy,
+            changes.watches,
+            _poll_share(settings, link),
+            changes.append,
+            interval_s=settings.legacy_poll_s,
+        )
+        poller.start()
+        stack.push_async_callback(poller.aclose)
         webhooks = Webhooks(
             v3=upstreams.v3,
             service=service,
@@ -177,10 +194,19 @@ async def open_runtime(
             public_url=settings.public_url,
             secret=settings.webhook_secret.get_secret_value(),
             dedup_window=settings.webhook_dedup_window,
+            changes=changes,
         )
         subscribed = settings.webhook_subscribe and await _subscribe(webhooks)
         try:
-            yield Runtime(service, upstreams, events, webhooks, link)
+            yield Runtime(
+                service=service,
+                upstreams=upstreams,
+                events=events,
+                webhooks=webhooks,
+                changes=changes,
+                poller=poller,
+                redis=link,
+            )
         finally:
             if subscribed:
                 await _unsubscribe(webhooks)
@@ -205,6 +231,60 @@ async def _shared_bus(
         yield bus
     finally:
         await bus.aclose()
+
+
+@asynccontextmanager
+async def _change_feed(
+    settings: Settings, link: RedisLink | None, local: LocalEventBus, cache: PageCache[Any]
+) -> AsyncIterator[ChangeFeed]:
+    """The change feed over the shared log (with Redis) or this process's own."""
+    log: ChangeLog
+    marks: V3Marks = LocalV3Marks()
+    following: asyncio.Event | None = None
+    if link is None:
+        log = LocalChangeLog(
+            retention_s=settings.event_retention_s, max_entries=settings.event_log_max_entries
+        )
+    else:
+        from gateway.cache.shared import SharedPageCache
+        from gateway.live.redis_changelog import RedisChangeLog, RedisV3Marks
+
+        shared = RedisChangeLog(
+            link,
+            retention_s=settings.event_retention_s,
+            max_entries=settings.event_log_max_entries,
+            cache=cache if isinstance(cache, SharedPageCache) else None,
+        )
+        log, following = shared, shared.following
+        marks = RedisV3Marks(link, fallback=marks)
+    # Every subscription counts against GATEWAY_MAX_SUBSCRIPTIONS, with the bus's own.
+    feed = ChangeFeed(
+        log,
+        reserve=local.reserve,
+        watches=WatchRegistry(),
+        marks=marks,
+        max_queue=settings.event_queue_size,
+    )
+    if link is not None and following is not None:
+        # A Redis that is away must not hold up the start: the reader keeps trying.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(link.op_timeout_s * 4):
+                await following.wait()
+    try:
+        yield feed
+    finally:
+        await feed.aclose()
+
+
+def _poll_share(settings: Settings, link: RedisLink | None) -> PollShare:
+    """Who polls which legacy user: this process alone, or one replica per user (Redis)."""
+    if link is None:
+        return LocalPollShare(retention_s=settings.event_retention_s)
+    from gateway.live.redis_poller import RedisPollShare
+
+    return RedisPollShare(
+        link, interval_s=settings.legacy_poll_s, retention_s=settings.event_retention_s
+    )
 
 
 async def _subscribe(webhooks: Webhooks) -> bool:

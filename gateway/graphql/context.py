@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from gateway.live.bus import EventBus
+from gateway.live.changes import ChangeFeed
 from gateway.live.webhooks import Webhooks
 from gateway.service.listings import ListingRequest
 
@@ -27,3 +28,5 @@ class GatewayContext:
     request_error: bool = False
     # What the gather step read per root response key, for the root resolvers to project.
     gathered: dict[str, Any] | None = None
+    # Listing changes of both providers (`listingChanged`).
+    changes: ChangeFeed | None = None

@@ -3,7 +3,8 @@
 Every error leaving `/graphql` carries `extensions.code`; errors that came from an
 upstream also carry `extensions.upstream`, and, when known, `extensions.retryAfter` (whole
 seconds the upstream asked for) and `extensions.reason` (why the gateway refused the call
-itself, e.g. `circuit_open`). Anything that is not a `GatewayError` is
+itself, e.g. `circuit_open`). A change cursor whose later changes are gone is
+`BAD_USER_INPUT` with `extensions.reason: "cursor_expired"`. Anything that is not a `GatewayError` is
 logged here and reaches the caller only as "Unexpected error", so no stack trace,
 token or upstream body ever leaks.
 """
@@ -18,7 +19,7 @@ from typing import Any
 from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import SchemaExtension
 
-from gateway.domain.errors import GatewayError, InternalError, UpstreamError
+from gateway.domain.errors import CursorExpired, GatewayError, InternalError, UpstreamError
 
 log = logging.getLogger("gateway.graphql")
 
@@ -58,6 +59,8 @@ def translate(error: GraphQLError) -> GraphQLError:
                 extensions["reason"] = original.reason
             if original.retry_after is not None:
                 extensions["retryAfter"] = math.ceil(original.retry_after)
+        if isinstance(original, CursorExpired):
+            extensions["reason"] = original.reason
     elif original is not None:
         message = "Unexpected error"
     return GraphQLError(

@@ -44,6 +44,7 @@ from gateway.graphql.request import (
     is_graphiql_page,
 )
 from gateway.live.bus import EventBus
+from gateway.live.changes import ChangeFeed
 from gateway.live.webhooks import Webhooks
 from gateway.observability.record import current_record
 from gateway.service.listings import ListingService
@@ -66,6 +67,7 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         *,
         events: EventBus,
         webhooks: Webhooks,
+        changes: ChangeFeed | None = None,
         max_variable_depth: int = 16,
         documents: PersistedDocuments | None = None,
         tracer: trace.Tracer | None = None,
@@ -78,6 +80,7 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         self.service = service
         self.events = events
         self.webhooks = webhooks
+        self.changes = changes
         self.max_variable_depth = max_variable_depth
         self.tracer = tracer or trace.NoOpTracer()
 
@@ -129,6 +132,7 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
             max_listings=self.service.max_listings,
             events=self.events,
             webhooks=self.webhooks,
+            changes=self.changes,
         )
         if isinstance(request, Request):
             request.state.gateway_context = context

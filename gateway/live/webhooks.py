@@ -3,7 +3,8 @@
 `Webhooks` is service layer, shared by the edges: the GraphQL mutations subscribe and
 unsubscribe through it (for the caller's agency), and the HTTP receiver hands it each
 callback body. An accepted status first drops that classified's cached V3 pages for every
-tenant, then is published on the event bus; a repeated delivery of one status (within a
+tenant, then is published on the event bus (and noted by the change feed, which logs it as a
+listing change when it moved a portal's state); a repeated delivery of one status (within a
 bounded window of recent ids) is accepted again but published once.
 
 The receiver's URL holds a secret path segment. It never leaves the gateway: every answer
@@ -44,6 +45,12 @@ class WebhookClient(Protocol):
     ) -> None: ...
 
     async def unsubscribe_webhook(self, caller: Caller) -> None: ...
+
+
+class ChangeSink(Protocol):
+    """What `Webhooks` needs of the change feed: each published event, to log what it changed."""
+
+    def note_v3(self, event: ClassifiedStatusEvent) -> None: ...
 
 
 class CacheDropper(Protocol):
@@ -88,6 +95,7 @@ class Webhooks:
         public_url: str | None,
         secret: str,
         dedup_window: int = 10_000,
+        changes: ChangeSink | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if not secret:
@@ -95,6 +103,7 @@ class Webhooks:
         self._v3 = v3
         self._service = service
         self._events = events
+        self._changes = changes
         self._public_url = public_url.rstrip("/") if public_url else None
         self._secret = secret
         self._clock = clock
@@ -188,10 +197,11 @@ class Webhooks:
         self._recent[dedup_key] = None
         # Dropped before publishing, so a subscriber that reads the listing at once sees it.
         self._service.drop_classified(classified_id)
-        self._events.publish(
-            ClassifiedStatusEvent(
-                classified_id=classified_id, status=item, received_at=self._clock()
-            )
+        event = ClassifiedStatusEvent(
+            classified_id=classified_id, status=item, received_at=self._clock()
         )
+        self._events.publish(event)
+        if self._changes is not None:
+            self._changes.note_v3(event)  # logged as a listing change if it moved a portal
         self.stats.published += 1
         return Delivery.PUBLISHED

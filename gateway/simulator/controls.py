@@ -1,7 +1,8 @@
 """The `/_sim` control routes: JSON, no auth, for the demo and for curl.
 
 They inspect the catalog and counters, inject faults and latency, revoke tokens, append
-statuses and move the demo's listings one step (both fire webhooks). Errors answer 400/404 with `{"error": "<reason>"}`. Header
+statuses and move the demo's listings one step (both fire webhooks), and set a legacy ad's
+publish state on one portal (the legacy API has no webhooks: pollers see it). Errors answer 400/404 with `{"error": "<reason>"}`. Header
 and token values never appear in these answers, and webhook URLs show only their origin: a
 subscriber's path may hold its secret.
 """
@@ -10,14 +11,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from yarl import URL
 
 from .bulk import add_listings
 from .faults import Fault
-from .lifecycle import verb_of
+from .lifecycle import LegacyState, publish_object, verb_of
 from .mover import Mover
 from .pipeline import STATE_KEY
 from .records import JsonDict, format_status_date
@@ -208,6 +210,48 @@ async def append_status(request: web.Request) -> web.StreamResponse:
     item.update(body)
     deliveries = await state.append_status(classified_id, item)
     return web.json_response({"item": item, "deliveries": [_delivery(d) for d in deliveries]})
+
+
+_AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+_LEGACY_STATES: tuple[str, ...] = get_args(LegacyState)
+
+
+@routes.post(PREFIX + "/legacy/{userId}/{adId}")
+async def set_legacy_state(request: web.Request) -> web.StreamResponse:
+    """Put one portal of a legacy ad in a publish state, dated now (Amsterdam wall time).
+
+    Body: `{"portal": "marktplaats", "state": "online"}`; states: never, pending,
+    processing, error, online, offline, closed. The portal's features stay as they are.
+    """
+    state = request.app[STATE_KEY]
+    try:
+        user_id, ad_id = int(request.match_info["userId"]), int(request.match_info["adId"])
+    except ValueError:
+        return _error(400, "userId and adId must be integers")
+    ad = state.legacy_ad(user_id, ad_id)
+    if ad is None:
+        return _error(404, f"unknown legacy ad {user_id}:{ad_id}")
+    body = await _body(request)
+    if not isinstance(body, dict) or body.get("state") not in _LEGACY_STATES:
+        return _error(400, f"body must be an object with a state among {', '.join(_LEGACY_STATES)}")
+    portals = [dict(p) for p in ad.get("portals", []) if isinstance(p, dict)]
+    entry = next((p for p in portals if p.get("portal") == body.get("portal")), None)
+    if entry is None:
+        return _error(404, f"legacy ad {user_id}:{ad_id} is not on portal {body.get('portal')}")
+    raw = entry.get("publish")
+    publish: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    remote = publish.get("remoteAdId")
+    has_remote = isinstance(remote, int) and not isinstance(remote, bool) and remote > 0
+    now = datetime.now(_AMSTERDAM).replace(tzinfo=None, microsecond=0)
+    entry["publish"] = publish_object(
+        body["state"],
+        now,
+        remote_ad_id=int(remote) if has_remote and remote is not None else 1_000_000_000 + ad_id,
+        no_remote_id=False if remote is False else 0,
+        close_date="closeDate" in publish or body["state"] in ("online", "offline", "closed"),
+    )
+    state.replace_legacy_portals(user_id, ad_id, portals)
+    return web.json_response(state.legacy_ad(user_id, ad_id))
 
 
 @routes.post(PREFIX + "/move")
