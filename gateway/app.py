@@ -71,6 +71,7 @@ async def _grpc_edge(
     async with serve_grpc(
         runtime.service,
         runtime.events,
+        changes=runtime.changes,
         # What /readyz answers, followed while the server runs.
         ready=lambda: runtime.ready and not app.state.shutting_down,
         health_interval_s=settings.grpc_health_interval_s,

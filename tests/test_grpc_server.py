@@ -198,6 +198,7 @@ async def test_reflection_lists_and_describes_the_service(channel: grpc.aio.Chan
         "BatchGetListings",
         "ListClassifiedStatuses",
         "WatchClassifiedStatus",
+        "WatchListings",
     ]
 
 

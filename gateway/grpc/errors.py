@@ -2,6 +2,7 @@
 
     InvalidInput                      -> INVALID_ARGUMENT   (no upstream was called)
       TooCostly (upstream-cost budget)   ... with `gateway-cost` and `gateway-limit`
+      CursorExpired (WatchListings)      ... with `gateway-reason: cursor_expired`
     Unauthenticated                   -> UNAUTHENTICATED
     Overloaded (admission)            -> RESOURCE_EXHAUSTED (retry after `gateway-retry-after` s)
     NotFound, UpstreamNotFound        -> NOT_FOUND
@@ -17,7 +18,8 @@ The details are the error's caller-safe message; trailing metadata `gateway-code
 the GraphQL `extensions.code` and `gateway-upstream` the upstream, when there was one;
 a refusal at admission adds `gateway-retry-after` (whole seconds, HTTP's `Retry-After`),
 a request over the upstream-cost budget `gateway-cost` and `gateway-limit` (GraphQL's
-`extensions.cost` / `extensions.limit`). A request too costly is INVALID_ARGUMENT, not
+`extensions.cost` / `extensions.limit`), a change cursor whose later changes are gone
+`gateway-reason` (GraphQL's `extensions.reason`). A request too costly is INVALID_ARGUMENT, not
 RESOURCE_EXHAUSTED: it is refused whatever the gateway's load, and retrying it unchanged
 fails again (RESOURCE_EXHAUSTED tells a caller to back off and retry, as admission does).
 """
@@ -35,6 +37,7 @@ from typing import Any, NoReturn, TypeVar, cast
 import grpc
 
 from gateway.domain.errors import (
+    CursorExpired,
     DeadlineExceeded,
     GatewayError,
     InvalidInput,
@@ -84,6 +87,8 @@ async def abort(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError
         metadata.append(("gateway-retry-after", str(math.ceil(error.retry_after))))
     if isinstance(error, TooCostly):
         metadata += [("gateway-cost", str(error.cost)), ("gateway-limit", str(error.limit))]
+    if isinstance(error, CursorExpired):
+        metadata.append(("gateway-reason", error.reason))
     context.set_trailing_metadata(tuple(metadata))
     await context.abort(status_of(error), error.message)
 

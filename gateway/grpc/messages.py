@@ -17,6 +17,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.domain import ids, models
+from gateway.domain.changes import ListingChange
 from gateway.domain.errors import GatewayError, InvalidInput
 from gateway.grpc.generated import listing_status_pb2 as pb
 
@@ -215,4 +216,14 @@ def status_event(event: models.ClassifiedStatusEvent) -> pb.ClassifiedStatusEven
         classified_id=event.classified_id,
         status=classified_status(event.status, event.classified_id),
         received_at=_timestamp(event.received_at),
+    )
+
+
+def change_event(change: ListingChange, cursor: str, listing: pb.Listing) -> pb.ListingChangeEvent:
+    return pb.ListingChangeEvent(
+        cursor=cursor,
+        provider=provider(change.provider),
+        changed_portals=[portal(p) for p in change.portals],
+        received_at=_timestamp(change.received_at),
+        listing=listing,
     )

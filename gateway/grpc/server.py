@@ -37,6 +37,7 @@ from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
 from gateway.grpc.servicer import ListingStatusServicer
 from gateway.live.bus import EventBus
+from gateway.live.changes import ChangeFeed
 from gateway.service.listings import ListingService
 
 log = logging.getLogger("gateway.grpc")
@@ -95,6 +96,7 @@ async def serve_grpc(
     service: ListingService,
     events: EventBus,
     *,
+    changes: ChangeFeed | None = None,
     ready: Callable[[], bool],
     health_interval_s: float = 1.0,
     host: str,
@@ -124,7 +126,7 @@ async def serve_grpc(
         # Without SO_REUSEPORT a second gateway on the same port fails instead of sharing it.
         options=[("grpc.so_reuseport", 1 if shared_port else 0)],
     )
-    servicer = ListingStatusServicer(service, events)
+    servicer = ListingStatusServicer(service, events, changes)
     pb_grpc.add_ListingStatusServiceServicer_to_server(servicer, server)
     health_servicer = AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

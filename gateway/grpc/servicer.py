@@ -6,6 +6,8 @@ calls on both edges. Metadata `x-intermediary-id`, `authorization` and `tracepar
 mean what the HTTP headers mean. A caller's deadline bounds the upstream work: every
 upstream operation of the call ends by then (`gateway.infra.deadlines`). An answer read from a
 stale cached page (stale-if-error) lists it in `stale`, as GraphQL's `extensions.stale`.
+The two watch streams read the event bus (`WatchClassifiedStatus`) and the change feed
+(`WatchListings`), as GraphQL's subscriptions do.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
 from gateway.grpc.telemetry import mark_partial
 from gateway.infra.deadlines import caller_deadline
 from gateway.live.bus import EventBus
+from gateway.live.changes import ChangeFeed, WatchedChange
 from gateway.live.visibility import Visibility
-from gateway.service.checks import check_ref
+from gateway.service.checks import check_ref, check_refs
 from gateway.service.listings import ListingData, ListingRequest, ListingService
 from gateway.service.plan import ClassifiedSelection, ListingSelection, PageArgs
 
@@ -95,9 +98,12 @@ def _selection(asked: frozenset[str]) -> ListingSelection:
 class ListingStatusServicer(pb_grpc.ListingStatusServiceServicer):
     """The gRPC face of `ListingService`; holds no state of its own."""
 
-    def __init__(self, service: ListingService, events: EventBus) -> None:
+    def __init__(
+        self, service: ListingService, events: EventBus, changes: ChangeFeed | None = None
+    ) -> None:
         self.service = service
         self.events = events
+        self.changes = changes
         # Set when the server shuts down: open streams end instead of holding the grace period.
         self._closing = asyncio.Event()
 
@@ -191,6 +197,45 @@ class ListingStatusServicer(pb_grpc.ListingStatusServiceServicer):
                         yield messages.status_event(event)
         finally:
             # Also when the caller cancels (the wait is cancelled): no task is left pending.
+            closing.cancel()
+            if following is not None:
+                following.cancel()
+
+    @translated
+    async def WatchListings(
+        self, request: pb.WatchListingsRequest, context: Context
+    ) -> AsyncIterator[pb.ListingChangeEvent]:
+        refs = [messages.ref_of(ref) for ref in request.refs]
+        if not refs:
+            raise InvalidInput("refs must not be empty")
+        check_refs(refs, self.service.max_listings)
+        asked = _asked(request.read_mask.paths)
+        if self.changes is None:
+            raise InvalidInput("listing changes are not served here")
+        changes = self.changes
+        # As WatchClassifiedStatus: a caller V3 cannot be asked for is refused now.
+        self.service.tenant_of(caller_of(_Metadata(context)))
+        visible = Visibility(lambda: _scope(self.service, context))
+        closing = asyncio.ensure_future(self._closing.wait())
+        following: asyncio.Future[WatchedChange] | None = None
+        try:
+            async with changes.subscribe(
+                refs, request.after or None, allows=visible.allows
+            ) as watched:
+                # The watch is in place: what changes from now on reaches the caller.
+                await context.send_initial_metadata(())
+                upcoming = aiter(watched)
+                while True:
+                    following = asyncio.ensure_future(anext(upcoming))
+                    await asyncio.wait({following, closing}, return_when=asyncio.FIRST_COMPLETED)
+                    if not following.done():
+                        return  # the server is shutting down: end the stream cleanly
+                    change = following.result()
+                    scope = _scope(self.service, context)
+                    data = await changes.listing(change, scope, _selection(asked))
+                    listing = _listing(data, asked, scope.stale).message
+                    yield messages.change_event(change.change, change.cursor, listing)
+        finally:
             closing.cancel()
             if following is not None:
                 following.cancel()

@@ -966,3 +966,83 @@ class ClassifiedStatusEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClassifiedStatusEvent: _TypeAlias = ClassifiedStatusEvent  # noqa: Y015
+
+@_typing.final
+class WatchListingsRequest(_message.Message):
+    """Asks for the changes of some listings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFS_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    READ_MASK_FIELD_NUMBER: _builtins.int
+    after: _builtins.str
+    """Resume after this `ListingChangeEvent.cursor` (or a GraphQL one); empty: from now on."""
+    @_builtins.property
+    def refs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListingRef]:
+        """The listings, at most GATEWAY_MAX_LISTINGS (default 200)."""
+
+    @_builtins.property
+    def read_mask(self) -> _field_mask_pb2.FieldMask:
+        """As `GetListingRequest.read_mask`, for the listing each event carries."""
+
+    def __init__(
+        self,
+        *,
+        refs: _abc.Iterable[Global___ListingRef] | None = ...,
+        after: _builtins.str = ...,
+        read_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["read_mask", b"read_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "read_mask", b"read_mask", "refs", b"refs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchListingsRequest: _TypeAlias = WatchListingsRequest  # noqa: Y015
+
+@_typing.final
+class ListingChangeEvent(_message.Message):
+    """A watched listing changed on one side."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURSOR_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    CHANGED_PORTALS_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    LISTING_FIELD_NUMBER: _builtins.int
+    cursor: _builtins.str
+    """Opaque; `WatchListingsRequest.after` (or GraphQL `listingChanged(after:)`) resumes after it."""
+    provider: Global___Provider.ValueType
+    """The side that changed."""
+    @_builtins.property
+    def changed_portals(self) -> _containers.RepeatedScalarFieldContainer[Global___Portal.ValueType]:
+        """The portals whose status changed (of that provider)."""
+
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp:
+        """When the gateway learnt of the change: the webhook callback, or the poll that found it."""
+
+    @_builtins.property
+    def listing(self) -> Global___Listing:
+        """The listing as it stands now, both providers (as the read mask asks), named by the ref of
+        the request this change concerns.
+        """
+
+    def __init__(
+        self,
+        *,
+        cursor: _builtins.str = ...,
+        provider: Global___Provider.ValueType = ...,
+        changed_portals: _abc.Iterable[Global___Portal.ValueType] | None = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+        listing: Global___Listing | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["listing", b"listing", "received_at", b"received_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_portals", b"changed_portals", "cursor", b"cursor", "listing", b"listing", "provider", b"provider", "received_at", b"received_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListingChangeEvent: _TypeAlias = ListingChangeEvent  # noqa: Y015

@@ -64,6 +64,11 @@ class ListingStatusServiceStub:
                 request_serializer=listing__status__pb2.WatchClassifiedStatusRequest.SerializeToString,
                 response_deserializer=listing__status__pb2.ClassifiedStatusEvent.FromString,
                 _registered_method=True)
+        self.WatchListings = channel.unary_stream(
+                '/listing.v1.ListingStatusService/WatchListings',
+                request_serializer=listing__status__pb2.WatchListingsRequest.SerializeToString,
+                response_deserializer=listing__status__pb2.ListingChangeEvent.FromString,
+                _registered_method=True)
 
 
 class ListingStatusServiceServicer:
@@ -108,6 +113,20 @@ class ListingStatusServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchListings(self, request, context):
+        """Changes of these listings on either side, each once and in order, until the caller
+        cancels: V3 portal states from webhooks, legacy publish and feature statuses by polling
+        (GATEWAY_LEGACY_POLL_S). GraphQL's `listingChanged`. Initial metadata is sent once the
+        watch is in place. With `after` (an event's cursor) the retained changes after it come
+        first (GATEWAY_EVENT_RETENTION_S), then the live ones; a cursor whose later changes are no
+        longer kept fails the call with INVALID_ARGUMENT and trailing metadata
+        `gateway-reason: cursor_expired` (reload, then watch without it). RESOURCE_EXHAUSTED when
+        the gateway holds its most watches (GATEWAY_MAX_SUBSCRIPTIONS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ListingStatusServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +149,11 @@ def add_ListingStatusServiceServicer_to_server(servicer, server):
                     servicer.WatchClassifiedStatus,
                     request_deserializer=listing__status__pb2.WatchClassifiedStatusRequest.FromString,
                     response_serializer=listing__status__pb2.ClassifiedStatusEvent.SerializeToString,
+            ),
+            'WatchListings': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchListings,
+                    request_deserializer=listing__status__pb2.WatchListingsRequest.FromString,
+                    response_serializer=listing__status__pb2.ListingChangeEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -250,6 +274,33 @@ class ListingStatusService:
             '/listing.v1.ListingStatusService/WatchClassifiedStatus',
             listing__status__pb2.WatchClassifiedStatusRequest.SerializeToString,
             listing__status__pb2.ClassifiedStatusEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchListings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/listing.v1.ListingStatusService/WatchListings',
+            listing__status__pb2.WatchListingsRequest.SerializeToString,
+            listing__status__pb2.ListingChangeEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,6 +58,16 @@ class ListingStatusServiceStub:
     """Classified status changes as the gateway receives them (V3 webhooks), until the
     caller cancels. Only changes received after the call starts are sent.
     """
+    WatchListings: _grpc.UnaryStreamMultiCallable[_listing_status_pb2.WatchListingsRequest, _listing_status_pb2.ListingChangeEvent]
+    """Changes of these listings on either side, each once and in order, until the caller
+    cancels: V3 portal states from webhooks, legacy publish and feature statuses by polling
+    (GATEWAY_LEGACY_POLL_S). GraphQL's `listingChanged`. Initial metadata is sent once the
+    watch is in place. With `after` (an event's cursor) the retained changes after it come
+    first (GATEWAY_EVENT_RETENTION_S), then the live ones; a cursor whose later changes are no
+    longer kept fails the call with INVALID_ARGUMENT and trailing metadata
+    `gateway-reason: cursor_expired` (reload, then watch without it). RESOURCE_EXHAUSTED when
+    the gateway holds its most watches (GATEWAY_MAX_SUBSCRIPTIONS).
+    """
 
 @_typing.type_check_only
 class ListingStatusServiceAsyncStub(ListingStatusServiceStub):
@@ -83,6 +93,16 @@ class ListingStatusServiceAsyncStub(ListingStatusServiceStub):
     WatchClassifiedStatus: _aio.UnaryStreamMultiCallable[_listing_status_pb2.WatchClassifiedStatusRequest, _listing_status_pb2.ClassifiedStatusEvent]  # type: ignore[assignment]
     """Classified status changes as the gateway receives them (V3 webhooks), until the
     caller cancels. Only changes received after the call starts are sent.
+    """
+    WatchListings: _aio.UnaryStreamMultiCallable[_listing_status_pb2.WatchListingsRequest, _listing_status_pb2.ListingChangeEvent]  # type: ignore[assignment]
+    """Changes of these listings on either side, each once and in order, until the caller
+    cancels: V3 portal states from webhooks, legacy publish and feature statuses by polling
+    (GATEWAY_LEGACY_POLL_S). GraphQL's `listingChanged`. Initial metadata is sent once the
+    watch is in place. With `after` (an event's cursor) the retained changes after it come
+    first (GATEWAY_EVENT_RETENTION_S), then the live ones; a cursor whose later changes are no
+    longer kept fails the call with INVALID_ARGUMENT and trailing metadata
+    `gateway-reason: cursor_expired` (reload, then watch without it). RESOURCE_EXHAUSTED when
+    the gateway holds its most watches (GATEWAY_MAX_SUBSCRIPTIONS).
     """
 
 class ListingStatusServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -130,6 +150,22 @@ class ListingStatusServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_listing_status_pb2.ClassifiedStatusEvent], _abc.AsyncIterator[_listing_status_pb2.ClassifiedStatusEvent]]:
         """Classified status changes as the gateway receives them (V3 webhooks), until the
         caller cancels. Only changes received after the call starts are sent.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchListings(
+        self,
+        request: _listing_status_pb2.WatchListingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_listing_status_pb2.ListingChangeEvent], _abc.AsyncIterator[_listing_status_pb2.ListingChangeEvent]]:
+        """Changes of these listings on either side, each once and in order, until the caller
+        cancels: V3 portal states from webhooks, legacy publish and feature statuses by polling
+        (GATEWAY_LEGACY_POLL_S). GraphQL's `listingChanged`. Initial metadata is sent once the
+        watch is in place. With `after` (an event's cursor) the retained changes after it come
+        first (GATEWAY_EVENT_RETENTION_S), then the live ones; a cursor whose later changes are no
+        longer kept fails the call with INVALID_ARGUMENT and trailing metadata
+        `gateway-reason: cursor_expired` (reload, then watch without it). RESOURCE_EXHAUSTED when
+        the gateway holds its most watches (GATEWAY_MAX_SUBSCRIPTIONS).
         """
 
 def add_ListingStatusServiceServicer_to_server(servicer: ListingStatusServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
