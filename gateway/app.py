@@ -13,6 +13,8 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NoOpTracer, Tracer
@@ -36,6 +38,7 @@ from gateway.grpc.server import SERVICE_NAME, serve_grpc
 from gateway.grpc.telemetry import CallTelemetry
 from gateway.http.admission import Admission
 from gateway.http.client_auth import ClientAuthGuard
+from gateway.http.connections import bounded_protocol
 from gateway.http.deadline import ExecutionDeadline
 from gateway.http.limits import RequestBody
 from gateway.http.pages import frontend_routes, graphiql_html, page_response
@@ -104,6 +107,18 @@ async def _graphql_view(scope: Scope, receive: Receive, send: Send) -> None:
 ADMISSION_PROBE_S = 0.1
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """The `uvicorn.Config` arguments that bound what connections may hold: a request's
+    header deadline and size, the number of connections (`gateway.http.connections`)."""
+    return {
+        "http": bounded_protocol(
+            header_timeout_s=settings.header_timeout_s,
+            max_header_bytes=settings.max_header_bytes,
+            max_connections=settings.max_connections,
+        ),
+    }
+
+
 def create_app(
     settings: Settings,
     *,
@@ -166,6 +181,7 @@ def create_app(
                 documents=documents,
                 tracer=tracer,
                 ide_page=lambda: page_response(graphiql_html(settings.board_refs)),
+                connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_s),
             )
             runtime_metrics = RuntimeCollector(runtime)
             metrics.watch(runtime_metrics)

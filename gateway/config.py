@@ -159,6 +159,35 @@ class Settings(BaseSettings):
         description="seconds a client has to send a request's whole body once its headers "
         "are in, before any admission turn is taken; else 408 and the connection is closed",
     )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="seconds a connection has to send a request's whole header block, from "
+        "its start or the first byte after the last answer; else 408 (or nothing, if it sent "
+        "nothing) and the connection is closed",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="largest header block of a request (request line included), else 431 and "
+        "the connection is closed",
+    )
+    max_connections: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="open HTTP and WebSocket connections per process; one more is answered 503 "
+        "and closed at once. Never more than the open-file limit less 256",
+    )
+    ws_init_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="seconds a GraphQL WebSocket (either protocol) has to send "
+        "`connection_init` after the upgrade; else it is closed with 4408",
+    )
     request_timeout_s: float = Field(
         default=15.0,
         gt=0,

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from gateway.app import create_app
+from gateway.app import create_app, server_options
 from gateway.config import Settings
 from gateway.infra.listener import bind_listener
 from gateway.infra.started import Started
@@ -109,15 +109,18 @@ class RunningGateway:
 
 
 @asynccontextmanager
-async def serve_app(app: Any, sock: socket.socket | None = None) -> AsyncIterator[str]:
+async def serve_app(
+    app: Any, sock: socket.socket | None = None, **options: Any
+) -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn on a free loopback port (or `sock`); yields its base URL.
 
     The socket is bound (port 0) and listening before uvicorn starts, and the URL is
-    handed out once the app's lifespan startup has completed: nothing is polled.
+    handed out once the app's lifespan startup has completed: nothing is polled. `options`
+    are more `uvicorn.Config` arguments (`gateway.app.server_options`).
     """
     listener = sock if sock is not None else bind_listener("127.0.0.1", 0)
     started = Started(app)
-    server = PromptServer(uvicorn.Config(started, log_level="warning", lifespan="on"))
+    server = PromptServer(uvicorn.Config(started, log_level="warning", lifespan="on", **options))
     task = asyncio.create_task(server.serve(sockets=[listener]))
     try:
         await started.wait_or_fail(task)
@@ -159,7 +162,7 @@ async def run_gateway(
         settings = settings_for(running_sim, **overrides)
         app = create_app(settings, grpc=grpc)
         async with (
-            serve_app(app, sock) as url,
+            serve_app(app, sock, **server_options(settings)) as url,
             httpx.AsyncClient(base_url=url, timeout=30, verify=LOOPBACK_TLS) as client,
         ):
             yield RunningGateway(url=url, client=client, running_sim=running_sim, app=app)

@@ -43,6 +43,7 @@ from gateway.graphql.request import (
     decode_json,
     is_graphiql_page,
 )
+from gateway.graphql.websocket import LegacyWSHandler, TransportWSHandler
 from gateway.live.bus import EventBus
 from gateway.live.changes import ChangeFeed
 from gateway.live.webhooks import Webhooks
@@ -60,6 +61,9 @@ def _wants_graphql_response(request: Request) -> bool:
 
 
 class GatewayGraphQL(GraphQL[GatewayContext, None]):
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+
     def __init__(
         self,
         schema: Any,

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import uvicorn
 
-from gateway.app import create_app
+from gateway.app import create_app, server_options
 from gateway.config import Settings, V3AuthMode, load_settings
 from gateway.infra.listener import bind_listener
 from gateway.infra.started import Started
@@ -137,7 +137,14 @@ async def run_demo(
         app = create_app(settings, grpc=True)
         started = Started(app)
         server = _Server(
-            uvicorn.Config(started, host=host, port=port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                started,
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="on",
+                **server_options(settings),
+            )
         )
         loop = asyncio.get_running_loop()
 

@@ -19,7 +19,7 @@ from types import FrameType
 import uvicorn
 from starlette.applications import Starlette
 
-from gateway.app import create_app
+from gateway.app import create_app, server_options
 from gateway.config import Settings
 from gateway.process.garbage import tune_for_serving
 
@@ -94,6 +94,7 @@ def serve_on(
             log_config=None,  # the root logger's JSON handler takes uvicorn's records too
             access_log=False,  # the gateway writes its own line per request
             timeout_graceful_shutdown=settings.shutdown_grace_s,
+            **server_options(settings),
         ),
         app=app,
         on_serving=on_serving,
