@@ -12,7 +12,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -68,7 +68,10 @@ async def gateway() -> AsyncIterator[RunningGateway]:
     refs = board_refs(simulator.data)
     async with (
         simulator.serve() as running,
-        run_gateway(running, public=True, webhook_subscribe=True, board_refs=refs) as gateway,
+        # Legacy polls are driven by the tests (`poll_once`), not by the clock.
+        run_gateway(
+            running, public=True, webhook_subscribe=True, board_refs=refs, legacy_poll_s=3600
+        ) as gateway,
     ):
         yield gateway
 
@@ -233,18 +236,31 @@ async def test_board_with_client_tokens(gateway: RunningGateway, page: Page) -> 
 
 
 def subscribers(gateway: RunningGateway, classified_ids: set[str]) -> set[object]:
+    """The board's subscriptions (`listingChanged`) to exactly these classifieds."""
+    feed = gateway.app.state.runtime.changes
+    return {s for s in feed.subscribers if {ref.classified_id for ref in s.refs} == classified_ids}
+
+
+def bus_subscribers(gateway: RunningGateway, classified_ids: set[str]) -> set[object]:
+    """Subscriptions to `classifiedStatusChanged` of exactly these classifieds."""
     events = gateway.app.state.runtime.events
     return {s for s in events.subscribers if s.classified_ids == classified_ids}
 
 
 async def subscribed(
-    gateway: RunningGateway, classified_ids: set[str], besides: set[object] = frozenset()
+    gateway: RunningGateway,
+    classified_ids: set[str],
+    besides: set[object] = frozenset(),
+    *,
+    of: Callable[[RunningGateway, set[str]], set[object]] = subscribers,
 ) -> None:
-    """Until the gateway holds a new subscription to exactly these classifieds."""
+    """Until the gateway holds a new subscription to exactly these classifieds, and the legacy
+    ads it watches have their first snapshot."""
     async with asyncio.timeout(PATIENCE_MS / 1000):
-        # The bus offers no "subscribed" event; its subscriber set is the readiness signal.
-        while not subscribers(gateway, classified_ids) - besides:  # noqa: ASYNC110
+        # No subscription is acknowledged: the gateway's subscriber set is the readiness signal.
+        while not of(gateway, classified_ids) - besides:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+    await gateway.app.state.runtime.poller.baseline()
 
 
 async def append_status(gateway: RunningGateway, classified_id: str, **item: object) -> None:
@@ -306,6 +322,109 @@ async def test_board_reconnects_after_a_drop(gateway: RunningGateway, page: Page
     await expect(chip).to_have_attribute("data-state", target, timeout=PATIENCE_MS)
 
 
+async def set_legacy_state(gateway: RunningGateway, user_id: int, ad_id: int) -> tuple[str, str]:
+    """Move the publish status of the ad's first portal at the simulated legacy API (which has
+    no webhooks); answers the portal and the state the board should show."""
+    ad = gateway.sim.state.legacy_ad(user_id, ad_id)
+    assert ad is not None
+    entry = ad["portals"][0]
+    state, shown = ("online", "ONLINE") if entry["publish"].get("error") else ("error", "FAILED")
+    url = f"{gateway.running_sim.control_url}/legacy/{user_id}/{ad_id}"
+    async with httpx.AsyncClient(verify=LOOPBACK_TLS) as client:
+        response = await client.post(url, json={"portal": entry["portal"], "state": state})
+    assert response.status_code == 200, response.text
+    return entry["portal"].upper(), shown
+
+
+async def test_board_shows_a_legacy_change_live(gateway: RunningGateway, page: Page) -> None:
+    classified_id, user_id, ad_id = demo_refs(gateway.sim.data)[1]
+    await page.goto(f"{gateway.url}/board?ref={classified_id}%2B{user_id}:{ad_id}")
+    row = page.locator(f'tr[data-classified-id="{classified_id}"]')
+    await expect(row.locator('td[data-provider="LEGACY"] .chip').first).to_be_visible(
+        timeout=PATIENCE_MS
+    )
+    await expect(page.locator("#live")).to_have_attribute(
+        "data-state", "connected", timeout=PATIENCE_MS
+    )
+    await subscribed(gateway, {classified_id})
+    await page.evaluate("() => { window.notReloaded = true; }")
+
+    portal, shown = await set_legacy_state(gateway, user_id, ad_id)
+    await gateway.app.state.runtime.poller.poll_once()  # the next poll finds it
+
+    await expect(row.locator(f'td[data-portal="{portal}"] .chip')).to_have_attribute(
+        "data-state", shown, timeout=PATIENCE_MS
+    )
+    await expect(page.locator("#announce")).to_contain_text(classified_id)
+    assert await page.evaluate("() => window.notReloaded === true")
+    await screenshot(page, "board-legacy-live.png")
+
+
+async def test_board_resumes_after_a_reconnect_with_what_it_missed(
+    gateway: RunningGateway, page: Page
+) -> None:
+    classified_id, user_id, ad_id = demo_refs(gateway.sim.data)[2]
+    sockets: list[WebSocketRoute] = []
+    dropping = asyncio.Event()  # set: the gateway's events do not reach the page
+    dropped: list[str | bytes] = []
+
+    def through(socket: WebSocketRoute) -> None:
+        server = socket.connect_to_server()
+
+        def from_server(message: str | bytes) -> None:
+            if dropping.is_set() and "listingChanged" in str(message):
+                dropped.append(message)  # lost, as on a connection about to fail
+            else:
+                socket.send(message)
+
+        server.on_message(from_server)
+        sockets.append(socket)
+
+    await page.route_web_socket(re.compile(r"/graphql$"), through)
+    board_queries: list[str] = []
+    page.on(
+        "request",
+        lambda request: (
+            board_queries.append(request.url)
+            if request.method == "POST" and "query Board" in (request.post_data or "")
+            else None
+        ),
+    )
+    await page.goto(f"{gateway.url}/board?ref={classified_id}%2B{user_id}:{ad_id}")
+    live = page.locator("#live")
+    await expect(live).to_have_attribute("data-state", "connected", timeout=PATIENCE_MS)
+    await subscribed(gateway, {classified_id})
+
+    # A first change reaches the board: it now holds a cursor.
+    sl = page.locator(f'tr[data-classified-id="{classified_id}"] td[data-portal="SL"] .chip')
+    before = await sl.get_attribute("data-state")
+    target, status = ("ONLINE", "UPDATED") if before == "FAILED" else ("FAILED", "UPDATING_FAILED")
+    await append_status(gateway, classified_id, status=status, portals=["SL"])
+    await expect(sl).to_have_attribute("data-state", target, timeout=PATIENCE_MS)
+    await expect(live).to_have_attribute("data-cursor", re.compile(".+"))
+    queries = len(board_queries)
+
+    # The next change is lost on the way, then the connection drops.
+    dropping.set()
+    portal, shown = await set_legacy_state(gateway, user_id, ad_id)
+    await gateway.app.state.runtime.poller.poll_once()
+    async with asyncio.timeout(PATIENCE_MS / 1000):
+        while not dropped:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    dropping.clear()
+    await sockets[0].close(code=1012, reason="restarting")
+
+    # Back, the board resumes after its cursor: the gateway replays the lost change.
+    chip = page.locator(
+        f'tr[data-classified-id="{classified_id}"] td[data-portal="{portal}"] .chip'
+    )
+    await expect(chip).to_have_attribute("data-state", shown, timeout=PATIENCE_MS)
+    await expect(live).to_have_attribute("data-state", "connected", timeout=PATIENCE_MS)
+    assert len(sockets) == 2
+    assert len(board_queries) == queries  # replayed, not read anew
+    assert gateway.app.state.runtime.changes.stats.replayed >= 1
+
+
 async def test_graphiql_runs_a_subscription(gateway: RunningGateway, page: Page) -> None:
     classified_id = demo_refs(gateway.sim.data)[0][0]
     document = (
@@ -319,7 +438,7 @@ async def test_graphiql_runs_a_subscription(gateway: RunningGateway, page: Page)
         "() => localStorage.getItem('graphiql:operationName') === 'Watch'", timeout=PATIENCE_MS
     )
     await page.locator(".graphiql-execute-button").click()
-    await subscribed(gateway, {classified_id})
+    await subscribed(gateway, {classified_id}, of=bus_subscribers)
 
     await append_status(gateway, classified_id, status="UPDATING")
     answer = await page.wait_for_function(

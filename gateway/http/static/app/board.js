@@ -15,9 +15,15 @@ import { hasToken, setToken, takeTokenFromFragment } from "./token.js";
 
 const CELL = "fragment Cell on PortalStatus { portal provider state since message actionRequired }";
 const LISTING = "id classifiedId legacyAd { userId adId } state";
-const CHANGED = `subscription BoardChanges($ids: [ID!]) {
-  classifiedStatusChanged(classifiedIds: $ids) { classifiedId }
-}`;
+// Changes of both providers; each brings the listing as it now stands. `after` resumes after
+// the last change seen, so a reconnection replays what passed meanwhile.
+const CHANGED = `subscription BoardChanges($refs: [ListingRef!]!, $after: String) {
+  listingChanged(refs: $refs, after: $after) {
+    cursor provider changedPortals
+    listing { ${LISTING} portals { ...Cell } }
+  }
+}
+${CELL}`;
 
 const $ = (id) => document.getElementById(id);
 const table = $("board");
@@ -243,16 +249,38 @@ async function loadAll() {
   }
 }
 
-async function reloadRow(classifiedId) {
-  const targets = board.rows.filter((row) => row.ref.classifiedId === classifiedId);
-  for (const row of targets) {
-    try {
-      const { rows } = await fetchRows([row.ref]);
-      replaceRow(rows[0]);
-    } catch (error) {
-      handleFailure(error);
-    }
+async function reloadRow(key) {
+  const row = board.rows.find((candidate) => candidate.key === key);
+  if (!row) return;
+  try {
+    const { rows } = await fetchRows([row.ref]);
+    replaceRow(rows[0]);
+  } catch (error) {
+    handleFailure(error);
   }
+}
+
+// A change brings its listing: the row is redrawn from it, with no query of its own. When a
+// source failed (portals null), the board's query says which provider, so the row is read.
+function applyChange(change) {
+  const listing = change.listing;
+  const key = formatRef({ classifiedId: listing.classifiedId, legacy: listing.legacyAd });
+  const row = board.rows.find((candidate) => candidate.key === key);
+  if (!row) return;
+  if (!listing.portals) {
+    reloadRow(key);
+    return;
+  }
+  const updated = {
+    key, ref: row.ref, state: listing.state, actionRequired: false,
+    cells: new Map(), errors: [], stale: false, loading: false,
+  };
+  for (const cell of listing.portals) {
+    updated.cells.set(cell.portal, cell);
+    updated.actionRequired ||= cell.actionRequired;
+    notePortal(cell.provider, cell.portal);
+  }
+  replaceRow(updated);
 }
 
 function showRefs(refs) {
@@ -271,6 +299,9 @@ let client = null;
 let stopSubscription = null;
 let liveWatched = "";
 let liveFailure = null;
+// The subscription's payload: the client sends it again on every reconnection, so `after`
+// moves with each change received and a reconnection resumes after the last one.
+let livePayload = null;
 
 function setLive(state, detail) {
   // Once the subscription failed for good, the lazy socket's closing says nothing new.
@@ -297,52 +328,69 @@ function ensureClient() {
       if (state === "closed" && liveWatched === "") setLive("off");
       else setLive(state, detail);
     },
-    // Events sent while the socket was down are lost: read every row anew.
-    onReconnected: () => loadAll(),
+    // With a cursor the subscription resumes where it was (the gateway replays what passed);
+    // without one, what passed while the socket was down is unknown: read every row anew.
+    onReconnected: () => {
+      if (!livePayload?.variables.after) loadAll();
+    },
   });
   return client;
 }
 
 function startLive() {
-  const ids = [...new Set(board.rows.map((row) => row.ref.classifiedId).filter(Boolean))];
-  const watched = ids.join(",");
+  const refs = board.rows.map((row) => row.ref);
+  const watched = board.rows.map((row) => row.key).join(",");
   if (watched === liveWatched && stopSubscription) return;
   stopLive();
   liveWatched = watched;
-  if (!ids.length) {
+  if (!refs.length) {
     setLive("off");
     return;
   }
-  stopSubscription = ensureClient().subscribe(
-    { query: CHANGED, variables: { ids } },
-    {
-      next: (message) => {
-        const id = message.data?.classifiedStatusChanged?.classifiedId;
-        if (id) reloadRow(id);
-        else if (message.errors) setLive("failed", message.errors[0].message);
-      },
-      error: (error) => {
+  const payload = { query: CHANGED, variables: { refs, after: null } };
+  livePayload = payload;
+  stopSubscription = ensureClient().subscribe(payload, {
+    next: (message) => {
+      const change = message.data?.listingChanged;
+      if (change) {
+        payload.variables.after = change.cursor;
+        $("live").dataset.cursor = change.cursor;
+        applyChange(change);
+        return;
+      }
+      const error = message.errors?.[0];
+      if (error?.extensions?.reason === "cursor_expired") {
+        // Gone from the gateway's log: read every row anew and follow from now on.
+        payload.variables.after = null;
+        liveWatched = "";
         stopSubscription = null;
-        const refused = error?.code === 4401 || error?.code === 4403;
-        const detail = Array.isArray(error)
-          ? error[0]?.message
-          : refused
-            ? "this gateway needs a valid client token"
-            : error?.reason || error?.message || "closed";
-        setLive("failed", detail);
-        if (refused) askForToken();
-      },
-      complete: () => {
-        stopSubscription = null;
-      },
+        loadAll();
+      } else if (error) {
+        setLive("failed", error.message);
+      }
     },
-  );
+    error: (error) => {
+      stopSubscription = null;
+      const refused = error?.code === 4401 || error?.code === 4403;
+      const detail = Array.isArray(error)
+        ? error[0]?.message
+        : refused
+          ? "this gateway needs a valid client token"
+          : error?.reason || error?.message || "closed";
+      setLive("failed", detail);
+      if (refused) askForToken();
+    },
+    complete: () => {
+      if (livePayload === payload) stopSubscription = null;
+    },
+  });
 }
 
 function stopLive() {
   if (stopSubscription) stopSubscription();
   stopSubscription = null;
   liveWatched = "";
+  livePayload = null;
 }
 
 function resetClient() {
