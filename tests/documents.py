@@ -53,6 +53,7 @@ EXERCISED: tuple[Block, ...] = (
     Block("ready to paste", "graphql", "test_readme.py"),
     Block("can be seen with curl", "sh", "test_readme.py"),
     Block("<!-- live-subscription -->", "graphql", "test_readme.py"),
+    Block("<!-- listing-changed-subscription -->", "graphql", "test_listing_changes.py"),
     Block("bench/executor.py` prints", "sh", "test_readme.py"),
     Block("needs no proto file", "sh", "test_readme_grpc.py"),
     Block("From Python", "python", "test_readme_grpc.py"),

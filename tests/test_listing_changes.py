@@ -8,12 +8,15 @@ GraphQL protocols. The poller's interval is long (an hour): the tests drive its 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from documents import fenced_after
 from test_live_status import LEGACY_WS, TRANSPORT_WS, Subscriber, append, connect, until
+from test_readme import _fits
 
 from gateway.domain.changes import ChangeCursor, LogPosition
 from gateway.live.changes import ChangeFeed
@@ -323,3 +326,21 @@ async def test_refs_are_checked_before_anything_is_watched(live: RunningGateway)
         (error,) = message["payload"]["errors"]
         assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert not feed_of(live).subscribers and poller_of(live).watched == 0
+
+
+async def test_the_documented_subscription_streams_a_legacy_change(live: RunningGateway) -> None:
+    """docs/live-status.md's subscription names the first listing of agency-1 (the demo's),
+    and its event has the documented shape."""
+    shown = fenced_after("<!-- listing-changed-subscription -->", "graphql")
+    sample = json.loads(fenced_after("<!-- listing-changed-event -->", "json"))
+    classified_id, user_id, ad_id = listing_of(live)
+    assert f'"{classified_id}"' in shown and f"userId: {user_id}, adId: {ad_id}" in shown
+    async with connect(live, TRANSPORT_WS) as subscriber:
+        await subscriber.start(shown)
+        await until(lambda: len(feed_of(live).subscribers) == 1)
+        await poller_of(live).baseline()
+        await set_legacy(live, user_id, ad_id)
+        await poller_of(live).poll_once()
+        payload = await subscriber.next()
+    assert payload["data"]["listingChanged"]["provider"] == "LEGACY"
+    assert _fits(payload, sample), payload
