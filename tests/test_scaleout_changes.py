@@ -136,3 +136,29 @@ async def test_the_poll_moves_when_the_replica_holding_it_dies(
             await until(lambda: user_id in share_of(other).held)
             polls = poller_of(other).stats.polls
             await until(lambda: poller_of(other).stats.polls > polls)
+
+
+async def test_without_redis_a_change_stays_with_the_replica_that_saw_it(
+    simulator: RunningSimulator, redis_server: RunningRedis
+) -> None:
+    async with replicas(simulator, redis_server) as (one, two):
+        classified_id = listing_of(one, 8)[0]
+        variables: dict[str, Any] = {"refs": [{"classifiedId": classified_id}]}
+        await redis_server.stop()
+        async with connect(one, TRANSPORT_WS) as subscriber:
+            await subscribed(one, subscriber, variables)
+            await append(one, classified_id, "DELETING")
+            seen = await event(subscriber)  # delivered on this replica, without Redis
+        await append(one, classified_id, "DELETED")
+        await feed_of(one).settled()
+        assert log_of(one).shared.alone == 2
+
+        # Its cursor resumes here; the other replica never saw those changes.
+        async with connect(one, TRANSPORT_WS) as subscriber:
+            await subscribed(one, subscriber, variables | {"after": seen["cursor"]})
+            assert (await event(subscriber))["provider"] == "CLASSIFIEDS_V3"
+        async with connect(two, TRANSPORT_WS) as subscriber:
+            await subscriber.start(CHANGED, variables | {"after": seen["cursor"]})
+            message = await subscriber.ws.receive_json()
+        (error,) = message["payload"]["errors"]
+        assert error["extensions"] == {"code": "BAD_USER_INPUT", "reason": "cursor_expired"}
