@@ -182,6 +182,7 @@ class ChangeFeed:
         self._subscribers: set[ChangeSubscriber] = set()
         self._delivered: dict[str, int] = {}  # per log, the last position delivered
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._v3_order = asyncio.Lock()
         self._reads: LRUCache[tuple[object, ...], asyncio.Future[ListingData]] = LRUCache(
             maxsize=_SHARED_READS
         )
@@ -205,18 +206,22 @@ class ChangeFeed:
         marks = v3_marks(event.status)
         if not marks:
             return
-        portals = await self._marks.merge(event.classified_id, marks)
-        if not portals:
-            return
-        self.stats.v3_changes += 1
-        await self.log.append(
-            ListingChange(
-                provider=Provider.CLASSIFIEDS_V3,
-                portals=portals,
-                received_at=event.received_at,
-                classified_id=event.classified_id,
+        # One at a time, in the order accepted (the lock is first come, first served): with
+        # Redis, comparing and appending wait on it, and two events of one classified must
+        # not overtake each other.
+        async with self._v3_order:
+            portals = await self._marks.merge(event.classified_id, marks)
+            if not portals:
+                return
+            self.stats.v3_changes += 1
+            await self.log.append(
+                ListingChange(
+                    provider=Provider.CLASSIFIEDS_V3,
+                    portals=portals,
+                    received_at=event.received_at,
+                    classified_id=event.classified_id,
+                )
             )
-        )
 
     def _deliver(self, entry: LoggedChange) -> None:
         # Positions in a log are consecutive: a jump means entries never reached this
