@@ -158,6 +158,7 @@ def create_app(
         max_upstream_cost=settings.max_upstream_cost,
         introspection=settings.introspection,
         compiled_execution=settings.compiled_execution,
+        parse_cache_bytes=settings.parse_cache_bytes,
     )
     documents = PersistedDocuments(
         max_bytes=settings.apq_max_bytes,

@@ -195,6 +195,14 @@ class Settings(BaseSettings):
         description="deadline of one `/graphql` HTTP request once its body is in (admission "
         "wait, upstream reads, answer); past it the caller gets 504 `DEADLINE_EXCEEDED`",
     )
+    parse_cache_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        le=4 * 1024 * 1024 * 1024,
+        description="memory the parsed documents kept for reuse may hold (estimated at 80 bytes "
+        "per character of their text), and as much for the compiled query plans; a document "
+        "over a sixteenth of it is parsed for each request, never kept. 0: none kept",
+    )
     max_query_depth: int = Field(default=20, ge=1)
     max_aliases: int = Field(default=200, ge=1)
     # Hardening (docs/security.md): request-shape limits checked before any parsing.

@@ -10,7 +10,8 @@ over query operations once parsing, validation and argument checks have passed:
    root resolvers then pick up the gathered data instead of reading anew.
 
 Mutations and subscriptions run as graphql-core runs them. Plans are cached per
-document text, operation name and the values of the variables `@skip`/`@include` read.
+document text, operation name and the values of the variables `@skip`/`@include` read,
+bounded by the memory their documents hold.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from gateway.graphql.compiler import (
 )
 from gateway.graphql.context import GatewayContext
 from gateway.graphql.inputs import ref_from_arguments
+from gateway.graphql.limits import BYTES_PER_CHARACTER
 from gateway.graphql.selections import classified_page_args, listing_selection, media_page_args
 from gateway.service.listings import ListingRequest
 
@@ -76,15 +78,24 @@ _NOT_COMPILED = object()  # a cached "graphql-core runs this one"
 
 
 class Plans:
-    """Compiled operations, bounded, keyed by document text, operation name and the
-    values of the variables that `@skip`/`@include` read."""
+    """Compiled operations keyed by document text, operation name and the values of the
+    variables that `@skip`/`@include` read.
 
-    def __init__(self, *, compiled: bool, max_plans: int = 512) -> None:
+    A plan holds parts of its document (and through their locations, its tokens), so the
+    plans are bounded as the parsed documents are (`gateway.graphql.limits`): by the memory
+    their documents are estimated to hold, `max_bytes`; a document heavier than a sixteenth
+    of it is compiled for each request, never kept.
+    """
+
+    def __init__(self, *, compiled: bool, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.compiled = compiled
         self.stats = ExecutionStats()
-        self._plans: LRUCache[tuple[Any, ...], Any] = LRUCache(maxsize=max_plans)
-        self._directive_variables: LRUCache[tuple[str, str | None], tuple[str, ...]] = LRUCache(
-            maxsize=max_plans
+        self.largest = max_bytes // 16
+        self._plans: LRUCache[tuple[Any, ...], tuple[Any, int]] = LRUCache(
+            maxsize=max(1, max_bytes), getsizeof=_weight
+        )
+        self._directive_variables: LRUCache[tuple[str, str | None], tuple[tuple[str, ...], int]] = (
+            LRUCache(maxsize=max(1, max_bytes), getsizeof=_weight)
         )
 
     def plan(self, executor: GatewayExecutor) -> CompiledOperation | None:
@@ -94,13 +105,20 @@ class Plans:
         text = operation.loc.source.body
         name = operation.name.value if operation.name else None
         variables = executor.variable_values.coerced
-        names = self._directive_variables.get((text, name))
-        if names is None:
+        weight = len(text) * BYTES_PER_CHARACTER
+        kept = weight <= self.largest
+        found = self._directive_variables.get((text, name))
+        if found is not None:
+            names = found[0]
+        else:
             names = _directive_variables(operation, executor.fragment_definitions.values())
-            self._directive_variables[(text, name)] = names
+            if kept:
+                self._directive_variables[(text, name)] = (names, len(text))
         key = (text, name, *(bool(variables.get(var)) for var in names))
-        plan = self._plans.get(key)
-        if plan is None:
+        entry = self._plans.get(key)
+        if entry is not None:
+            plan = entry[0]
+        else:
             self.stats.plans_built += 1
             plan = compile_operation(
                 executor.schema,
@@ -108,8 +126,15 @@ class Plans:
                 executor.fragment_definitions,
                 executor.variable_values,
             )
-            self._plans[key] = _NOT_COMPILED if plan is None else plan
+            if plan is None:
+                plan = _NOT_COMPILED
+            if kept:
+                self._plans[key] = (plan, weight)
         return None if plan is _NOT_COMPILED else plan
+
+
+def _weight(entry: tuple[Any, int]) -> int:
+    return entry[1]
 
 
 def _directive_variables(
@@ -236,9 +261,10 @@ def _root_value(root: RootField, outcome: Any) -> Any:
     return outcome[0]
 
 
-def executor_class(*, compiled: bool) -> type[GatewayExecutor]:
-    """An executor class with its own plan cache (one per schema)."""
-    return type("GatewayExecutor", (GatewayExecutor,), {"plans": Plans(compiled=compiled)})
+def executor_class(*, compiled: bool, max_bytes: int = 64 * 1024 * 1024) -> type[GatewayExecutor]:
+    """An executor class with its own plan cache (one per schema), bounded by `max_bytes`."""
+    plans = Plans(compiled=compiled, max_bytes=max_bytes)
+    return type("GatewayExecutor", (GatewayExecutor,), {"plans": plans})
 
 
 def gathered_root(context: Any, key: str) -> Any:

@@ -15,13 +15,19 @@ edge recognises a limit by the rule that raised it, never by the wording of a me
 
 Fragment depths and alias counts are worked out once per fragment, so a document that
 spreads fragments into each other many times costs its size, not the size of its expansion.
+
+Parsed documents are kept by their text (`ParsedDocuments`), bounded by the memory they are
+estimated to hold (`GATEWAY_PARSE_CACHE_BYTES`), not by their number: 1,024 entries of any
+size once let 60 distinct 8 MB documents hold a gigabyte.
 """
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
-from functools import lru_cache
+from typing import Final
 
+from cachetools import LRUCache
 from graphql import (
     ASTValidationRule,
     DocumentNode,
@@ -38,7 +44,6 @@ from graphql import (
     TokenKind,
     ValidationContext,
     ValidationRule,
-    parse,
 )
 from graphql.language.lexer import Lexer
 from graphql.validation.rules.max_introspection_depth_rule import MaxIntrospectionDepthRule
@@ -88,38 +93,121 @@ def over_token_limit(query: str, max_tokens: int) -> bool:
     return token_limit_offset(query, max_tokens) is not None
 
 
-@lru_cache(maxsize=1024)
-def _parse(query: str, max_tokens: int) -> DocumentNode:
-    return parse(query, max_tokens=max_tokens)
+# What a parsed document holds per character of its text: its nodes and its tokens (kept
+# linked from its locations) next to the text itself. Measured at 66-78 for queries dense in
+# tokens (a one-listing query, 200 inline refs, 6,000 aliases); a long comment holds ~1.
+BYTES_PER_CHARACTER: Final = 80
+# A document weighing more than this share of the cache is parsed anew for every request.
+_LARGEST_SHARE: Final = 16
+
+
+class ParsedDocuments:
+    """Parsed documents by their text, bounded by the memory they are estimated to hold
+    (`BYTES_PER_CHARACTER` per character), least recently used dropped first.
+
+    A document heavier than a sixteenth of the bound is never kept: a client sending large
+    distinct documents cannot fill the cache with them (nor, through the cache, hold the
+    per-document memos keyed by them, which go with their document).
+
+    >>> documents = ParsedDocuments(max_bytes=64 << 20)
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.largest = max_bytes // _LARGEST_SHARE
+        self._entries: LRUCache[str, tuple[DocumentNode, int]] = LRUCache(
+            maxsize=max(1, max_bytes), getsizeof=lambda entry: entry[1]
+        )
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def weight(self) -> int:
+        """The estimated bytes the kept documents hold."""
+        return int(self._entries.currsize)
+
+    def get(self, text: str) -> DocumentNode | None:
+        entry = self._entries.get(text)
+        return None if entry is None else entry[0]
+
+    def put(self, text: str, document: DocumentNode) -> None:
+        weight = len(text) * BYTES_PER_CHARACTER
+        if weight <= self.largest:
+            self._entries[text] = (document, weight)
+
+
+class _Release:
+    """Collects garbage after every `every_chars` of document text parsed and not kept.
+
+    A request leaves its document in reference cycles (graphql-core's validation context
+    and its rules, strawberry's execution context and its extensions) that only the cyclic
+    collector frees. It runs after a count of new objects, not of bytes, and a serving
+    process runs it rarely (`gateway.process.garbage`): documents of a megabyte, which make
+    few objects, piled up between collections, RSS +40 MB per 180 of them over WebSocket
+    and on. Collecting the younger generations did not free them, a full collection does
+    (it skips what the process froze at start): with it, 720 such documents leave RSS
+    where the first 180 took it.
+    """
+
+    def __init__(self, every_chars: int) -> None:
+        self.every_chars = every_chars
+        self.pending = 0
+
+    def parsed(self, chars: int) -> None:
+        self.pending += chars
+        if self.pending >= self.every_chars:
+            self.pending = 0
+            gc.collect()
+
+
+_released = _Release(every_chars=16 * 1024 * 1024)
 
 
 class TokenLimitedParser(SchemaExtension):
-    """Parses with a token limit and a shared LRU cache of parsed documents.
+    """Parses with a token limit, keeping parsed documents in a `ParsedDocuments`.
 
     Takes the place of strawberry's `ParserCache` and `MaxTokensLimiter` together, so a
     document over the limit is refused as `QUERY_TOO_COMPLEX` and any other parse
-    failure stays a syntax error (`GRAPHQL_PARSE_FAILED`).
+    failure stays a syntax error (`GRAPHQL_PARSE_FAILED`). strawberry parses (with the
+    token limit) and reports a failure as the operation's error on every transport; a
+    failure raised from here instead escaped its streaming path (WebSocket operations).
     """
 
-    def __init__(self, *, max_tokens: int) -> None:
+    def __init__(self, *, max_tokens: int, documents: ParsedDocuments) -> None:
         self.max_tokens = max_tokens
+        self.documents = documents
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
-        if context.graphql_document is None and context.query:
-            try:
-                context.graphql_document = _parse(context.query, self.max_tokens)
-            except GraphQLSyntaxError as error:
-                # The parser stops at the first token past the limit; a malformed document
-                # fails before it, however long it is.
-                limit_at = token_limit_offset(context.query, self.max_tokens)
-                at = min(error.positions or (), default=None)
-                if limit_at is not None and at is not None and at >= limit_at:
-                    raise too_complex(
-                        f"the document has more than {self.max_tokens} tokens"
-                    ) from error
-                raise
+        query = context.query
+        if context.graphql_document is not None or not query:
+            yield
+            return
+        document = self.documents.get(query)
+        if document is not None:
+            context.graphql_document = document
+            yield
+            return
+        context.parse_options = {**context.parse_options, "max_tokens": self.max_tokens}
         yield
+        if context.graphql_document is not None:
+            self.documents.put(query, context.graphql_document)
+        if self.documents.get(query) is None:
+            _released.parsed(len(query))
+        for error in context.pre_execution_errors or ():
+            if isinstance(error, GraphQLSyntaxError):
+                self._code_token_limit(query, error)
+
+    def _code_token_limit(self, query: str, error: GraphQLSyntaxError) -> None:
+        # The parser stops at the first token past the limit; a malformed document fails
+        # before it, however long it is. The error is strawberry's own, already on its way
+        # to the caller: it is recoded where it is.
+        limit_at = token_limit_offset(query, self.max_tokens)
+        at = min(error.positions or (), default=None)
+        if limit_at is not None and at is not None and at >= limit_at:
+            error.message = f"the document has more than {self.max_tokens} tokens"
+            error.extensions = dict(_CODE)
 
 
 # --- depth ------------------------------------------------------------------------------
@@ -248,6 +336,7 @@ __all__ = [
     "QUERY_TOO_COMPLEX",
     "IntrospectionDepthLimit",
     "Limits",
+    "ParsedDocuments",
     "TokenLimitedParser",
     "alias_rule",
     "depth_rule",

@@ -12,7 +12,13 @@ from gateway.graphql.arguments import ArgumentChecks
 from gateway.graphql.cost import CostLimit
 from gateway.graphql.errors import ErrorCodes, log_errors
 from gateway.graphql.executor import executor_class
-from gateway.graphql.limits import Limits, TokenLimitedParser, alias_rule, depth_rule
+from gateway.graphql.limits import (
+    Limits,
+    ParsedDocuments,
+    TokenLimitedParser,
+    alias_rule,
+    depth_rule,
+)
 from gateway.graphql.live import Subscription
 from gateway.graphql.resolvers import Mutation, Query
 from gateway.graphql.types import Listing
@@ -36,6 +42,7 @@ def build_schema(
     max_upstream_cost: int = 12_000,
     introspection: bool = True,
     compiled_execution: bool = True,
+    parse_cache_bytes: int = 64 * 1024 * 1024,
 ) -> strawberry.Schema:
     # The rule classes are made once per schema, and so is the validation memo that holds
     # what they found in each document.
@@ -43,11 +50,12 @@ def build_schema(
     if not introspection:
         rules += (NoSchemaIntrospectionCustomRule,)
     validated = validation_memo()
+    documents = ParsedDocuments(parse_cache_bytes)
     # Factories, not instances: strawberry builds fresh extensions for every request.
     extensions: list[Any] = [
         ErrorCodes,
         # Parsing stops past this many tokens; the largest real query (200 refs) has ~3,000.
-        lambda: TokenLimitedParser(max_tokens=max_tokens),
+        lambda: TokenLimitedParser(max_tokens=max_tokens, documents=documents),
         lambda: DocumentValidation(validated),
         lambda: Limits(rules),
         lambda: ArgumentChecks(max_listings=max_listings),
@@ -59,7 +67,9 @@ def build_schema(
         subscription=Subscription,
         types=[Listing],
         extensions=extensions,
-        execution_context_class=executor_class(compiled=compiled_execution),
+        execution_context_class=executor_class(
+            compiled=compiled_execution, max_bytes=parse_cache_bytes
+        ),
     )
 
 

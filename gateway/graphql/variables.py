@@ -16,7 +16,10 @@ from graphql.execution.values import VariableValues, get_variable_values
 
 Coerced = VariableValues | list[GraphQLError]
 _EMPTY: dict[str, Any] = {}
-_recent: LRUCache[tuple[int, int], tuple[object, object, Coerced]] = LRUCache(maxsize=64)
+# The argument checks and the cost limit run one after the other for a request, without an
+# await between them: a few entries are enough, and each holds its operation (so its
+# document) alive, which many would do for large documents long after their requests.
+_recent: LRUCache[tuple[int, int], tuple[object, object, Coerced]] = LRUCache(maxsize=4)
 
 
 def coerce_variables(
