@@ -109,13 +109,16 @@ ADMISSION_PROBE_S = 0.1
 
 def server_options(settings: Settings) -> dict[str, Any]:
     """The `uvicorn.Config` arguments that bound what connections may hold: a request's
-    header deadline and size, the number of connections (`gateway.http.connections`)."""
+    header deadline and size, the number of connections (`gateway.http.connections`), the
+    size of a WebSocket message."""
     return {
         "http": bounded_protocol(
             header_timeout_s=settings.header_timeout_s,
             max_header_bytes=settings.max_header_bytes,
             max_connections=settings.max_connections,
         ),
+        # A WebSocket message is bounded as a request body is; a larger one closes with 1009.
+        "ws_max_size": settings.max_body_bytes,
     }
 
 
@@ -179,6 +182,10 @@ def create_app(
                 webhooks=runtime.webhooks,
                 changes=runtime.changes,
                 max_variable_depth=settings.max_variable_depth,
+                max_message_bytes=settings.max_body_bytes,
+                max_operations_per_socket=settings.max_subscriptions_per_connection,
+                max_sockets=settings.max_ws_connections,
+                admission=admission,
                 documents=documents,
                 tracer=tracer,
                 ide_page=lambda: page_response(graphiql_html(settings.board_refs)),
@@ -190,7 +197,10 @@ def create_app(
             metrics.watch_live(
                 # Whatever the bus implementation counts; LocalEventBus keeps BusStats.
                 events=lambda: getattr(bus, "stats", None),
-                subscribers=lambda: len(getattr(bus, "subscribers", ())),
+                # Status subscribers and the slots listing-change streams hold.
+                subscribers=lambda: (
+                    len(getattr(bus, "subscribers", ())) + getattr(bus, "reserved", 0)
+                ),
                 callbacks=lambda: runtime.webhooks.stats,
             )
             redis_metrics = RedisCollector(runtime)

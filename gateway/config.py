@@ -150,7 +150,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,
-        description="largest HTTP request body, else 413",
+        description="largest HTTP request body (else 413) and WebSocket message (else the "
+        "socket is closed with 1009)",
     )
     body_timeout_s: float = Field(
         default=10.0,
@@ -187,6 +188,21 @@ class Settings(BaseSettings):
         le=300,
         description="seconds a GraphQL WebSocket (either protocol) has to send "
         "`connection_init` after the upgrade; else it is closed with 4408",
+    )
+    max_subscriptions_per_connection: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="operations (subscriptions, and queries still running) one GraphQL "
+        "WebSocket runs at once; one more gets an `error` message with `OVERLOADED` and the "
+        "socket stays up",
+    )
+    max_ws_connections: int = Field(
+        default=5000,
+        ge=1,
+        le=1_000_000,
+        description="GraphQL WebSockets one process holds open; one more is accepted and "
+        "closed with 1013 (try again later)",
     )
     request_timeout_s: float = Field(
         default=15.0,

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import grpc
 import httpx
 import orjson
@@ -22,11 +25,11 @@ from hostile import SpiedSimulator, decoded_ids, unencoded_paths
 from hypothesis import HealthCheck, event, given, seed, settings
 from hypothesis import strategies as st
 
-from gateway.app import create_app
+from gateway.app import create_app, server_options
 from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.simulator import RunningSimulator
 
-from gateway_harness import RunningGateway, run_gateway, settings_for
+from gateway_harness import RunningGateway, run_gateway, serve_app, settings_for
 
 JSON = "application/json"
 WEBHOOK_SECRET = "hostile-input-secret-8d3f"
@@ -622,5 +625,273 @@ def test_a_thousand_hostile_grpc_requests_get_no_internal_error_and_no_traceback
     code = loop.run_until_complete(_grpc_exchange(target.channel, method, raw, metadata))
     event(f"{method}: {code.name if code is not None else 'watching'}")
     assert code not in {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}, (method, raw)
+    assert [record.getMessage() for record in target.errors] == []
+    assert unencoded_paths(target.sim.raw_paths[before:]) == []
+
+
+# --- a thousand generated hostile WebSocket messages, on a real socket --------------------------
+
+TRANSPORT_WS = "graphql-transport-ws"
+LEGACY_WS = "graphql-ws"
+WATCH = (
+    "subscription($ids: [ID!]) { classifiedStatusChanged(classifiedIds: $ids) { classifiedId } }"
+)
+# How the server may end a socket: a normal close, or a code the protocols define. 1006 (the
+# connection dropped without a close frame) is what a failing handler did.
+CLOSE_CODES = {1000, 1009, 4400, 4401, 4403, 4408, 4409, 4429}
+
+
+@dataclass
+class WebSocketTarget:
+    """The gateway (uvicorn, in this process, on a private loop) against a spied simulator."""
+
+    url: str
+    sim: SpiedSimulator
+    errors: list[logging.LogRecord]
+    messages: list[int] = field(default_factory=lambda: [0])
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def _start_websocket(stack: AsyncExitStack) -> WebSocketTarget:
+    sim = SpiedSimulator()
+    running: RunningSimulator = await stack.enter_async_context(sim.serve())
+    settings = settings_for(running, warm_up=False)
+    app = create_app(settings)
+    url = await stack.enter_async_context(serve_app(app, **server_options(settings)))
+    errors: list[logging.LogRecord] = []
+    handler = _Errors(errors)
+    for name in ("", "uvicorn"):  # uvicorn's loggers do not reach the root
+        logging.getLogger(name).addHandler(handler)
+        stack.callback(logging.getLogger(name).removeHandler, handler)
+    return WebSocketTarget(url=url.replace("http://", "ws://") + "/graphql", sim=sim, errors=errors)
+
+
+@pytest.fixture
+def loop_websocket() -> Iterator[tuple[asyncio.AbstractEventLoop, WebSocketTarget]]:
+    """The gateway on a private event loop, for a synchronous hypothesis test; at the end,
+    at least a thousand messages were sent and the descriptors are back where they were."""
+    loop = asyncio.new_event_loop()
+    stack = AsyncExitStack()
+    try:
+        target = loop.run_until_complete(_start_websocket(stack))
+        descriptors = _open_descriptors()
+        yield loop, target
+        assert target.messages[0] >= 1000, target.messages
+        assert _open_descriptors() <= descriptors + 5
+    finally:
+        loop.run_until_complete(stack.aclose())
+        loop.close()
+
+
+websocket_ids = st.one_of(
+    st.sampled_from(["1", "2", "a"]), st.text(max_size=8), st.text(min_size=100), json_values
+)
+websocket_queries = st.one_of(
+    st.sampled_from(
+        [
+            LISTING,
+            MEDIA,
+            LISTINGS,
+            NODE,
+            WATCH,
+            "{ __typename }",
+            "subscription { classifiedStatusChanged(",
+            "query { listing(ref: {}) { id } }",
+            'mutation { refreshListing(ref: {classifiedId: "x"}) { id } }',
+            "{ " + "__typename " * 20_001 + "}",
+        ]
+    ),
+    st.text(max_size=60),
+)
+websocket_variables = st.one_of(
+    st.fixed_dictionaries({"ref": st.fixed_dictionaries({"classifiedId": ids})}),
+    st.fixed_dictionaries({"ref": st.fixed_dictionaries({"classifiedId": ids})}),
+    st.fixed_dictionaries({"ids": st.lists(ids, max_size=3)}),
+    st.fixed_dictionaries({"refs": st.lists(st.fixed_dictionaries({"classifiedId": ids}))}),
+    st.integers(1, 60).map(lambda depth: {"deep": json.loads("[" * depth + "]" * depth)}),
+    st.dictionaries(st.text(max_size=6), json_values, max_size=3),
+    json_values,
+)
+# Mostly of the right types, so that most operations are parsed, checked and run.
+operation_payloads = st.fixed_dictionaries(
+    {"query": websocket_queries},
+    optional={
+        "variables": websocket_variables,
+        "operationName": st.one_of(st.none(), st.none(), st.text(max_size=10), json_values),
+        "extensions": st.one_of(st.none(), st.none(), st.just({}), json_values),
+    },
+)
+
+
+@st.composite
+def websocket_sessions(draw: st.DrawFn) -> tuple[str, list[str | bytes]]:
+    """A protocol and the messages one client sends on one socket: half the sessions
+    well-formed (their operations then run to their answers: a malformed message closes the
+    socket, cancelling what runs on it), half with messages of the wrong shape or not JSON."""
+    protocol = draw(st.sampled_from([TRANSPORT_WS, LEGACY_WS]))
+    start, stop, others = (
+        ("subscribe", "complete", ["ping", "pong"])
+        if protocol == TRANSPORT_WS
+        else ("start", "stop", ["connection_terminate"])
+    )
+    operation = st.fixed_dictionaries(
+        {
+            "type": st.just(start),
+            "id": st.sampled_from(["1", "2", "3", "4"]),
+            "payload": operation_payloads,
+        }
+    )
+    stopping = st.fixed_dictionaries({"type": st.just(stop), "id": websocket_ids})
+    control = st.fixed_dictionaries(
+        {"type": st.sampled_from(["connection_init", *others])},
+        optional={"payload": json_values},
+    )
+    odd = st.one_of(
+        st.fixed_dictionaries(
+            {"type": st.just(start), "id": websocket_ids, "payload": json_values}
+        ),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "type": st.one_of(st.text(max_size=12), st.text(min_size=100), json_values),
+                "id": websocket_ids,
+                "payload": json_values,
+            },
+        ),
+        json_values,
+    )
+    encoded = st.one_of(*[operation] * 8, stopping, control, odd, odd).map(json.dumps)
+    hostile = st.one_of(
+        *[encoded] * 12,
+        encoded.map(lambda text: text[: len(text) // 2]),
+        st.text(max_size=32),
+        st.binary(max_size=32),
+    )
+    well_formed = st.one_of(
+        *[operation] * 4,
+        st.fixed_dictionaries({"type": st.just(stop), "id": st.sampled_from(["1", "2"])}),
+    ).map(json.dumps)
+    chosen = well_formed if draw(st.booleans()) else hostile
+    sent: list[str | bytes] = draw(st.lists(chosen, min_size=4, max_size=8))
+    if draw(st.integers(0, 4)):
+        sent.insert(0, json.dumps({"type": "connection_init", "payload": {}}))
+    return protocol, sent
+
+
+async def _websocket_session(
+    url: str, protocol: str, messages: list[str | bytes]
+) -> tuple[int, list[Any]]:
+    """How many of `messages` were sent before the server closed the socket, and what it
+    sent back (decoded), ending with ("closed", code) when it closed."""
+    received: list[Any] = []
+    sent = 0
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, protocols=(protocol,), autoclose=False) as ws,
+    ):
+        for message in messages:
+            if ws.closed:
+                break
+            with contextlib.suppress(ConnectionResetError):
+                if isinstance(message, bytes):
+                    await ws.send_bytes(message)
+                else:
+                    await ws.send_str(message)
+                sent += 1
+        # The operations that must end on their own get their last message, unless the
+        # server closes the socket first; then the end, each protocol's way.
+        waiting = _answers_due(messages[:sent])
+        ending = False
+        async with asyncio.timeout(30):
+            while True:
+                if waiting <= 0 and not ending and not ws.closed:
+                    ending = True
+                    last = "ping" if protocol == TRANSPORT_WS else "connection_terminate"
+                    with contextlib.suppress(ConnectionResetError):
+                        await ws.send_json({"type": last})
+                reply = await ws.receive()
+                if reply.type is aiohttp.WSMsgType.TEXT:
+                    received.append(json.loads(reply.data))
+                    kind = received[-1].get("type")
+                    waiting -= kind in ("complete", "error")
+                    if ending and kind == "pong":
+                        break
+                elif reply.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                    received.append(("closed", ws.close_code, str(reply.extra)[:40]))
+                    break
+                else:
+                    raise AssertionError(f"unexpected {reply}")
+        await ws.close()
+    return sent, received
+
+
+def _answers_due(sent: list[str | bytes]) -> int:
+    """How many operations among `sent` end with a `complete` or `error` of their own: the
+    well-formed ones after an init, not subscriptions, not stopped by the client."""
+    due = 0
+    started: dict[str, int] = {}
+    initialised = False
+    for raw in sent:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(message, dict):
+            continue
+        kind, op, payload = message.get("type"), message.get("id"), message.get("payload")
+        if kind == "connection_init":
+            initialised = True
+        elif kind in ("complete", "stop") and isinstance(op, str) and op in started:
+            due -= started.pop(op)
+        elif (
+            kind in ("subscribe", "start")
+            and initialised
+            and isinstance(op, str)
+            and isinstance(payload, dict)
+            and isinstance(payload.get("query"), str)
+            and "subscription" not in payload["query"]
+        ):
+            started[op] = started.get(op, 0) + 1
+            due += 1
+    return due
+
+
+def _errors_of(reply: dict[str, Any]) -> list[Any]:
+    payload = reply.get("payload")
+    if reply.get("type") == "error":
+        return payload if isinstance(payload, list) else [payload]
+    return (payload or {}).get("errors") or []
+
+
+@settings(
+    max_examples=400,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@seed(21)
+@given(session=websocket_sessions())
+def test_a_thousand_hostile_websocket_messages_get_no_internal_error_and_no_traceback(
+    loop_websocket: tuple[asyncio.AbstractEventLoop, WebSocketTarget],
+    session: tuple[str, list[str | bytes]],
+) -> None:
+    loop, target = loop_websocket
+    protocol, sent = session
+    before = len(target.sim.raw_paths)
+    count, received = loop.run_until_complete(_websocket_session(target.url, protocol, sent))
+    target.messages[0] += count
+    for reply in received:
+        if isinstance(reply, tuple):
+            event(f"{protocol}: closed {reply[1]} {reply[2]}")
+            assert reply[1] in CLOSE_CODES, (reply, sent)
+            continue
+        assert isinstance(reply, dict), reply
+        event(f"{protocol}: {reply.get('type')}")
+        for error in _errors_of(reply):
+            code = error["extensions"]["code"]
+            assert code not in {"INTERNAL_SERVER_ERROR", "INTERNAL"}, (error, sent)
     assert [record.getMessage() for record in target.errors] == []
     assert unencoded_paths(target.sim.raw_paths[before:]) == []

@@ -17,13 +17,20 @@ from collections.abc import Iterator
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSyntaxError
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types.execution import PreExecutionError
 
 from gateway.domain.errors import CursorExpired, GatewayError, InternalError, UpstreamError
 
 log = logging.getLogger("gateway.graphql")
 
 QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+# strawberry's refusals of a request's shape (no query, an operation name the document does
+# not have, an operation type the transport does not take): the caller's mistake. HTTP
+# answers them 400 before execution; over WebSocket they reach the caller as errors.
+REQUEST_REFUSALS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
 
 
 def error_code(error: GraphQLError) -> str:
@@ -32,6 +39,8 @@ def error_code(error: GraphQLError) -> str:
     original = error.original_error
     if isinstance(original, GatewayError):
         return original.code
+    if isinstance(original, REQUEST_REFUSALS):
+        return "BAD_USER_INPUT"
     if original is not None:
         return "INTERNAL_SERVER_ERROR"
     existing = (error.extensions or {}).get("code")
@@ -61,7 +70,7 @@ def translate(error: GraphQLError) -> GraphQLError:
                 extensions["retryAfter"] = math.ceil(original.retry_after)
         if isinstance(original, CursorExpired):
             extensions["reason"] = original.reason
-    elif original is not None:
+    elif original is not None and not isinstance(original, REQUEST_REFUSALS):
         message = "Unexpected error"
     return GraphQLError(
         message,
@@ -95,7 +104,12 @@ def _bad_user_input(error: GraphQLError) -> GraphQLError:
 class ErrorCodes(SchemaExtension):
     """Rewrites every outgoing error into its caller-safe, coded form."""
 
+    # Set once the operation reaches execution: an error without a path after that point is
+    # about the request's input, before it a parse or validation failure.
+    executing = False
+
     def on_execute(self) -> Iterator[None]:
+        self.executing = True
         yield
         # Past validation, an error without a path is about the request's input: a
         # variable that is missing or does not coerce, or an unknown operation name.
@@ -105,10 +119,14 @@ class ErrorCodes(SchemaExtension):
             result.errors = [_bad_user_input(error) for error in errors]
 
     def on_stream_result(self, result: Any) -> Iterator[None]:
-        # A subscription's results go out one by one, before on_operation's end.
+        # A subscription's results go out one by one, before on_operation's end. A failure
+        # before execution (parse, validation) is coded by its kind, as over HTTP; one of
+        # the variables or the operation name, found as execution starts, is the input's.
         errors = getattr(result, "errors", None)
         if errors:
-            result.errors = [translate(_bad_user_input(error)) for error in errors]
+            if self.executing or not isinstance(result, PreExecutionError):
+                errors = [_bad_user_input(error) for error in errors]
+            result.errors = [translate(error) for error in errors]
         yield
 
     def on_operation(self) -> Iterator[None]:
@@ -127,7 +145,11 @@ def log_errors(errors: list[GraphQLError]) -> None:
             log.error("unexpected error at %s", error.path, exc_info=original.__cause__)
         elif isinstance(original, GatewayError):
             log.info("%s at %s: %s", original.code, error.path, original.message)
-        elif original is not None and not _is_request_input_error(error):
+        elif (
+            original is not None
+            and not _is_request_input_error(error)
+            and not isinstance(original, REQUEST_REFUSALS)
+        ):
             log.error("unexpected error at %s", error.path, exc_info=original)
         else:
             log.debug("request refused: %s", error.message)

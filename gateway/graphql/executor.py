@@ -17,6 +17,7 @@ bounded by the memory their documents hold.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -196,9 +197,17 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
         except GraphQLError:
             # An argument graphql-core cannot coerce: let it run the operation and say so.
             return Gathered(None, (), (), ())
-        outcomes = iter(
-            await asyncio.gather(*(capture(read) for read in reads if read is not None))
-        )
+        try:
+            outcomes = iter(
+                await asyncio.gather(*(capture(read) for read in reads if read is not None))
+            )
+        except BaseException:
+            # Cancelled (the caller left, its deadline passed): a read whose task never
+            # started is closed here, or it is reported as never awaited.
+            for read in reads:
+                if read is not None and inspect.getcoroutinestate(read) == inspect.CORO_CREATED:
+                    read.close()
+            raise
         by_root = tuple(next(outcomes) if read is not None else None for read in reads)
         return Gathered(plan, roots, by_root, tuple(arguments))
 

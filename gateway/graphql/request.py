@@ -89,12 +89,17 @@ def check_params(data: object, *, max_depth: int) -> dict[str, Any]:
             continue
         if not isinstance(value, dict):
             raise RequestRefused(400, f"`{name}` must be an object")
-        if _depth_exceeds(value, max_depth):
-            raise RequestRefused(400, f"`{name}` nest deeper than {max_depth} levels")
+        check_nesting(name, value, max_depth=max_depth)
     persisted = "persistedQuery" in (data.get("extensions") or {}) or "documentId" in data
     if data.get("query") is None and not persisted:
         raise RequestRefused(400, "the request has no `query`")
     return data
+
+
+def check_nesting(name: str, value: object, *, max_depth: int) -> None:
+    """Refuses `value` (the request's `name`) if it nests deeper than `max_depth` levels."""
+    if _depth_exceeds(value, max_depth):
+        raise RequestRefused(400, f"`{name}` nest deeper than {max_depth} levels")
 
 
 def _depth_exceeds(value: object, limit: int) -> bool:

@@ -6,7 +6,8 @@ from typing import Any
 
 import strawberry
 from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from gateway.graphql.arguments import ArgumentChecks
 from gateway.graphql.cost import CostLimit
@@ -23,9 +24,18 @@ from gateway.graphql.live import Subscription
 from gateway.graphql.resolvers import Mutation, Query
 from gateway.graphql.types import Listing
 from gateway.graphql.validation import DocumentValidation, validation_memo
+from gateway.graphql.websocket import SubscriptionTurns
 
 
 class GatewaySchema(strawberry.Schema):
+    async def execute(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        # A subscription is served over WebSocket only: strawberry lets a plain POST run
+        # one as a query, which ends in an internal error.
+        allowed = kwargs.get("allowed_operation_types")
+        if allowed is not None:
+            kwargs["allowed_operation_types"] = set(allowed) - {OperationType.SUBSCRIPTION}
+        return await super().execute(*args, **kwargs)
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -60,6 +70,7 @@ def build_schema(
         lambda: Limits(rules),
         lambda: ArgumentChecks(max_listings=max_listings),
         lambda: CostLimit(max_root_fields=max_root_fields, max_cost=max_upstream_cost),
+        SubscriptionTurns,
     ]
     return GatewaySchema(
         query=Query,

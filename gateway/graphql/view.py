@@ -30,11 +30,13 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
 
+from gateway.access.admission import AdmissionControl
 from gateway.domain.models import caller_of
 from gateway.graphql.context import GatewayContext
-from gateway.graphql.errors import translate
+from gateway.graphql.errors import REQUEST_REFUSALS, translate
 from gateway.graphql.persisted import PersistedDocuments
 from gateway.graphql.request import (
     RequestRefused,
@@ -43,7 +45,13 @@ from gateway.graphql.request import (
     decode_json,
     is_graphiql_page,
 )
-from gateway.graphql.websocket import LegacyWSHandler, TransportWSHandler
+from gateway.graphql.websocket import (
+    TRY_AGAIN_LATER_CODE,
+    BoundedWebSocketAdapter,
+    LegacyWSHandler,
+    OpenSockets,
+    TransportWSHandler,
+)
 from gateway.live.bus import EventBus
 from gateway.live.changes import ChangeFeed
 from gateway.live.webhooks import Webhooks
@@ -52,6 +60,9 @@ from gateway.service.listings import ListingService
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 # The name of a document's first operation, for logs and metrics when the caller names none.
+SUBSCRIPTIONS_OVER_WEBSOCKET: Final = (
+    "subscriptions are served over WebSocket at /graphql (graphql-transport-ws or graphql-ws)"
+)
 _OPERATION_NAME: Final = re.compile(r"\b(?:query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]*)")
 
 
@@ -63,6 +74,7 @@ def _wants_graphql_response(request: Request) -> bool:
 class GatewayGraphQL(GraphQL[GatewayContext, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyWSHandler
+    websocket_adapter_class = BoundedWebSocketAdapter
 
     def __init__(
         self,
@@ -73,6 +85,10 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         webhooks: Webhooks,
         changes: ChangeFeed | None = None,
         max_variable_depth: int = 16,
+        max_message_bytes: int = 1024 * 1024,
+        max_operations_per_socket: int = 20,
+        max_sockets: int = 5000,
+        admission: AdmissionControl | None = None,
         documents: PersistedDocuments | None = None,
         tracer: trace.Tracer | None = None,
         ide_page: Callable[[], Response] | None = None,
@@ -86,9 +102,29 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         self.webhooks = webhooks
         self.changes = changes
         self.max_variable_depth = max_variable_depth
+        # WebSocket operations (`gateway.graphql.websocket`): their messages are bounded as
+        # HTTP bodies, and they take their turns from the budget HTTP requests draw on.
+        self.max_message_bytes = max_message_bytes
+        # Refused with the gateway's own OVERLOADED error (gateway.graphql.websocket), not
+        # strawberry's uncoded one.
+        self.max_operations_per_socket = max_operations_per_socket
+        self.max_subscriptions_per_connection = None
+        self.sockets = OpenSockets(max_sockets)
+        self.admission = admission
         self.tracer = tracer or trace.NoOpTracer()
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        if isinstance(request, WebSocket):
+            if not self.sockets.take():
+                # Accepted first: a close before the handshake is an HTTP 403 to the client,
+                # which says nothing of trying again.
+                await request.accept(subprotocol=await self.pick_websocket_subprotocol(request))
+                await request.close(TRY_AGAIN_LATER_CODE, "Too many WebSocket connections")
+                return request
+            try:
+                return await super().run(request, context, root_value)
+            finally:
+                self.sockets.give_back()
         try:
             return await super().run(request, context, root_value)
         except RequestRefused as refused:
@@ -159,13 +195,19 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
             ):
                 return await super().execute_single(*args, **kwargs)
         except HTTPException as exc:
+            # strawberry's refusals of the request's shape, answered as JSON with the code
+            # the same refusal carries over WebSocket.
             cause = exc.__cause__
-            adapter = kwargs.get("request_adapter")
-            if (
-                isinstance(cause, InvalidOperationTypeError)
-                and getattr(adapter, "method", "") == "GET"
-            ):
-                raise HTTPException(405, "Mutations must be sent with POST.") from cause
+            if isinstance(cause, InvalidOperationTypeError):
+                adapter = kwargs.get("request_adapter")
+                if cause.operation_type is OperationType.SUBSCRIPTION:
+                    raise RequestRefused(400, SUBSCRIPTIONS_OVER_WEBSOCKET) from cause
+                if getattr(adapter, "method", "") == "GET":
+                    raise RequestRefused(
+                        405, "Mutations must be sent with POST.", headers={"Allow": "POST"}
+                    ) from cause
+            if isinstance(cause, REQUEST_REFUSALS):
+                raise RequestRefused(exc.status_code, exc.reason) from cause
             raise
 
     async def process_result(
