@@ -81,7 +81,7 @@ async def _grpc_edge(
         host=settings.host,
         port=settings.grpc_port,
         grace_s=settings.shutdown_grace_s,
-        tokens=ClientTokens(settings.client_tokens),
+        tokens=ClientTokens(settings.client_tokens, default_agency=settings.v3_intermediary_id),
         telemetry=CallTelemetry(SERVICE_NAME, metrics=metrics, tracer=tracer),
         admission=admission,
         shared_port=shared_port,
@@ -266,7 +266,10 @@ def create_app(
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     # Client tokens guard /graphql only: health, metrics and the webhook receiver stay open.
-    graphql = ClientAuthGuard(_graphql_view, ClientTokens(settings.client_tokens))
+    graphql = ClientAuthGuard(
+        _graphql_view,
+        ClientTokens(settings.client_tokens, default_agency=settings.v3_intermediary_id),
+    )
     app = Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),

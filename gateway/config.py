@@ -343,6 +343,24 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{PREFIX}CLIENT_TOKENS cannot be used with GATEWAY_V3_AUTH=passthrough"
             )
+        allowed = set(self.v3_agencies) | {self.v3_intermediary_id}
+        for position, entry in enumerate(self.client_tokens, start=1):
+            # `<token>@<agency>|<agency>…` binds the token (gateway.access.client_tokens);
+            # the message names the entry by its position, never by its token.
+            token, at, agencies = entry.get_secret_value().partition("@")
+            if not at:
+                continue
+            bound = {a.strip() for a in agencies.split("|") if a.strip()}
+            if not token or not bound:
+                raise ValueError(
+                    f"{PREFIX}CLIENT_TOKENS entry {position}: a bound token reads "
+                    "`<token>@<agency>[|<agency>…]`"
+                )
+            if self.v3_agencies and not bound <= allowed:
+                raise ValueError(
+                    f"{PREFIX}CLIENT_TOKENS entry {position} is bound to agencies outside "
+                    f"{PREFIX}V3_AGENCIES: {', '.join(sorted(bound - allowed))}"
+                )
         return self
 
 

@@ -67,7 +67,8 @@ MEANINGS: dict[str, str] = {
     "upstream_backoff_s": "first backoff step: doubled per retry, plus up to as much jitter, "
     "at most 2 s; a `Retry-After` replaces it",
     "max_listings": "most refs in one `listings` query",
-    "client_tokens": "bearer tokens callers must present (see [security](security.md)); "
+    "client_tokens": "bearer tokens callers must present, each `<token>` or "
+    "`<token>@<agency>|<agency>…` (bound to those agencies; see [security](security.md)); "
     "refused with `passthrough`",
     "compiled_execution": "run queries as generated code (`false`: graphql-core runs them)",
     "warm_up": "before the first caller: fetch the V3 token and run one query through the "

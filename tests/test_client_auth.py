@@ -7,12 +7,15 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
 from gateway.access.client_tokens import ClientTokens
 from gateway.config import SettingsError, V3AuthMode, load_settings
+from gateway.grpc.generated import listing_status_pb2 as pb
+from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
 from gateway.simulator import RunningSimulator
 
 from gateway_harness import RunningGateway, run_gateway
@@ -185,3 +188,112 @@ def test_client_tokens_are_refused_with_passthrough() -> None:
     assert message.startswith("GATEWAY_CLIENT_TOKENS")
     assert "passthrough" in message
     assert TOKEN not in message
+
+
+# --- tokens bound to agencies ----------------------------------------------------------------
+
+BOUND = "bound-token-7d41"
+LATEST = "query($id: ID!) { listing(ref: {classifiedId: $id}) { classified { id } } }"
+
+
+@pytest.fixture
+async def bound(simulator: RunningSimulator) -> AsyncIterator[RunningGateway]:
+    """agency-1 is the default agency; BOUND acts for agency-2 and agency-1, OTHER for any."""
+    async with run_gateway(
+        simulator, grpc=True, client_tokens=f"{BOUND}@agency-2|agency-1,{OTHER}"
+    ) as running:
+        yield running
+
+
+async def test_a_bound_token_acts_only_for_its_agencies_over_http(
+    bound: RunningGateway, simulator: RunningSimulator
+) -> None:
+    """A client token used to let its holder name any agency with X-Intermediary-Id."""
+    tenants = simulator.sim.data.tenants
+    auth = {"authorization": f"Bearer {BOUND}"}
+
+    async def latest(agency: str | None, token: dict[str, str]) -> tuple[int, dict[str, object]]:
+        tenant = agency or "agency-1"
+        headers = token | ({"x-intermediary-id": agency} if agency else {})
+        body = {"query": LATEST, "variables": {"id": tenants[tenant][0]}}
+        response = await bound.client.post("/graphql", json=body, headers=headers)
+        return response.status_code, response.json()
+
+    for agency in ("agency-2", None):  # named, and the default one
+        status, body = await latest(agency, auth)
+        assert status == 200 and "errors" not in body, body
+    tokens_before = bound.calls("token")
+    status, body = await latest("agency-3", auth)
+    assert status == 403
+    [error] = body["errors"]  # type: ignore[misc]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert BOUND not in json.dumps(body)
+    assert bound.calls("token") == tokens_before  # refused before any token request
+    # An unbound token still names any agency.
+    status, body = await latest("agency-3", {"authorization": f"Bearer {OTHER}"})
+    assert status == 200 and "errors" not in body, body
+
+
+async def test_a_bound_token_acts_only_for_its_agencies_over_websocket_and_grpc(
+    bound: RunningGateway, simulator: RunningSimulator
+) -> None:
+    async def init(agency: str) -> str:
+        headers = {"Authorization": f"Bearer {BOUND}", "X-Intermediary-Id": agency}
+        async with websockets.connect(
+            ws_url(bound), subprotocols=["graphql-transport-ws"], additional_headers=headers
+        ) as socket:
+            await socket.send(json.dumps({"type": "connection_init", "payload": {}}))
+            try:
+                return str(json.loads(await socket.recv())["type"])
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None
+                return f"closed {closed.rcvd.code}"
+
+    assert await init("agency-2") == "connection_ack"
+    assert await init("agency-3") == "closed 4403"
+
+    classified_id = simulator.sim.data.tenants["agency-3"][0]
+    request = pb.GetListingRequest(ref=pb.ListingRef(classified_id=classified_id))
+    async with grpc.aio.insecure_channel(bound.grpc_address) as channel:
+        stub = pb_grpc.ListingStatusServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.GetListing(
+                request,
+                metadata=(("authorization", f"Bearer {BOUND}"), ("x-intermediary-id", "agency-3")),
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert BOUND not in (refused.value.details() or "")
+        listing = await stub.GetListing(
+            request,
+            metadata=(("authorization", f"Bearer {OTHER}"), ("x-intermediary-id", "agency-3")),
+        )
+        assert listing.classified.id == classified_id
+
+
+@pytest.mark.parametrize(
+    ("tokens", "agencies", "wanted"),
+    [
+        (f"{TOKEN}@", "", "entry 1: a bound token reads"),
+        (f"{OTHER},@agency-2", "", "entry 2: a bound token reads"),
+        (f"{TOKEN}@agency-9", "agency-2", "entry 1 is bound to agencies outside"),
+    ],
+)
+def test_a_malformed_binding_stops_the_start_without_showing_the_token(
+    tokens: str, agencies: str, wanted: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            v3_url="http://127.0.0.1:1",
+            legacy_url="http://127.0.0.1:1",
+            legacy_api_key="k",
+            v3_token_url="http://127.0.0.1:1/token",
+            v3_client_id="id",
+            v3_client_secret="secret",
+            v3_audience="audience",
+            v3_intermediary_id="agency-1",
+            v3_agencies=agencies,
+            client_tokens=tokens,
+        )
+    message = str(caught.value)
+    assert wanted in message
+    assert TOKEN not in message and OTHER not in message

@@ -6,6 +6,9 @@
 - WebSocket: the same header on the upgrade, or `{"authorization": "Bearer …"}` in the
   `connection_init` payload (browsers cannot set headers on an upgrade). A socket with
   neither is closed with 4401 at its first message, before the GraphQL handler sees it.
+- A token bound to agencies admits only requests whose `X-Intermediary-Id` (on the
+  upgrade, for a WebSocket) names one of them: else HTTP 403 with `BAD_USER_INPUT`, and a
+  WebSocket is closed with 4403.
 """
 
 from __future__ import annotations
@@ -16,11 +19,17 @@ import orjson
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.access.client_tokens import UNAUTHENTICATED_MESSAGE, ClientTokens
+from gateway.access.client_tokens import (
+    FORBIDDEN_AGENCY_MESSAGE,
+    UNAUTHENTICATED_MESSAGE,
+    ClientTokens,
+    Verdict,
+)
 from gateway.graphql.request import is_graphiql_page
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 WS_UNAUTHORIZED = 4401
+WS_FORBIDDEN = 4403
 
 
 class ClientAuthGuard:
@@ -33,10 +42,14 @@ class ClientAuthGuard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if self.tokens.allows(headers.get("authorization")):
+        agency = headers.get("x-intermediary-id") or ""
+        verdict = self.tokens.judge(headers.get("authorization"), agency=agency)
+        if verdict is Verdict.ALLOWED:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
+            await self._websocket(scope, receive, send, agency, verdict)
+        elif verdict is Verdict.FORBIDDEN:
+            await _forbidden(headers, send)
         elif is_graphiql_page(
             scope.get("method", ""),
             QueryParams(scope.get("query_string", b"")),
@@ -46,7 +59,9 @@ class ClientAuthGuard:
         else:
             await _unauthorized(headers, send, presented="authorization" in headers)
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _websocket(
+        self, scope: Scope, receive: Receive, send: Send, agency: str, on_upgrade: Verdict
+    ) -> None:
         refused = False
         judged = False
 
@@ -58,13 +73,20 @@ class ClientAuthGuard:
             if judged or message["type"] != "websocket.receive":
                 return message
             judged = True
-            if self.tokens.allows(_init_authorization(message)):
+            presented = _init_authorization(message)
+            verdict = (
+                on_upgrade if presented is None else self.tokens.judge(presented, agency=agency)
+            )
+            if verdict is Verdict.ALLOWED:
                 return message
             refused = True
-            await send(
-                {"type": "websocket.close", "code": WS_UNAUTHORIZED, "reason": "Unauthorized"}
+            code, reason = (
+                (WS_FORBIDDEN, "Forbidden")
+                if verdict is Verdict.FORBIDDEN
+                else (WS_UNAUTHORIZED, "Unauthorized")
             )
-            return {"type": "websocket.disconnect", "code": WS_UNAUTHORIZED}
+            await send({"type": "websocket.close", "code": code, "reason": reason})
+            return {"type": "websocket.disconnect", "code": code}
 
         async def guarded_send(message: Message) -> None:
             if refused and message["type"] in ("websocket.send", "websocket.close"):
@@ -92,27 +114,37 @@ def _init_authorization(message: Message) -> str | None:
     return value if isinstance(value, str) else None
 
 
+async def _forbidden(headers: Headers, send: Send) -> None:
+    await _refuse(headers, send, 403, FORBIDDEN_AGENCY_MESSAGE, "BAD_USER_INPUT", [])
+
+
 async def _unauthorized(headers: Headers, send: Send, *, presented: bool) -> None:
     challenge = 'Bearer realm="listing-gateway"'
     if presented:
         challenge += ', error="invalid_token"'
+    extra = [(b"www-authenticate", challenge.encode())]
+    await _refuse(headers, send, 401, UNAUTHENTICATED_MESSAGE, "UNAUTHENTICATED", extra)
+
+
+async def _refuse(
+    headers: Headers,
+    send: Send,
+    status: int,
+    message: str,
+    code: str,
+    extra: list[tuple[bytes, bytes]],
+) -> None:
     graphql_response = GRAPHQL_RESPONSE in headers.get("accept", "")
-    body = orjson.dumps(
-        {
-            "errors": [
-                {"message": UNAUTHENTICATED_MESSAGE, "extensions": {"code": "UNAUTHENTICATED"}}
-            ]
-        }
-    )
+    body = orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
     media_type = GRAPHQL_RESPONSE if graphql_response else "application/json"
     await send(
         {
             "type": "http.response.start",
-            "status": 401,
+            "status": status,
             "headers": [
                 (b"content-type", media_type.encode()),
                 (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", challenge.encode()),
+                *extra,
             ],
         }
     )
