@@ -262,7 +262,7 @@ class _LiveCollector:
         yield events
         yield GaugeMetricFamily(
             "gateway_event_subscribers",
-            "Subscribers to status events now (GraphQL subscriptions, gRPC watches).",
+            "Subscriptions now: GraphQL status and listing-change subscriptions, gRPC watches.",
             value=self._subscribers(),
         )
 
