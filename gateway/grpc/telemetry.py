@@ -118,7 +118,7 @@ class _Observed:
             attributes={"rpc.system": "grpc", "rpc.method": self.operation},
             record_exception=False,
         )
-        span = self.span_cm.__enter__()
+        span = self.span = self.span_cm.__enter__()
         self.record.trace_id = format(span.get_span_context().trace_id, "032x")
         self.token = current_record.set(self.record)
         self.owner._metrics.in_flight.inc()
@@ -139,7 +139,9 @@ class _Observed:
         if code is not None and code != grpc.StatusCode.OK and record.outcome in ("ok", "partial"):
             record.outcome = "rejected" if code in _REJECTED else "error"
         seconds = time.perf_counter() - self.started
-        span = trace.get_current_span()
+        # This call's own span: a call cancelled at its deadline may end in another context,
+        # whose current span is someone else's (and has ended).
+        span = self.span
         span.set_attribute("rpc.grpc.status_code", (code or grpc.StatusCode.OK).value[0])
         span.set_attribute("gateway.outcome", record.outcome)
         span.set_attribute("gateway.upstream_calls", record.upstream_calls)

@@ -272,6 +272,7 @@ async def _exchange(
     log_body: bool,
     max_body_bytes: int,
     guard: UpstreamGuard | None,
+    span: trace.Span | None = None,
 ) -> Any:
     label = _label(upstream, endpoint)
     loop = asyncio.get_running_loop()
@@ -308,8 +309,10 @@ async def _exchange(
     finally:
         if guard is not None:
             guard.observer.attempt(upstream, endpoint, outcome, loop.time() - started)
-            if outcome.isdigit():
-                trace.get_current_span().set_attribute("http.response.status_code", int(outcome))
+            # On the call's own span only: without one, the current span is the caller's,
+            # which a shared load may outlive.
+            if span is not None and outcome.isdigit():
+                span.set_attribute("http.response.status_code", int(outcome))
 
     if body is None:
         raise UpstreamUnavailable(f"{label}: response too large", upstream=upstream, status=status)
@@ -587,6 +590,7 @@ async def _operation(
                     log_body=log_body,
                     max_body_bytes=max_body_bytes,
                     guard=guard,
+                    span=span,
                 )
             except _RetryableFailure as failure:
                 error = failure.error
