@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,6 +121,21 @@ def test_the_benchmark_commands_shown_are_accepted() -> None:
         words = shlex.split(" ".join(command.split()))
         assert words[:5] == ["uv", "run", "python", "-m", "bench"], command
         parse_options(words[5:])
+
+
+def test_the_benchmark_scripts_shown_exist_and_take_the_flags_shown() -> None:
+    """`uv run python -m bench.<script> …` in the docs: the script answers --help and lists
+    every flag shown."""
+    shown = re.findall(r"uv run python -m (bench\.[a-z_]+)((?:[ \t]+[^`\n#]*)?)", ALL)
+    assert {script for script, _ in shown} >= {"bench.isolation", "bench.subscriptions"}
+    for script, rest in shown:
+        result = subprocess.run(
+            [sys.executable, "-m", script, "--help"],
+            capture_output=True, text=True, cwd=ROOT, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, (script, result.stderr)
+        for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest):
+            assert flag in result.stdout, f"{script} has no {flag}"
 
 
 def test_the_grpc_status_table_names_every_code_the_edge_ends_a_call_with() -> None:
