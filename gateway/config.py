@@ -82,6 +82,20 @@ class Settings(BaseSettings):
     legacy_url: str = ""
     legacy_api_key: SecretStr = SecretStr("")
     legacy_max_batch: int = Field(default=100, ge=1, le=1000)
+    legacy_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="seconds a legacy ad's status is shared across requests (the Redis expiry "
+        "too): concurrent requests for ads of one user make one `POST /status/` per chunk, "
+        "across replicas with Redis; 0 reads legacy anew for every request",
+    )
+    legacy_cache_max_entries: int = Field(
+        default=20_000,
+        ge=1,
+        le=10_000_000,
+        description="legacy ad statuses kept in process (the least recently stored go first)",
+    )
 
     cache_ttl_s: float = Field(default=30.0, ge=0)
     cache_max_entries: int = Field(default=10_000, ge=1)

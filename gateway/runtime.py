@@ -2,8 +2,8 @@
 from `Settings`.
 
 The HTTP app's lifespan opens one `Runtime` and shares it, so every edge uses the
-same sessions, cache and loaders. With `GATEWAY_REDIS_URL`, the page cache, the event bus,
-the change log, the legacy poller's lease and the V3 tokens are the Redis-backed ones
+same sessions, caches and loaders. With `GATEWAY_REDIS_URL`, the page cache, the event bus, the change log, the legacy poller's lease and the V3 tokens are
+the Redis-backed ones
 (docs/operating.md, "Several replicas").
 """
 
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
+from gateway.cache.legacy import LegacyStatusCache
 from gateway.cache.pages import PageCache
 from gateway.config import Settings
 from gateway.domain.errors import GatewayError
@@ -163,9 +164,10 @@ async def open_runtime(
                 stale_s=settings.cache_stale_s,
                 timer=clock,
             )
+        legacy = _legacy_cache(settings, link, upstreams, clock)
         service = ListingService(
             v3=upstreams.v3,
-            legacy=upstreams.legacy,
+            legacy=legacy,
             cache=cache,
             tenant_of=upstreams.v3.tenant,
             max_listings=settings.max_listings,
@@ -178,8 +180,10 @@ async def open_runtime(
         if link is not None:
             events = await stack.enter_async_context(_shared_bus(link, local, cache))
         changes = await stack.enter_async_context(_change_feed(settings, link, local, cache))
+        # The poller reads through the legacy cache: what it reads replaces the entries of
+        # the ads it polls, so a board watching them is served fresh answers without reads.
         poller = LegacyPoller(
-            upstreams.legacy,
+            legacy,
             changes.watches,
             _poll_share(settings, link),
             changes.append,
@@ -274,6 +278,18 @@ async def _change_feed(
         yield feed
     finally:
         await feed.aclose()
+
+
+def _legacy_cache(
+    settings: Settings, link: RedisLink | None, upstreams: Upstreams, clock: Callable[[], float]
+) -> LegacyStatusCache:
+    """Legacy answers shared by this process's requests."""
+    return LegacyStatusCache(
+        upstreams.legacy,
+        ttl_s=settings.legacy_cache_ttl_s,
+        max_entries=settings.legacy_cache_max_entries,
+        timer=clock,
+    )
 
 
 def _poll_share(settings: Settings, link: RedisLink | None) -> PollShare:

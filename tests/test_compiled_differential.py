@@ -77,7 +77,7 @@ def world() -> Iterator[World]:
     sim_context = Simulator(seed=7).serve()
     running = loop.run_until_complete(sim_context.__aenter__())
     # No cache: every example reads upstream, so the faults it injects apply.
-    runtime_context = open_runtime(settings_for(running, cache_ttl_s=0))
+    runtime_context = open_runtime(settings_for(running, cache_ttl_s=0, legacy_cache_ttl_s=0))
     runtime = loop.run_until_complete(runtime_context.__aenter__())
     data = running.sim.data
     mine = [item for item in data.listings if data.tenant_of(item.classified_id) == "agency-1"]

@@ -131,8 +131,9 @@ async def fast_gateway(simulator: RunningSimulator) -> AsyncIterator[RunningGate
 
 @pytest.fixture
 async def small_gateway(simulator: RunningSimulator) -> AsyncIterator[RunningGateway]:
-    """The gateway with GATEWAY_MAX_LISTINGS=3."""
-    async with run_gateway(simulator, max_listings=3) as running:
+    """The gateway with GATEWAY_MAX_LISTINGS=3; legacy read anew by every request (the good
+    form of each case must reach the upstreams)."""
+    async with run_gateway(simulator, max_listings=3, legacy_cache_ttl_s=0) as running:
         yield running
 
 
@@ -699,7 +700,9 @@ async def test_unexpected_failure_is_opaque(
 
 async def test_retries_follow_the_settings(simulator: RunningSimulator) -> None:
     listing = tenant_listings(simulator.sim)[0]
-    async with run_gateway(simulator, upstream_retries=0, cache_ttl_s=0) as gw:
+    async with run_gateway(
+        simulator, upstream_retries=0, cache_ttl_s=0, legacy_cache_ttl_s=0
+    ) as gw:
         await post(gw, LISTING_QUERY, {"ref": ref_of(listing)})  # fetches the token
         gw.sim.state.reset_counters()
         gw.sim.state.add_fault("v3", "error", status=503)

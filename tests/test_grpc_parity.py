@@ -147,7 +147,7 @@ async def test_150_ads_of_two_users_cost_what_graphql_costs(simulator: RunningSi
     grpc_refs = [pb.ListingRef(legacy=pb.LegacyAdRef(user_id=USER_A, ad_id=ad)) for ad in a_ads]
     grpc_refs += [pb.ListingRef(legacy=pb.LegacyAdRef(user_id=USER_B, ad_id=ad)) for ad in b_ads]
     counters = simulator.sim.state.counters
-    async with run_gateway(simulator, grpc=True, legacy_max_batch=100) as gw:
+    async with run_gateway(simulator, grpc=True, legacy_max_batch=100, legacy_cache_ttl_s=0) as gw:
         body = await gw.query(LISTINGS, {"refs": graphql_refs})
         assert "errors" not in body
         graphql_calls = counters()

@@ -27,7 +27,8 @@ TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 @pytest.fixture
 async def gw(simulator: RunningSimulator) -> AsyncIterator[RunningGateway]:
-    async with run_gateway(simulator, grpc=True) as running:
+    # Legacy read anew by every call: faults injected between calls apply at once.
+    async with run_gateway(simulator, grpc=True, legacy_cache_ttl_s=0) as running:
         yield running
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from gateway.cache.legacy import LegacyStatusCache
 from gateway.domain import ids
 from gateway.domain.errors import InvalidInput, UpstreamNotFound, UpstreamUnavailable
 from gateway.domain.models import (
@@ -109,7 +110,7 @@ class Reader:
 
 async def test_the_loader_asks_once_per_user_and_fails_each_ad_on_its_own() -> None:
     reader = Reader()
-    loader = legacy_loader(reader, force=True)
+    loader = legacy_loader(LegacyStatusCache(reader, ttl_s=0), force=True)
     keys = [LegacyAdKey(1, 10), LegacyAdKey(2, 20), LegacyAdKey(1, 11), LegacyAdKey(1, 99)]
     keys += [LegacyAdKey(3, 30), LegacyAdKey(1, 10)]
     results = await asyncio.gather(*(loader.load(key) for key in keys), return_exceptions=True)

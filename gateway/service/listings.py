@@ -1,8 +1,8 @@
 """The service layer: the one thing the edges (GraphQL, gRPC) call.
 
-`ListingService` lives for the process and owns the cross-request page cache;
-`ListingRequest` lives for one incoming request and owns that request's loaders, so
-one caller's results never reach another. Both edges get the same loaders, cache and
+`ListingService` lives for the process and owns the cross-request caches (V3 pages per
+tenant, legacy ad statuses); `ListingRequest` lives for one incoming request and owns that
+request's loaders and history reads, so one caller's V3 results never reach another. Both edges get the same loaders, cache and
 state rules, so their answers cannot drift apart.
 
 Outcomes that may fail on their own (a source of one listing) are returned as
@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from gateway.cache.legacy import LegacyStatusCache
 from gateway.cache.pages import PageCache, PageKey
 from gateway.domain import ids
 from gateway.domain.cursors import KeysetCursor, UpstreamCursor
@@ -37,7 +38,7 @@ from gateway.domain.models import (
 from gateway.domain.state import latest_item, legacy_portal_states, overall_state, v3_portal_states
 from gateway.service.checks import check_page_args, check_refs, check_status_filter
 from gateway.service.histories import MAX_PAGE_SIZE, History, HistoryMemo, page_slice, read_history
-from gateway.service.loaders import LegacyReader, legacy_loader
+from gateway.service.loaders import legacy_loader
 from gateway.service.plan import ClassifiedSelection, ListingSelection, MediaSelection, PageArgs
 from gateway.service.plan_cost import check_cost, read_cost
 
@@ -133,13 +134,17 @@ def _gathered(pages: Mapping[PageArgs, Outcome[StatusSlice[T]]], args: PageArgs)
 
 
 class ListingService:
-    """Process-wide: upstream clients, the V3 page cache, the limits."""
+    """Process-wide: upstream clients, the V3 page cache, the legacy status cache, the limits.
+
+    `legacy` is the legacy client behind its cache: ads' answers shared across requests for
+    GATEWAY_LEGACY_CACHE_TTL_S (or, with a TTL of 0, read anew for every request).
+    """
 
     def __init__(
         self,
         *,
         v3: V3Reader,
-        legacy: LegacyReader,
+        legacy: LegacyStatusCache,
         cache: PageCache[Any],
         tenant_of: Callable[[Caller], str],
         max_listings: int,

@@ -1,9 +1,10 @@
 """Per-request batching: the legacy loader.
 
-Built per request (never shared: a shared loader would hand one caller's results to
-another and never forget). Every ad a request asks for in one tick of the event loop
-becomes one `POST /status/` per user; the client chunks a user's ads and sends the
-chunks in parallel.
+Built per request (never shared: a shared loader would never forget). Every ad a request
+asks for in one tick of the event loop goes to the legacy status cache at once
+(`gateway.cache.legacy`), which answers what it keeps or is reading for another request and
+reads the rest in one `POST /status/` per user (the client chunks a user's ads and sends the
+chunks in parallel).
 
 `BatchLoader` is the narrow part of a DataLoader this needs (collect the keys of one tick,
 load them in one call, answer each key once per request), written here so the service
@@ -14,12 +15,12 @@ per-key bookkeeping costs more than the batching it does for us.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, Protocol, TypeVar
 
-from gateway.domain.errors import GatewayError, UpstreamNotFound, capture
-from gateway.domain.models import LegacyAdKey, LegacyAdStatus, LegacyBatch
+from gateway.cache.legacy import LegacyReader
+from gateway.domain.errors import GatewayError
+from gateway.domain.models import LegacyAdKey, LegacyAdStatus
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -85,40 +86,23 @@ class BatchLoader(Generic[K, V]):
                 future.set_result(value)
 
 
-class LegacyReader(Protocol):
-    """What the loader needs of the legacy client."""
+class LegacyStatuses(Protocol):
+    """What the loader needs: one outcome per ad (`gateway.cache.legacy.LegacyStatusCache`)."""
 
-    async def ads_status(
-        self, user_id: int, ad_ids: Sequence[int], *, force: bool = False
-    ) -> LegacyBatch: ...
+    async def statuses(
+        self, keys: Sequence[LegacyAdKey], *, force: bool = False
+    ) -> list[LegacyAdStatus | GatewayError]: ...
 
 
-def legacy_loader(reader: LegacyReader, *, force: bool) -> BatchLoader[LegacyAdKey, LegacyAdStatus]:
+def legacy_loader(
+    statuses: LegacyStatuses, *, force: bool
+) -> BatchLoader[LegacyAdKey, LegacyAdStatus]:
     """A loader of legacy ads; `force` asks the upstream to check the portals live."""
 
     async def load(keys: list[LegacyAdKey]) -> list[LegacyAdStatus | BaseException]:
-        by_user: dict[int, list[int]] = defaultdict(list)
-        for key in keys:
-            by_user[key.user_id].append(key.ad_id)
-        users = list(by_user)
-        batches = await asyncio.gather(
-            *(capture(reader.ads_status(user, by_user[user], force=force)) for user in users)
-        )
-        answers = dict(zip(users, batches, strict=True))
-        results: list[LegacyAdStatus | BaseException] = []
-        for key in keys:
-            batch = answers[key.user_id]
-            if isinstance(batch, GatewayError):
-                results.append(batch)  # the user's whole call failed
-            elif key.ad_id in batch.found:
-                results.append(batch.found[key.ad_id])
-            else:
-                results.append(
-                    UpstreamNotFound(
-                        f"legacy ad {key.ad_id} of user {key.user_id} not found",
-                        upstream="legacy",
-                    )
-                )
-        return results
+        return list(await statuses.statuses(keys, force=force))
 
     return BatchLoader(load)
+
+
+__all__ = ["BatchLoader", "LegacyReader", "LegacyStatuses", "legacy_loader"]

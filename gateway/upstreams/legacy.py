@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import re
 from collections.abc import Collection, Iterable, Sequence
@@ -386,6 +387,15 @@ class LegacyClient:
 
     def __repr__(self) -> str:
         return f"LegacyClient(base_url={self._base!r}, max_batch={self._max_batch})"
+
+    @property
+    def scope(self) -> str:
+        """Who this client reads as: a digest of the base URL and the key (never the key).
+
+        The legacy API answers every caller alike through one key, so this, not the caller,
+        is what an answer shared across requests or replicas must be scoped by."""
+        material = f"{self._base}\n{self._api_key.get_secret_value()}".encode()
+        return hashlib.sha256(material).hexdigest()[:16]
 
     def _headers(self) -> dict[str, str]:
         return {"Authentication": self._api_key.get_secret_value()}
