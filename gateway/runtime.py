@@ -2,7 +2,8 @@
 from `Settings`.
 
 The HTTP app's lifespan opens one `Runtime` and shares it, so every edge uses the
-same sessions, caches and loaders. With `GATEWAY_REDIS_URL`, the page cache, the event bus, the change log, the legacy poller's lease and the V3 tokens are
+same sessions, caches and loaders. With `GATEWAY_REDIS_URL`, the page cache, the legacy
+status cache, the event bus, the change log, the legacy poller's lease and the V3 tokens are
 the Redis-backed ones
 (docs/operating.md, "Several replicas").
 """
@@ -283,11 +284,23 @@ async def _change_feed(
 def _legacy_cache(
     settings: Settings, link: RedisLink | None, upstreams: Upstreams, clock: Callable[[], float]
 ) -> LegacyStatusCache:
-    """Legacy answers shared by this process's requests."""
-    return LegacyStatusCache(
+    """Legacy answers shared by this process's requests, and with Redis by every replica's."""
+    if link is None or settings.legacy_cache_ttl_s <= 0:
+        return LegacyStatusCache(
+            upstreams.legacy,
+            ttl_s=settings.legacy_cache_ttl_s,
+            max_entries=settings.legacy_cache_max_entries,
+            timer=clock,
+        )
+    from gateway.cache.shared_legacy import SharedLegacyStatusCache
+
+    return SharedLegacyStatusCache(
         upstreams.legacy,
+        link,
+        scope=upstreams.legacy.scope,
         ttl_s=settings.legacy_cache_ttl_s,
         max_entries=settings.legacy_cache_max_entries,
+        lock_s=settings.upstream_timeout_s,
         timer=clock,
     )
 
