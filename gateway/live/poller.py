@@ -13,6 +13,10 @@ into the change log. An ad nobody watches any more is not asked for again.
 - A failed poll is retried at the next interval; an upstream that says when to come back
   (429 `Retry-After`, or the legacy circuit breaker while it is open) is not asked for that
   user before then.
+- The runtime hands the poller the legacy status cache (`gateway.cache.legacy`) as its
+  reader: every poll reads anew and replaces the polled ads' entries, so requests for
+  watched ads (a board showing them) are served what the poll found, without reads of their
+  own.
 - `PollShare` is how replicas split the work: `LocalPollShare` polls everything this
   process watches; with Redis (`gateway.live.redis_changelog.RedisPollShare`) one replica
   per legacy user polls, holding a lease, the ads every replica watches.
