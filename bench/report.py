@@ -144,9 +144,10 @@ def _x(value: float | None) -> str:
 def markdown(data: dict[str, Any]) -> str:
     lines = [
         "| workload | mode | c | p50 ms | p95 ms | p99 ms | req/s | errors | upstream calls/req "
-        "| CPU ms/req | peak RSS MB | p50 x limit | p99 x limit | req/s x limit | CPU x limit |",
+        "| legacy calls/req | CPU ms/req | peak RSS MB | p50 x limit | p99 x limit "
+        "| req/s x limit | CPU x limit |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: | ---: |",
+        "| ---: | ---: | ---: | ---: |",
     ]
     for row in data["rows"]:
         ratio = row.get("ratio", {})
@@ -155,6 +156,7 @@ def markdown(data: dict[str, Any]) -> str:
             f"| {row['workload']} | {row['mode']} | {row['concurrency']} | {_fmt(row['p50_ms'])} "
             f"| {_fmt(row['p95_ms'])} | {_fmt(row['p99_ms'])} | {_fmt(row['rps'])} "
             f"| {row['errors']} | {_fmt(row['calls_per_request'])} "
+            f"| {_fmt(row['upstream_calls'].get('legacy'), 3)} "
             f"| {_fmt(row['cpu_ms_per_request'])} | {_fmt(row['peak_rss_mb'], 0)} | "
             + " | ".join("" if limit else _x(ratio.get(k)) for k in ("p50", "p99", "rps", "cpu"))
             + " |"
