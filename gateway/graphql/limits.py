@@ -131,6 +131,13 @@ class ParsedDocuments:
         entry = self._entries.get(text)
         return None if entry is None else entry[0]
 
+    def shared_text(self, text: str) -> str:
+        """The text of the kept document equal to `text`, else `text`: an operation that
+        keeps its text for its life (a subscription) then holds no copy of its own."""
+        entry = self._entries.get(text)
+        location = None if entry is None else entry[0].loc
+        return text if location is None else location.source.body
+
     def put(self, text: str, document: DocumentNode) -> None:
         weight = len(text) * BYTES_PER_CHARACTER
         if weight <= self.largest:

@@ -128,6 +128,9 @@ class Subscription:
         ] = UNSET,
     ) -> AsyncGenerator[ClassifiedStatusEvent, None]:
         context = info.context
+        # This frame waits for events as long as the subscription lives: `info` would keep
+        # the executor that called it (and all it holds) alive with it.
+        del info
         if classified_ids is UNSET:
             classified_ids = None
         if classified_ids is not None:
@@ -165,6 +168,7 @@ class Subscription:
         ] = UNSET,
     ) -> AsyncGenerator[ListingChangeEvent, None]:
         context = info.context
+        del info  # as above: not kept while waiting
         wanted = [ref.to_domain() for ref in refs]
         if not wanted:
             raise InvalidInput("refs must not be empty")

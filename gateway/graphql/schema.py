@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import strawberry
@@ -22,9 +23,10 @@ from gateway.graphql.limits import (
 )
 from gateway.graphql.live import Subscription
 from gateway.graphql.resolvers import Mutation, Query
+from gateway.graphql.streams import LeanSubscriptions, lean_stream
 from gateway.graphql.types import Listing
 from gateway.graphql.validation import DocumentValidation, validation_memo
-from gateway.graphql.websocket import SubscriptionTurns
+from gateway.graphql.websocket import SubscriptionTurns, give_back_turn
 
 
 class GatewaySchema(strawberry.Schema):
@@ -35,6 +37,43 @@ class GatewaySchema(strawberry.Schema):
         if allowed is not None:
             kwargs["allowed_operation_types"] = set(allowed) - {OperationType.SUBSCRIPTION}
         return await super().execute(*args, **kwargs)
+
+    # Set by `build_schema`: the subscriptions that may skip strawberry's pipeline.
+    lean: LeanSubscriptions | None = None
+
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> Any:
+        allowed = allowed_operation_types
+        if self.lean is not None and (allowed is None or OperationType.SUBSCRIPTION in allowed):
+            document = self.lean.document(self._schema, query, operation_name, variable_values)
+            if document is not None:
+                self.lean.taken += 1
+                return lean_stream(
+                    self._schema,
+                    self.execution_context_class,
+                    document,
+                    context=context_value,
+                    variables=variable_values,
+                    operation_name=operation_name,
+                    on_subscribed=give_back_turn,
+                )
+        return await super().stream(
+            query,
+            variable_values=variable_values,
+            context_value=context_value,
+            root_value=root_value,
+            operation_name=operation_name,
+            operation_extensions=operation_extensions,
+            allowed_operation_types=allowed_operation_types,
+        )
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -72,7 +111,7 @@ def build_schema(
         lambda: CostLimit(max_root_fields=max_root_fields, max_cost=max_upstream_cost),
         SubscriptionTurns,
     ]
-    return GatewaySchema(
+    schema = GatewaySchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -82,6 +121,14 @@ def build_schema(
             compiled=compiled_execution, max_bytes=parse_cache_bytes
         ),
     )
+    schema.lean = LeanSubscriptions(
+        documents=documents,
+        validated=validated,
+        max_listings=max_listings,
+        max_root_fields=max_root_fields,
+        max_cost=max_upstream_cost,
+    )
+    return schema
 
 
 def sdl() -> str:

@@ -177,6 +177,15 @@ def checked_message(message: object, *, types: Mapping[str, tuple[bool, bool]]) 
     return message
 
 
+def _share_text(message: dict[str, Any], view: Any) -> None:
+    """Points an operation message's query at the parsed document's own text, when the app
+    keeps one equal to it (`ParsedDocuments.shared_text`)."""
+    lean = getattr(view.schema, "lean", None)
+    payload = message.get("payload")
+    if lean is not None and isinstance(payload, dict) and isinstance(payload.get("query"), str):
+        payload["query"] = lean.documents.shared_text(payload["query"])
+
+
 def _variables_refusal(variables: object, view: Any) -> GraphQLError | None:
     """The error for variables nested too deep, as HTTP refuses them."""
     try:
@@ -206,20 +215,15 @@ class _Turn:
 _current_turn: ContextVar[_Turn | None] = ContextVar("websocket_turn", default=None)
 
 
-@contextlib.asynccontextmanager
-async def _admitted(control: AdmissionControl | None) -> AsyncGenerator[None, None]:
-    """Holds a turn for the block (`Overloaded` when refused)."""
+async def _take_turn(control: AdmissionControl | None) -> _Turn | None:
+    """A turn for the operation running in this task (`Overloaded` when refused). Each
+    operation runs in its own task, so the turn is its own; the caller gives it back."""
     if control is None:
-        yield
-        return
+        return None
     await control.enter()
     turn = _Turn(control)
-    token = _current_turn.set(turn)
-    try:
-        yield
-    finally:
-        _current_turn.reset(token)
-        turn.give_back()
+    _current_turn.set(turn)
+    return turn
 
 
 def _overloaded(refused: Overloaded) -> GraphQLError:
@@ -227,6 +231,14 @@ def _overloaded(refused: Overloaded) -> GraphQLError:
     return GraphQLError(
         refused.message, extensions={"code": refused.code, "retryAfter": retry_after}
     )
+
+
+def give_back_turn() -> None:
+    """Gives back the admission turn of the WebSocket operation running in this task, if
+    it holds one: a subscription that is set up waits without one."""
+    turn = _current_turn.get()
+    if turn is not None:
+        turn.give_back()
 
 
 class SubscriptionTurns(SchemaExtension):
@@ -285,6 +297,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
                             {"type": "error", "id": checked["id"], "payload": [refusal.formatted]}
                         )
                         continue
+                    _share_text(checked, self.view)
                 await self.handle_message(cast(Any, checked))
         except InvalidMessage as invalid:
             await self.websocket.close(code=invalid.code, reason=invalid.reason)
@@ -300,10 +313,16 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
             await operation.send_initial_errors([refusal])
             return
         try:
-            async with _admitted(view.admission):
-                await super().run_operation(operation)
+            turn = await _take_turn(view.admission)
         except Overloaded as refused:
             await operation.send_initial_errors([_overloaded(refused)])
+            return
+        # No context manager around the run: its frame would wait as long as a subscription.
+        try:
+            await super().run_operation(operation)
+        finally:
+            if turn is not None:
+                turn.give_back()
 
     @staticmethod
     def _get_pre_execution_close_reason(error: GraphQLError) -> str | None:
@@ -329,6 +348,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[GatewayContext, None]):
                     if refusal is not None:
                         await self._send_error(checked["id"], refusal)
                         continue
+                    _share_text(checked, self.view)
                 await self.handle_message(cast(Any, checked))
         except InvalidMessage as invalid:
             await self.websocket.close(code=invalid.code, reason=invalid.reason)
@@ -368,17 +388,20 @@ class LegacyWSHandler(BaseGraphQLWSHandler[GatewayContext, None]):
     ) -> None:
         view: Any = self.view
         refusal = _variables_refusal(variables, view)
+        turn = None
         try:
             if refusal is not None:
                 await self._send_error(operation_id, refusal)
                 return
-            async with _admitted(view.admission):
-                await self._run(operation_id, query, operation_name, variables)
+            turn = await _take_turn(view.admission)
+            await self._run(operation_id, query, operation_name, variables)
         except Overloaded as refused:
             await self._send_error(operation_id, _overloaded(refused))
         except asyncio.CancelledError:
             await self.send_message({"type": "complete", "id": operation_id})
         finally:
+            if turn is not None:
+                turn.give_back()
             # As strawberry does when an operation ends: its id is free again.
             self.subscriptions.pop(operation_id, None)
             self.tasks.pop(operation_id, None)

@@ -21,16 +21,16 @@ says (GraphQL `OVERLOADED`, gRPC RESOURCE_EXHAUSTED).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Collection, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Collection
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.domain.errors import Overloaded
 from gateway.domain.models import ClassifiedStatusEvent
+from gateway.live.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +75,20 @@ class Subscriber:
     def __init__(self, classified_ids: frozenset[str] | None, max_queue: int) -> None:
         self.classified_ids = classified_ids
         self.dropped = 0
-        self._queue: deque[ClassifiedStatusEvent] = deque(maxlen=max_queue)
-        self._ready = asyncio.Event()
+        self._max_queue = max_queue
+        # Made when an event comes and dropped once read: most subscribers wait, empty,
+        # for most of their life (an empty deque is ~0.75 KB).
+        self._queue: deque[ClassifiedStatusEvent] | None = None
+        self._ready = Wakeup()
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return 0 if self._queue is None else len(self._queue)
 
     def offer(self, event: ClassifiedStatusEvent) -> bool:
         """Queue `event`; returns False when that pushed the oldest one out."""
-        full = len(self._queue) == self._queue.maxlen
+        if self._queue is None:
+            self._queue = deque(maxlen=self._max_queue)
+        full = len(self._queue) == self._max_queue
         self._queue.append(event)  # a full deque drops from the other end
         self._ready.set()
         if full:
@@ -92,7 +97,7 @@ class Subscriber:
                 log.warning(
                     "event subscriber is not keeping up: dropping its oldest events "
                     "(queue of %d); further drops are only counted",
-                    self._queue.maxlen,
+                    self._max_queue,
                 )
         return not full
 
@@ -101,9 +106,11 @@ class Subscriber:
 
     async def __anext__(self) -> ClassifiedStatusEvent:
         while not self._queue:
-            self._ready.clear()
             await self._ready.wait()
-        return self._queue.popleft()
+        event = self._queue.popleft()
+        if not self._queue:
+            self._queue = None
+        return event
 
 
 class LocalEventBus:
@@ -146,35 +153,17 @@ class LocalEventBus:
         self, classified_ids: Collection[str] | None = None
     ) -> AbstractAsyncContextManager[AsyncIterator[ClassifiedStatusEvent]]:
         """Raises `Overloaded` on entering the block when `max_subscribers` are registered."""
-        return self._subscription(None if classified_ids is None else frozenset(classified_ids))
-
-    @asynccontextmanager
-    async def _subscription(
-        self, classified_ids: frozenset[str] | None
-    ) -> AsyncIterator[AsyncIterator[ClassifiedStatusEvent]]:
-        subscriber = self._register(classified_ids)
-        try:
-            yield subscriber
-        finally:
-            self._unregister(subscriber)
-            if subscriber.dropped:
-                log.info("event subscriber closed after %d dropped events", subscriber.dropped)
+        return _Subscription(self, None if classified_ids is None else frozenset(classified_ids))
 
     @property
     def reserved(self) -> int:
         """Slots held through `reserve()`."""
         return self._reserved
 
-    @contextmanager
-    def reserve(self) -> Iterator[None]:
+    def reserve(self) -> AbstractContextManager[None]:
         """Hold one subscription slot for another kind of stream while the block runs;
         `Overloaded` when none is free."""
-        self._check_room()
-        self._reserved += 1
-        try:
-            yield
-        finally:
-            self._reserved -= 1
+        return _Reservation(self)
 
     def _check_room(self) -> None:
         if len(self._subscribers) + self._reserved >= self.max_subscribers:
@@ -198,6 +187,8 @@ class LocalEventBus:
         return subscriber
 
     def _unregister(self, subscriber: Subscriber) -> None:
+        if subscriber.dropped:
+            log.info("event subscriber closed after %d dropped events", subscriber.dropped)
         self._subscribers.discard(subscriber)
         if subscriber.classified_ids is None:
             self._everything.discard(subscriber)
@@ -208,3 +199,44 @@ class LocalEventBus:
                 watching.discard(subscriber)
                 if not watching:
                     del self._by_classified[classified_id]
+
+
+class _Subscription:
+    """`LocalEventBus.subscribe`'s block. A class, not a generator: its frame would wait as
+    long as the subscription does."""
+
+    __slots__ = ("_bus", "_classified_ids", "_subscriber")
+
+    def __init__(self, bus: LocalEventBus, classified_ids: frozenset[str] | None) -> None:
+        self._bus = bus
+        self._classified_ids = classified_ids
+        self._subscriber: Subscriber | None = None
+
+    async def __aenter__(self) -> Subscriber:
+        self._subscriber = self._bus._register(self._classified_ids)
+        return self._subscriber
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._subscriber is not None:
+            self._bus._unregister(self._subscriber)
+            self._subscriber = None
+
+
+class _Reservation:
+    """`LocalEventBus.reserve`'s block (a class: see `_Subscription`)."""
+
+    __slots__ = ("_bus", "_held")
+
+    def __init__(self, bus: LocalEventBus) -> None:
+        self._bus = bus
+        self._held = False
+
+    def __enter__(self) -> None:
+        self._bus._check_room()
+        self._bus._reserved += 1
+        self._held = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._held:
+            self._held = False
+            self._bus._reserved -= 1

@@ -28,7 +28,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,9 +47,16 @@ from gateway.domain.changes import (
     v3_marks,
 )
 from gateway.domain.errors import CursorExpired, GatewayError
-from gateway.domain.models import ClassifiedStatusEvent, ListingRef, Portal, Provider
+from gateway.domain.models import (
+    ClassifiedStatusEvent,
+    LegacyAdKey,
+    ListingRef,
+    Portal,
+    Provider,
+)
 from gateway.live.changelog import ChangeLog
 from gateway.live.poller import WatchRegistry
+from gateway.live.wakeup import Wakeup
 from gateway.service.listings import ListingData, ListingRequest
 from gateway.service.plan import ListingSelection
 
@@ -120,12 +127,14 @@ class ChangeSubscriber:
         self.keys = frozenset(key for ref in self.refs for key in ref_keys(ref))
         self.start = start
         self.behind = False  # the queue overflowed: what it lost is read from the log
-        self._queue: deque[LoggedChange] = deque()
+        # Made when a change comes and dropped once read (an empty deque is ~0.75 KB, and
+        # most subscriptions wait, empty, for most of their life).
+        self._queue: deque[LoggedChange] | None = None
         self._max_queue = max_queue
-        self._ready = asyncio.Event()
+        self._ready = Wakeup()
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return 0 if self._queue is None else len(self._queue)
 
     def match(self, change: ListingChange) -> ListingRef | None:
         return next((ref for ref in self.refs if change.concerns(ref)), None)
@@ -133,27 +142,32 @@ class ChangeSubscriber:
     def offer(self, entry: LoggedChange) -> None:
         if self.behind:
             return
-        if len(self._queue) >= self._max_queue:
+        if len(self) >= self._max_queue:
             self.fall_behind()
         else:
+            if self._queue is None:
+                self._queue = deque()
             self._queue.append(entry)
             self._ready.set()
 
     def fall_behind(self) -> None:
         """Forget the queue: the next read catches up from the log."""
         self.behind = True
-        self._queue.clear()
+        self._queue = None
         self._ready.set()
 
     async def next(self) -> LoggedChange | None:
         """The next live change; None once the queue overflowed (read from the log then)."""
         while not self._queue and not self.behind:
-            self._ready.clear()
             await self._ready.wait()
         if self.behind:
             self.behind = False
             return None
-        return self._queue.popleft()
+        assert self._queue is not None
+        entry = self._queue.popleft()
+        if not self._queue:
+            self._queue = None
+        return entry
 
 
 class ChangeFeed:
@@ -253,25 +267,7 @@ class ChangeFeed:
         one whose later changes are gone is `CursorExpired` on the first iteration.
         """
         cursor = None if after is None else decode_change_cursor(after)
-        return self._subscription(refs, cursor, allows)
-
-    @asynccontextmanager
-    async def _subscription(
-        self,
-        refs: Sequence[ListingRef],
-        cursor: ChangeCursor | None,
-        allows: Callable[[str], Awaitable[bool]] | None,
-    ) -> AsyncIterator[AsyncIterator[WatchedChange]]:
-        with self._reserve():
-            subscriber = ChangeSubscriber(refs, self._max_queue, self.log.head())
-            self._register(subscriber)
-            ads = [ref.legacy for ref in subscriber.refs if ref.legacy is not None]
-            self.watches.watch(ads)
-            try:
-                yield self._changes(subscriber, cursor, allows)
-            finally:
-                self.watches.unwatch(ads)
-                self._unregister(subscriber)
+        return _ChangeSubscription(self, refs, cursor, allows)
 
     async def _changes(
         self,
@@ -398,3 +394,44 @@ async def _allowed(change: ListingChange, allows: Callable[[str], Awaitable[bool
     if allows is None or change.classified_id is None:
         return True  # legacy has one key for everyone: no tenant to check
     return await allows(change.classified_id)
+
+
+class _ChangeSubscription:
+    """`ChangeFeed.subscribe`'s block. A class, not a generator: its frame would wait as
+    long as the subscription does."""
+
+    __slots__ = ("_ads", "_allows", "_cursor", "_feed", "_refs", "_reservation", "_subscriber")
+
+    def __init__(
+        self,
+        feed: ChangeFeed,
+        refs: Sequence[ListingRef],
+        cursor: ChangeCursor | None,
+        allows: Callable[[str], Awaitable[bool]] | None,
+    ) -> None:
+        self._feed = feed
+        self._refs = refs
+        self._cursor = cursor
+        self._allows = allows
+        self._reservation: AbstractContextManager[None] | None = None
+        self._subscriber: ChangeSubscriber | None = None
+        self._ads: list[LegacyAdKey] = []
+
+    async def __aenter__(self) -> AsyncIterator[WatchedChange]:
+        feed = self._feed
+        reservation = feed._reserve()
+        reservation.__enter__()  # `Overloaded` when the process holds its most
+        subscriber = ChangeSubscriber(self._refs, feed._max_queue, feed.log.head())
+        feed._register(subscriber)
+        self._ads = [ref.legacy for ref in subscriber.refs if ref.legacy is not None]
+        feed.watches.watch(self._ads)
+        self._reservation, self._subscriber = reservation, subscriber
+        return feed._changes(subscriber, self._cursor, self._allows)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._subscriber is None or self._reservation is None:
+            return
+        self._feed.watches.unwatch(self._ads)
+        self._feed._unregister(self._subscriber)
+        self._reservation.__exit__(None, None, None)
+        self._subscriber = self._reservation = None
