@@ -65,6 +65,7 @@ async def _grpc_edge(
     enabled: bool,
     metrics: Metrics,
     tracer: Tracer,
+    recording: bool,
     admission: AdmissionControl,
     shared_port: bool,
 ) -> AsyncIterator[None]:
@@ -82,7 +83,7 @@ async def _grpc_edge(
         port=settings.grpc_port,
         grace_s=settings.shutdown_grace_s,
         tokens=ClientTokens(settings.client_tokens, default_agency=settings.v3_intermediary_id),
-        telemetry=CallTelemetry(SERVICE_NAME, metrics=metrics, tracer=tracer),
+        telemetry=CallTelemetry(SERVICE_NAME, metrics=metrics, tracer=tracer, recording=recording),
         admission=admission,
         shared_port=shared_port,
     ) as running:
@@ -150,9 +151,12 @@ def create_app(
     )
     provider = tracer_provider or build_tracer_provider()
     tracer = provider.get_tracer(TRACER_NAME)
-    # A client span per upstream call costs more CPU than the rest of the call's bookkeeping;
-    # it is made only where spans are read (an OTLP exporter, or a provider handed in).
-    upstream_tracer = tracer if tracer_provider is not None or exporting() else NoOpTracer()
+    # A recorded span costs more CPU than a small request's own bookkeeping; spans are
+    # recorded only where they are read (an OTLP exporter, or a provider handed in). Else the
+    # edge keeps the trace going with a span it does not record (gateway.observability.edge),
+    # and the operation and upstream calls make none.
+    recording = tracer_provider is not None or exporting()
+    detail_tracer = tracer if recording else NoOpTracer()
     schema = build_schema(
         max_listings=settings.max_listings,
         max_depth=settings.max_query_depth,
@@ -172,7 +176,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.shutting_down = False
         async with open_runtime(
-            settings, observer=metrics, tracer=upstream_tracer, clock=clock
+            settings, observer=metrics, tracer=detail_tracer, clock=clock
         ) as runtime:
             app.state.runtime = runtime
             app.state.graphql = GatewayGraphQL(
@@ -187,7 +191,7 @@ def create_app(
                 max_sockets=settings.max_ws_connections,
                 admission=admission,
                 documents=documents,
-                tracer=tracer,
+                tracer=detail_tracer,
                 ide_page=lambda: page_response(graphiql_html(settings.board_refs)),
                 connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_s),
             )
@@ -225,6 +229,7 @@ def create_app(
                     enabled=grpc,
                     metrics=metrics,
                     tracer=tracer,
+                    recording=recording,
                     admission=admission,
                     shared_port=shared_grpc_port,
                 ):
@@ -294,7 +299,7 @@ def create_app(
         RequestBody, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
     )
     # Outermost: refused and oversized requests are traced, counted and logged as well.
-    app.add_middleware(RequestTelemetry, metrics=metrics, tracer=tracer)
+    app.add_middleware(RequestTelemetry, metrics=metrics, tracer=tracer, recording=recording)
     # How queries ran (compiled, fallen back to graphql-core, interpreted), for metrics.
     app.state.execution_stats = execution_stats(schema)
     return app

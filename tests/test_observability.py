@@ -194,6 +194,42 @@ async def test_without_an_exporter_upstreams_still_see_the_callers_trace(
         assert recorded.headers["tracestate"] == "vendor=abc"
 
 
+async def test_without_an_exporter_a_caller_without_a_trace_gets_a_new_one_per_request(
+    simulator: RunningSimulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The request's span is not recorded then; its trace still reaches the upstreams and
+    the log line."""
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    listings = listings_of(simulator.sim)[:1]
+    app = create_app(settings_for(simulator, legacy_cache_ttl_s=0, cache_ttl_s=0))
+    async with (
+        serve_app(app) as url,
+        httpx.AsyncClient(verify=LOOPBACK_TLS, base_url=url, timeout=30) as client,
+    ):
+        for _ in range(2):
+            before = len(simulator.sim.state.requests)
+            response = await client.post(
+                "/graphql", json={"query": QUERY, "variables": {"refs": refs(listings)}}
+            )
+            assert response.status_code == 200
+            seen = [
+                r.headers["traceparent"].split("-")
+                for r in list(simulator.sim.state.requests)[before:]
+                if r.upstream in ("v3", "legacy")
+            ]
+            assert len(seen) >= 2
+            # One trace and one parent for all the request's upstream calls, sampled.
+            assert len({(trace_id, parent) for _, trace_id, parent, _ in seen}) == 1
+            assert {flags for *_, flags in seen} == {"01"}
+            [line] = [r for r in caplog.records if r.name == ACCESS_LOGGER][-1:]
+            assert line.__dict__["trace_id"] == seen[0][1] != "0" * 32
+    traces = {r.headers["traceparent"].split("-")[1] for r in simulator.sim.state.requests
+              if r.upstream in ("v3", "legacy")}  # fmt: skip
+    assert len(traces) == 2
+
+
 async def test_one_log_line_per_request_and_no_secret_in_any_log(
     simulator: RunningSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:

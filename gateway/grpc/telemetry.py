@@ -22,6 +22,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from gateway.observability import Metrics, RequestRecord, current_record
 from gateway.observability.logs import access_log
+from gateway.observability.spans import unrecorded_span
 
 _W3C: Final = TraceContextTextMapPropagator()
 _REJECTED: Final = frozenset(
@@ -49,10 +50,14 @@ def mark_partial() -> None:
 class CallTelemetry(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps each call to `service` in its span, record, metrics and log line."""
 
-    def __init__(self, service: str, *, metrics: Metrics, tracer: trace.Tracer) -> None:
+    def __init__(
+        self, service: str, *, metrics: Metrics, tracer: trace.Tracer, recording: bool = True
+    ) -> None:
         self._prefix = f"/{service}/"
         self._metrics = metrics
         self._tracer = tracer
+        # Not recording: the call's span keeps the trace going unrecorded (as over HTTP).
+        self._recording = recording
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -111,12 +116,17 @@ class _Observed:
 
     def __enter__(self) -> None:
         self.started = time.perf_counter()
-        self.span_cm = self.owner._tracer.start_as_current_span(
-            self.operation,
-            context=_W3C.extract(self.carrier),
-            kind=SpanKind.SERVER,
-            attributes={"rpc.system": "grpc", "rpc.method": self.operation},
-            record_exception=False,
+        parent = _W3C.extract(self.carrier)
+        self.span_cm = (
+            self.owner._tracer.start_as_current_span(
+                self.operation,
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes={"rpc.system": "grpc", "rpc.method": self.operation},
+                record_exception=False,
+            )
+            if self.owner._recording
+            else unrecorded_span(parent)
         )
         span = self.span = self.span_cm.__enter__()
         self.record.trace_id = format(span.get_span_context().trace_id, "032x")
@@ -142,9 +152,10 @@ class _Observed:
         # This call's own span: a call cancelled at its deadline may end in another context,
         # whose current span is someone else's (and has ended).
         span = self.span
-        span.set_attribute("rpc.grpc.status_code", (code or grpc.StatusCode.OK).value[0])
-        span.set_attribute("gateway.outcome", record.outcome)
-        span.set_attribute("gateway.upstream_calls", record.upstream_calls)
+        if span.is_recording():
+            span.set_attribute("rpc.grpc.status_code", (code or grpc.StatusCode.OK).value[0])
+            span.set_attribute("gateway.outcome", record.outcome)
+            span.set_attribute("gateway.upstream_calls", record.upstream_calls)
         self.span_cm.__exit__(kind, exc, tb)
         metrics.request_done(record.operation, record.outcome, seconds)
         access_log.info(
