@@ -8,6 +8,9 @@ every layer uses, imports nothing above the domain.
 from __future__ import annotations
 
 import ast
+import pickle
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,9 +28,29 @@ def _imports(path: Path) -> set[str]:
     return _imports_in(path.read_text(), package)
 
 
+def _parse(source: str) -> ast.Module:
+    try:
+        return ast.parse(source)
+    except SystemError:
+        # CPython 3.11 before 3.11.8 (gh-106905): once a parse or compile anywhere in this
+        # process ran out of recursion, ast.parse can fail with "AST constructor recursion
+        # depth mismatch". A fresh interpreter parses the same source.
+        parsed = subprocess.run(
+            [sys.executable, "-c", _PARSE_IN_CHILD], input=source.encode(), capture_output=True,
+            check=True,
+        )  # fmt: skip
+        module: ast.Module = pickle.loads(parsed.stdout)
+        return module
+
+
+_PARSE_IN_CHILD = (
+    "import ast, pickle, sys; sys.stdout.buffer.write(pickle.dumps(ast.parse(sys.stdin.read())))"
+)
+
+
 def _imports_in(source: str, package: tuple[str, ...]) -> set[str]:
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(_parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
