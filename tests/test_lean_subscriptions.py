@@ -34,9 +34,9 @@ PROTOCOLS = [TRANSPORT_WS, LEGACY_WS]
 
 
 def lean_taken(gateway: RunningGateway) -> int:
-    lean = gateway.app.state.graphql.schema.lean
-    assert lean is not None
-    taken: int = lean.taken
+    known = gateway.app.state.graphql.schema.known
+    assert known is not None
+    taken: int = known.subscriptions
     return taken
 
 

@@ -89,7 +89,9 @@ def _is_request_input_error(error: GraphQLError) -> bool:
     )
 
 
-def _bad_user_input(error: GraphQLError) -> GraphQLError:
+def bad_user_input(error: GraphQLError) -> GraphQLError:
+    """`error` coded BAD_USER_INPUT if it is about the request's input (no path, past
+    validation: a variable, the operation name), else as it is."""
     if (error.extensions or {}).get("code") or not _is_request_input_error(error):
         return error
     return GraphQLError(
@@ -116,7 +118,7 @@ class ErrorCodes(SchemaExtension):
         result = self.execution_context.result
         errors = getattr(result, "errors", None)
         if result is not None and errors:
-            result.errors = [_bad_user_input(error) for error in errors]
+            result.errors = [bad_user_input(error) for error in errors]
 
     def on_stream_result(self, result: Any) -> Iterator[None]:
         # A subscription's results go out one by one, before on_operation's end. A failure
@@ -125,7 +127,7 @@ class ErrorCodes(SchemaExtension):
         errors = getattr(result, "errors", None)
         if errors:
             if self.executing or not isinstance(result, PreExecutionError):
-                errors = [_bad_user_input(error) for error in errors]
+                errors = [bad_user_input(error) for error in errors]
             result.errors = [translate(error) for error in errors]
         yield
 

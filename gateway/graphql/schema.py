@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from inspect import isawaitable
 from typing import Any
 
 import strawberry
 from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
+from graphql import OperationType as CoreOperationType
+from graphql import execute as graphql_execute
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from gateway.graphql.arguments import ArgumentChecks
 from gateway.graphql.cost import CostLimit
-from gateway.graphql.errors import ErrorCodes, log_errors
+from gateway.graphql.errors import ErrorCodes, bad_user_input, log_errors, translate
 from gateway.graphql.executor import executor_class
+from gateway.graphql.known import KnownDocuments
 from gateway.graphql.limits import (
     Limits,
     ParsedDocuments,
@@ -23,7 +27,7 @@ from gateway.graphql.limits import (
 )
 from gateway.graphql.live import Subscription
 from gateway.graphql.resolvers import Mutation, Query
-from gateway.graphql.streams import LeanSubscriptions, lean_stream
+from gateway.graphql.streams import lean_stream
 from gateway.graphql.types import Listing
 from gateway.graphql.validation import DocumentValidation, validation_memo
 from gateway.graphql.websocket import SubscriptionTurns, give_back_turn
@@ -38,8 +42,45 @@ class GatewaySchema(strawberry.Schema):
             kwargs["allowed_operation_types"] = set(allowed) - {OperationType.SUBSCRIPTION}
         return await super().execute(*args, **kwargs)
 
-    # Set by `build_schema`: the subscriptions that may skip strawberry's pipeline.
-    lean: LeanSubscriptions | None = None
+    # Set by `build_schema`: the documents whose operations may skip strawberry's pipeline.
+    known: KnownDocuments | None = None
+
+    async def execute_known(
+        self,
+        query: str | None,
+        *,
+        variable_values: dict[str, Any] | None,
+        context_value: Any,
+        operation_name: str | None,
+    ) -> ExecutionResult | None:
+        """The result of a query this app already knows (`gateway.graphql.known`), run
+        without strawberry's extension hooks; None when the query is not one of those."""
+        known = self.known
+        if known is None:
+            return None
+        document = known.document(
+            self._schema, query, operation_name, variable_values, CoreOperationType.QUERY
+        )
+        if document is None:
+            return None
+        known.queries += 1
+        result: Any = graphql_execute(
+            self._schema,
+            document,
+            None,
+            context_value,
+            variable_values,
+            operation_name,
+            executor_class=self.execution_context_class,
+        )
+        if isawaitable(result):
+            result = await result
+        errors = result.errors
+        if errors:
+            # As strawberry's path does: logged as they are, answered coded (ErrorCodes).
+            log_errors(errors)
+            errors = [translate(bad_user_input(error)) for error in errors]
+        return ExecutionResult(data=result.data, errors=errors, extensions=result.extensions)
 
     async def stream(
         self,
@@ -52,10 +93,17 @@ class GatewaySchema(strawberry.Schema):
         allowed_operation_types: Iterable[OperationType] | None = None,
     ) -> Any:
         allowed = allowed_operation_types
-        if self.lean is not None and (allowed is None or OperationType.SUBSCRIPTION in allowed):
-            document = self.lean.document(self._schema, query, operation_name, variable_values)
+        known = self.known
+        if known is not None and (allowed is None or OperationType.SUBSCRIPTION in allowed):
+            document = known.document(
+                self._schema,
+                query,
+                operation_name,
+                variable_values,
+                CoreOperationType.SUBSCRIPTION,
+            )
             if document is not None:
-                self.lean.taken += 1
+                known.subscriptions += 1
                 return lean_stream(
                     self._schema,
                     self.execution_context_class,
@@ -121,7 +169,7 @@ def build_schema(
             compiled=compiled_execution, max_bytes=parse_cache_bytes
         ),
     )
-    schema.lean = LeanSubscriptions(
+    schema.known = KnownDocuments(
         documents=documents,
         validated=validated,
         max_listings=max_listings,

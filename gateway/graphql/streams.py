@@ -7,11 +7,10 @@ the mapping of source events to results all wait with it (~21 KB per idle subscr
 async generator over its event queue — and each event is executed by an executor built for
 it and dropped after.
 
-This path takes a subscription only when strawberry's would answer it the same way: its
-document was parsed and validated by this app before, without errors (a board's one
-document, subscribed to by many; strawberry's path parses and validates it the first time),
-it has one root field and no directive on it, its variables coerce, and the argument and
-cost checks pass. Anything else goes to strawberry's path, which answers exactly as it did.
+This path takes a subscription only when strawberry's would answer it the same way
+(`gateway.graphql.known`: a document this app parsed and validated before without errors,
+one root field without directives, variables that coerce, argument and cost checks that
+pass). Anything else goes to strawberry's path, which answers exactly as it did.
 """
 
 from __future__ import annotations
@@ -19,98 +18,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any, cast
 
-from graphql import (
-    DocumentNode,
-    FieldNode,
-    FragmentDefinitionNode,
-    GraphQLError,
-    GraphQLSchema,
-    OperationDefinitionNode,
-    OperationType,
-    get_operation_ast,
-)
+from graphql import DocumentNode, GraphQLError, GraphQLSchema
 from graphql import ExecutionResult as CoreResult
 from graphql.execution import create_source_event_stream, execute_subscription_event
-from graphql.execution.values import get_variable_values
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 
-from gateway.graphql.arguments import argument_errors
-from gateway.graphql.cost import cost_errors
 from gateway.graphql.errors import log_errors, translate
-from gateway.graphql.limits import ParsedDocuments
-from gateway.graphql.memo import DocumentMemo
 
 log = logging.getLogger("gateway.graphql")
 
 Results = AsyncGenerator[ExecutionResult | PreExecutionError, None]
-
-
-@dataclass(slots=True)
-class LeanSubscriptions:
-    """What this path needs of the app: its parsed documents, the validation memo, and the
-    argument and cost limits; `taken` counts the subscriptions it ran."""
-
-    documents: ParsedDocuments
-    validated: DocumentMemo[list[GraphQLError]]
-    max_listings: int
-    max_root_fields: int
-    max_cost: int
-    taken: int = 0
-
-    def document(
-        self,
-        schema: GraphQLSchema,
-        query: str | None,
-        operation_name: str | None,
-        variables: dict[str, Any] | None,
-    ) -> DocumentNode | None:
-        """The parsed document, if this path may run the subscription; else None."""
-        if not query:
-            return None
-        document = self.documents.get(query)
-        if document is None or self.validated.get(document) != []:
-            return None
-        operation = get_operation_ast(document, operation_name)
-        if operation is None or operation.operation is not OperationType.SUBSCRIPTION:
-            return None
-        [*selections] = operation.selection_set.selections
-        if len(selections) != 1:
-            return None
-        [root] = selections
-        if not isinstance(root, FieldNode) or root.directives:
-            return None
-        coerced = get_variable_values(schema, operation.variable_definitions or (), variables or {})
-        if isinstance(coerced, list):
-            return None
-        if self._refused(schema, document, operation, operation_name, variables or {}):
-            return None
-        return document
-
-    def _refused(
-        self,
-        schema: GraphQLSchema,
-        document: DocumentNode,
-        operation: OperationDefinitionNode,
-        operation_name: str | None,
-        variables: dict[str, Any],
-    ) -> bool:
-        fragments = {
-            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-        }
-        return bool(
-            argument_errors(schema, document, operation_name, variables, self.max_listings)
-            or cost_errors(
-                schema,
-                operation,
-                fragments,
-                variables,
-                max_root_fields=self.max_root_fields,
-                max_cost=self.max_cost,
-            )
-        )
 
 
 async def lean_stream(

@@ -180,10 +180,10 @@ def checked_message(message: object, *, types: Mapping[str, tuple[bool, bool]]) 
 def _share_text(message: dict[str, Any], view: Any) -> None:
     """Points an operation message's query at the parsed document's own text, when the app
     keeps one equal to it (`ParsedDocuments.shared_text`)."""
-    lean = getattr(view.schema, "lean", None)
+    known = getattr(view.schema, "known", None)
     payload = message.get("payload")
-    if lean is not None and isinstance(payload, dict) and isinstance(payload.get("query"), str):
-        payload["query"] = lean.documents.shared_text(payload["query"])
+    if known is not None and isinstance(payload, dict) and isinstance(payload.get("query"), str):
+        payload["query"] = known.documents.shared_text(payload["query"])
 
 
 def _variables_refusal(variables: object, view: Any) -> GraphQLError | None:

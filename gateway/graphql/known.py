@@ -1,0 +1,113 @@
+"""Documents this app already knows, which may skip strawberry's pipeline.
+
+strawberry runs every operation through its extension hooks: parsing (here a lookup in the
+parser cache), validation (a lookup in the validation memo), the limits, the argument and
+cost checks, error coding. For a document the app has parsed and validated before without
+errors, most of that work is a lookup that answers "fine"; what is left is per request —
+the variables, the argument and cost checks — and that is done here, in one pass. A
+document is known only after strawberry's path has seen it once: a document's first request
+(and any request that would be refused) goes that way and is answered as it always was.
+
+Two users: queries over HTTP (`GatewaySchema.execute_known`, about a tenth of a small
+request's CPU) and subscriptions (`gateway.graphql.streams`, which then hold a twentieth of
+the memory while they wait).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    GraphQLError,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+    get_operation_ast,
+)
+from graphql.execution.values import get_variable_values
+
+from gateway.graphql.arguments import argument_errors
+from gateway.graphql.cost import cost_errors
+from gateway.graphql.limits import ParsedDocuments
+from gateway.graphql.memo import DocumentMemo
+
+
+@dataclass(slots=True)
+class KnownDocuments:
+    """The app's parsed documents, its validation memo, and the argument and cost limits;
+    `queries` and `subscriptions` count the operations run past strawberry's pipeline."""
+
+    documents: ParsedDocuments
+    validated: DocumentMemo[list[GraphQLError]]
+    max_listings: int
+    max_root_fields: int
+    max_cost: int
+    queries: int = 0
+    subscriptions: int = 0
+
+    def document(
+        self,
+        schema: GraphQLSchema,
+        query: str | None,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+        kind: OperationType,
+    ) -> DocumentNode | None:
+        """The parsed document, if its operation is a `kind` that may skip strawberry's
+        pipeline with these variables; else None."""
+        if not query:
+            return None
+        document = self.documents.get(query)
+        if document is None or self.validated.get(document) != []:
+            return None
+        operation = get_operation_ast(document, operation_name)
+        if operation is None or operation.operation is not kind:
+            return None
+        if kind is OperationType.SUBSCRIPTION and not _one_plain_root_field(operation):
+            return None
+        if variables is not None and not isinstance(variables, dict):
+            return None
+        coerced = get_variable_values(schema, operation.variable_definitions or (), variables or {})
+        if isinstance(coerced, list):
+            return None
+        if self._refused(schema, document, operation, operation_name, variables or {}):
+            return None
+        return document
+
+    def _refused(
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        operation_name: str | None,
+        variables: dict[str, Any],
+    ) -> bool:
+        fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        return bool(
+            argument_errors(schema, document, operation_name, variables, self.max_listings)
+            or cost_errors(
+                schema,
+                operation,
+                fragments,
+                variables,
+                max_root_fields=self.max_root_fields,
+                max_cost=self.max_cost,
+            )
+        )
+
+
+def _one_plain_root_field(operation: OperationDefinitionNode) -> bool:
+    # A subscription has one root field (validation says so); a directive on it is left to
+    # strawberry's path.
+    selections = operation.selection_set.selections
+    return (
+        len(selections) == 1
+        and isinstance(selections[0], FieldNode)
+        and not (selections[0].directives)
+    )

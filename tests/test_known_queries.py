@@ -1,0 +1,116 @@
+"""Queries whose document the app already knows skip strawberry's extension hooks
+(`GatewaySchema.execute_known`, gateway.graphql.known) and answer exactly as before.
+
+Each case is sent twice to one gateway: the first request takes strawberry's path (which
+parses and validates the document), the second the known-document path when it may. Both
+answers must be the same, status, headers and body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.simulator import RunningSimulator
+
+from gateway_harness import RunningGateway, run_gateway
+
+LISTING = """
+query Board($refs: [ListingRef!]!) {
+  listings(refs: $refs) {
+    id state portals { portal provider state }
+    classified { latestStatus { status date } }
+    legacy { portals { portal publish { online } } }
+  }
+}"""
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+
+
+def known_queries(gateway: RunningGateway) -> int:
+    known = gateway.app.state.graphql.schema.known
+    assert known is not None
+    count: int = known.queries
+    return count
+
+
+def refs_of(gateway: RunningGateway, count: int) -> list[dict[str, Any]]:
+    mine = set(gateway.sim.data.tenants["agency-1"])
+    listings = [entry for entry in gateway.sim.data.listings if entry.classified_id in mine]
+    return [{"classifiedId": c, "legacy": {"userId": u, "adId": a}} for c, u, a in listings[:count]]
+
+
+async def twice(gateway: RunningGateway, **body: Any) -> tuple[httpx.Response, httpx.Response]:
+    async def send() -> httpx.Response:
+        headers = {"accept": GRAPHQL_RESPONSE}
+        return await gateway.client.post("/graphql", json=body, headers=headers)
+
+    return await send(), await send()
+
+
+def same(first: httpx.Response, second: httpx.Response) -> None:
+    assert (first.status_code, first.headers["content-type"]) == (
+        second.status_code,
+        second.headers["content-type"],
+    )
+    assert first.json() == second.json()
+
+
+async def test_a_known_query_skips_the_hooks_and_answers_the_same(
+    simulator: RunningSimulator,
+) -> None:
+    async with run_gateway(simulator) as gateway:
+        body = {"query": LISTING, "variables": {"refs": refs_of(gateway, 3)}}
+        first, second = await twice(gateway, **body)
+        same(first, second)
+        assert known_queries(gateway) == 1
+        assert len(first.json()["data"]["listings"]) == 3 and "errors" not in first.json()
+
+
+async def test_field_errors_are_the_same_on_both_paths(simulator: RunningSimulator) -> None:
+    async with run_gateway(simulator, legacy_cache_ttl_s=0) as gateway:
+        simulator.sim.state.add_fault("legacy", "error", status=500)
+        body = {"query": LISTING, "variables": {"refs": refs_of(gateway, 2)}}
+        first, second = await twice(gateway, **body)
+        same(first, second)
+        assert known_queries(gateway) == 1
+        errors = first.json()["errors"]
+        assert {e["extensions"]["code"] for e in errors} == {"UPSTREAM_UNAVAILABLE"}
+        assert {e["extensions"]["upstream"] for e in errors} == {"legacy"}
+
+
+@pytest.mark.parametrize(
+    ("variables", "name"),
+    [
+        pytest.param({}, None, id="variable-missing"),
+        pytest.param({"refs": [{"colour": "red"}]}, None, id="variable-of-the-wrong-type"),
+        pytest.param({"refs": [{"classifiedId": f"c-{n}"} for n in range(201)]}, None, id="201"),
+        pytest.param({"refs": []}, "Elsewhere", id="unknown-operation-name"),
+    ],
+)
+async def test_refusals_take_strawberrys_path_and_are_the_same(
+    simulator: RunningSimulator, variables: dict[str, Any], name: str | None
+) -> None:
+    async with run_gateway(simulator) as gateway:
+        # The document becomes known first.
+        known = await gateway.query(LISTING, {"refs": refs_of(gateway, 1)})
+        assert "errors" not in known
+        body: dict[str, Any] = {"query": LISTING, "variables": variables}
+        if name is not None:
+            body["operationName"] = name
+        first, second = await twice(gateway, **body)
+        same(first, second)
+        assert known_queries(gateway) == 0  # refused: never the known-document path
+        assert first.status_code == 400
+        assert {e["extensions"]["code"] for e in first.json()["errors"]} == {"BAD_USER_INPUT"}
+
+
+async def test_a_known_query_over_get_answers_the_same(simulator: RunningSimulator) -> None:
+    async with run_gateway(simulator) as gateway:
+        query = "{ __typename }"
+        first = await gateway.client.get("/graphql", params={"query": query})
+        second = await gateway.client.get("/graphql", params={"query": query})
+        same(first, second)
+        assert first.json() == {"data": {"__typename": "Query"}}
+        assert known_queries(gateway) == 1
