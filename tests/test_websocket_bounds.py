@@ -313,13 +313,14 @@ async def test_a_waiting_subscription_holds_no_admission_turn(simulator: Running
         socket(gateway, TRANSPORT_WS) as ws,
     ):
         await initialised(ws)
-        for op in ("a", "b", "c"):
-            await ws.send_json(start(TRANSPORT_WS, watch, op=op))
-        # Subscribed (each took the turn and gave it back): HTTP still gets it. Nothing
-        # signals the subscriptions' arrival on the bus; they are there in a few turns.
         bus = gateway.app.state.runtime.events
-        while len(bus.subscribers) < 3:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
+        for count, op in enumerate(("a", "b", "c"), start=1):
+            # Each takes the one turn for its set-up and gives it back once subscribed, so
+            # the next finds it free. Nothing signals a subscription's arrival on the bus;
+            # it is there in a few turns of the loop.
+            await ws.send_json(start(TRANSPORT_WS, watch, op=op))
+            while len(bus.subscribers) < count:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
         assert gateway.app.state.admission.running == 0
         body = await gateway.query("{ __typename }")
         assert body == {"data": {"__typename": "Query"}}
