@@ -28,12 +28,12 @@ from graphql import (
     OperationType,
     get_operation_ast,
 )
-from graphql.execution.values import get_variable_values
 
 from gateway.graphql.arguments import argument_errors
 from gateway.graphql.cost import cost_errors
 from gateway.graphql.limits import ParsedDocuments
 from gateway.graphql.memo import DocumentMemo
+from gateway.graphql.variables import coerce_variables
 
 
 @dataclass(slots=True)
@@ -71,10 +71,11 @@ class KnownDocuments:
             return None
         if variables is not None and not isinstance(variables, dict):
             return None
-        coerced = get_variable_values(schema, operation.variable_definitions or (), variables or {})
-        if isinstance(coerced, list):
+        # Coerced once here and kept for the argument and cost checks that follow (the same
+        # raw dict and operation: `gateway.graphql.variables`).
+        if isinstance(coerce_variables(schema, operation, variables), list):
             return None
-        if self._refused(schema, document, operation, operation_name, variables or {}):
+        if self._refused(schema, document, operation, operation_name, variables):
             return None
         return document
 
@@ -84,7 +85,7 @@ class KnownDocuments:
         document: DocumentNode,
         operation: OperationDefinitionNode,
         operation_name: str | None,
-        variables: dict[str, Any],
+        variables: dict[str, Any] | None,
     ) -> bool:
         fragments = {
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)

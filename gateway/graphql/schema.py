@@ -7,7 +7,7 @@ from inspect import isawaitable
 from typing import Any
 
 import strawberry
-from graphql import ASTValidationRule, GraphQLError, NoSchemaIntrospectionCustomRule
+from graphql import ASTValidationRule, DocumentNode, GraphQLError, NoSchemaIntrospectionCustomRule
 from graphql import OperationType as CoreOperationType
 from graphql import execute as graphql_execute
 from strawberry.types import ExecutionContext, ExecutionResult
@@ -45,25 +45,32 @@ class GatewaySchema(strawberry.Schema):
     # Set by `build_schema`: the documents whose operations may skip strawberry's pipeline.
     known: KnownDocuments | None = None
 
-    async def execute_known(
+    def known_document(
         self,
         query: str | None,
+        variable_values: dict[str, Any] | None,
+        operation_name: str | None,
+    ) -> DocumentNode | None:
+        """The parsed document if `query` is a query this app already knows and may run
+        without strawberry's extension hooks (`gateway.graphql.known`), else None."""
+        known = self.known
+        if known is None:
+            return None
+        return known.document(
+            self._schema, query, operation_name, variable_values, CoreOperationType.QUERY
+        )
+
+    async def execute_document(
+        self,
+        document: DocumentNode,
         *,
         variable_values: dict[str, Any] | None,
         context_value: Any,
         operation_name: str | None,
-    ) -> ExecutionResult | None:
-        """The result of a query this app already knows (`gateway.graphql.known`), run
-        without strawberry's extension hooks; None when the query is not one of those."""
-        known = self.known
-        if known is None:
-            return None
-        document = known.document(
-            self._schema, query, operation_name, variable_values, CoreOperationType.QUERY
-        )
-        if document is None:
-            return None
-        known.queries += 1
+    ) -> ExecutionResult:
+        """Runs a document `known_document` handed out, as strawberry's path would."""
+        if self.known is not None:
+            self.known.queries += 1
         result: Any = graphql_execute(
             self._schema,
             document,
@@ -81,6 +88,26 @@ class GatewaySchema(strawberry.Schema):
             log_errors(errors)
             errors = [translate(bad_user_input(error)) for error in errors]
         return ExecutionResult(data=result.data, errors=errors, extensions=result.extensions)
+
+    async def execute_known(
+        self,
+        query: str | None,
+        *,
+        variable_values: dict[str, Any] | None,
+        context_value: Any,
+        operation_name: str | None,
+    ) -> ExecutionResult | None:
+        """The result of a query this app already knows, run without strawberry's extension
+        hooks; None when the query is not one of those."""
+        document = self.known_document(query, variable_values, operation_name)
+        if document is None:
+            return None
+        return await self.execute_document(
+            document,
+            variable_values=variable_values,
+            context_value=context_value,
+            operation_name=operation_name,
+        )
 
     async def stream(
         self,

@@ -114,6 +114,10 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         self.tracer = tracer or trace.NoOpTracer()
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        if isinstance(request, Request) and request.method == "POST" and context is UNSET:
+            answered = await self._run_known(request)
+            if answered is not None:
+                return answered
         if isinstance(request, WebSocket):
             if not self.sockets.take():
                 # Accepted first: a close before the handshake is an HTTP 403 to the client,
@@ -132,6 +136,38 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
             if record is not None:
                 record.outcome = "rejected"
             return refusal_response(request, refused)
+
+    async def _run_known(self, request: Request) -> Response | None:
+        """A POSTed query whose document the app already knows, answered without
+        strawberry's HTTP plumbing and extension hooks (`gateway.graphql.known`); None for
+        anything else, which then takes the whole path (and gets its refusals there)."""
+        try:
+            check_content_type(request.headers.get("content-type"))
+            params = check_params(
+                self.decode_json(await request.body()), max_depth=self.max_variable_depth
+            )
+            query = self.documents.resolve(params)
+        except RequestRefused:
+            return None
+        variables = params.get("variables")
+        name = params.get("operationName")
+        schema: Any = self.schema
+        document = schema.known_document(query, variables, name)
+        if document is None:
+            return None
+        sub_response = await self.get_sub_response(request)
+        context = await self.get_context(request, sub_response)
+        operation = _name_of(name, query)
+        record = current_record.get()
+        if record is not None:
+            record.operation = operation
+        with self.tracer.start_as_current_span(
+            f"graphql {operation}", attributes={"graphql.operation.name": operation}
+        ):
+            result: ExecutionResult = await schema.execute_document(
+                document, variable_values=variables, context_value=context, operation_name=name
+            )
+        return self.create_response(await self.process_result(request, result), sub_response)
 
     def decode_json(self, data: str | bytes) -> object:
         return decode_json(data)
@@ -287,10 +323,16 @@ def refusal_response(request: Request, refused: RequestRefused) -> Response:
 
 
 def _operation_name(request_data: Any) -> str:
-    name = getattr(request_data, "operation_name", None)
+    return _name_of(
+        getattr(request_data, "operation_name", None), getattr(request_data, "query", None)
+    )
+
+
+def _name_of(name: object, query: object) -> str:
+    """The operation's name for metrics and logs: the one asked for, else the document's
+    first, else "anonymous"."""
     if isinstance(name, str) and name:
         return name[:100]
-    query = getattr(request_data, "query", None)
     if isinstance(query, str):
         match = _OPERATION_NAME.search(query[:2000])
         if match:
