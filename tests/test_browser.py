@@ -503,8 +503,7 @@ async def test_graphiql_opens_ready_to_run_the_demo_query_and_a_live_tab(
     before = set(events.subscribers)
     await page.locator(".graphiql-execute-button").click()
     async with asyncio.timeout(PATIENCE_MS / 1000):
-        while not set(events.subscribers) - before:  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
+        await events.membership.until(lambda: bool(set(events.subscribers) - before))
     classified_id = refs[0][0]
     await append_status(gateway, classified_id, status="UPDATING")
     event = json.loads(

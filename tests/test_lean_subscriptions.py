@@ -23,7 +23,6 @@ from test_live_status import (
     bus_of,
     connect,
     tenant_classifieds,
-    until,
 )
 
 from gateway.simulator import RunningSimulator
@@ -49,16 +48,16 @@ async def test_a_second_subscription_to_a_document_is_lean_and_sees_the_same_eve
         assert "errors" not in await gateway.query(SUBSCRIBE)  # V3 calls back the gateway
         async with connect(gateway, protocol) as subscriber:
             await subscriber.start(WATCH, {"ids": [watched]})
-            await until(lambda: len(bus_of(gateway).subscribers) == 1)
+            await bus_of(gateway).membership.until(lambda: len(bus_of(gateway).subscribers) == 1)
             assert lean_taken(gateway) == 0  # the first parses and validates it
             await subscriber.start(WATCH, {"ids": [watched]})
-            await until(lambda: len(bus_of(gateway).subscribers) == 2)
+            await bus_of(gateway).membership.until(lambda: len(bus_of(gateway).subscribers) == 2)
             assert lean_taken(gateway) == 1
 
             await append(gateway, watched, "UPDATED")
             first, second = await subscriber.next(), await subscriber.next()
         # The socket closed: both left the bus.
-        await until(lambda: not bus_of(gateway).subscribers)
+        await bus_of(gateway).membership.until(lambda: not bus_of(gateway).subscribers)
         assert first == second
         event = first["data"]["classifiedStatusChanged"]
         assert event["classifiedId"] == watched

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from documents import fenced_after
-from test_live_status import LEGACY_WS, TRANSPORT_WS, Subscriber, append, connect, until
+from test_live_status import LEGACY_WS, TRANSPORT_WS, Subscriber, append, connect
 from test_readme import _fits
 
 from gateway.domain.changes import ChangeCursor, LogPosition
@@ -90,7 +90,7 @@ async def subscribed(
     """Start `listingChanged`; until the feed holds `count` subscriptions and the poller has
     taken the first snapshots of their ads (neither protocol acknowledges a subscription)."""
     await subscriber.start(CHANGED, variables)
-    await until(lambda: len(feed_of(gateway).subscribers) >= count)
+    await feed_of(gateway).membership.until(lambda: len(feed_of(gateway).subscribers) >= count)
     await poller_of(gateway).baseline()
 
 
@@ -177,7 +177,7 @@ async def test_an_ad_nobody_watches_is_not_polled(live: RunningGateway) -> None:
     listing = listing_of(live)
     async with connect(live, TRANSPORT_WS) as subscriber:
         await subscribed(live, subscriber, {"refs": [ref(listing)]})
-    await until(lambda: not feed_of(live).subscribers)
+    await feed_of(live).membership.until(lambda: not feed_of(live).subscribers)
     live.sim.state.reset_counters()
     await poller_of(live).poll_once()
     assert live.calls("legacy") == 0
@@ -240,7 +240,7 @@ async def test_a_cursor_resumes_with_exactly_the_missed_changes_in_order(
             await subscribed(live, subscriber, variables, count=2)
             await append(live, classified_id, "DELETING")
             seen = await event(subscriber)
-        await until(lambda: len(feed_of(live).subscribers) == 1)
+        await feed_of(live).membership.until(lambda: len(feed_of(live).subscribers) == 1)
 
         # Missed while away: a legacy change, a V3 one, and one of another listing.
         await set_legacy(live, user_id, ad_id)
@@ -270,7 +270,7 @@ async def test_a_legacy_change_while_nobody_watched_comes_at_the_first_poll_back
     variables: dict[str, Any] = {"refs": [ref(listing)]}
     async with connect(live, TRANSPORT_WS) as subscriber:
         await subscribed(live, subscriber, variables)
-    await until(lambda: not feed_of(live).subscribers)
+    await feed_of(live).membership.until(lambda: not feed_of(live).subscribers)
     portal, _ = await set_legacy(live, user_id, ad_id)  # nobody polls it now
 
     async with connect(live, TRANSPORT_WS) as subscriber:
@@ -337,7 +337,7 @@ async def test_the_documented_subscription_streams_a_legacy_change(live: Running
     assert f'"{classified_id}"' in shown and f"userId: {user_id}, adId: {ad_id}" in shown
     async with connect(live, TRANSPORT_WS) as subscriber:
         await subscriber.start(shown)
-        await until(lambda: len(feed_of(live).subscribers) == 1)
+        await feed_of(live).membership.until(lambda: len(feed_of(live).subscribers) == 1)
         await poller_of(live).baseline()
         await set_legacy(live, user_id, ad_id)
         await poller_of(live).poll_once()

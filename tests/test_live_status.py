@@ -214,7 +214,7 @@ async def test_an_upstream_event_reaches_subscribers_of_both_protocols_filtered_
         await legacy.start(WATCH, {"ids": [watched]})
         async with connect(live, TRANSPORT_WS) as everything:
             await everything.start(WATCH)
-            await until(lambda: len(bus_of(live).subscribers) == 3)
+            await bus_of(live).membership.until(lambda: len(bus_of(live).subscribers) == 3)
 
             unwatched = await append(live, other, "UPDATING")
             appended = await append(live, watched, "UPDATED")
@@ -331,7 +331,7 @@ async def test_a_subscriber_that_never_reads_keeps_a_bounded_queue(
     ):
         await stuck.start("subscription { classifiedStatusChanged { status { message } } }")
         bus = bus_of(gateway)
-        await until(lambda: len(bus.subscribers) == 1)
+        await bus.membership.until(lambda: len(bus.subscribers) == 1)
         (queue,) = bus.subscribers
         # Events reach only subscribers whose agency owns the classified: use one of ours.
         mine = tenant_classifieds(gateway)[1]
@@ -365,14 +365,14 @@ async def test_a_client_that_disconnects_mid_stream_leaves_no_task_behind(
     for protocol in (TRANSPORT_WS, LEGACY_WS):
         async with connect(live, protocol) as subscriber:
             await subscriber.start("subscription { classifiedStatusChanged { classifiedId } }")
-            await until(lambda: len(bus.subscribers) == 1)
+            await bus.membership.until(lambda: len(bus.subscribers) == 1)
             bus.publish(event(mine, 1))
             assert (await subscriber.next())["data"]["classifiedStatusChanged"] == {
                 "classifiedId": mine
             }
             for n in range(5):
                 bus.publish(event(mine, n))  # still streaming while the socket closes
-        await until(lambda: not bus.subscribers)
+        await bus.membership.until(lambda: not bus.subscribers)
     # Every task the two connections started has ended: the handlers, the operations.
     for _ in range(200):
         left = {t for t in asyncio.all_tasks() - before if not t.done()}
@@ -387,7 +387,7 @@ async def test_a_mover_tick_arrives_as_events(live: RunningGateway) -> None:
     assert "errors" not in await live.query(SUBSCRIBE)
     async with connect(live, TRANSPORT_WS) as subscriber:
         await subscriber.start("subscription { classifiedStatusChanged { classifiedId } }")
-        await until(lambda: len(bus_of(live).subscribers) == 1)
+        await bus_of(live).membership.until(lambda: len(bus_of(live).subscribers) == 1)
         mine = set(tenant_classifieds(live))
         async with httpx.AsyncClient(verify=LOOPBACK_TLS) as client:
             deliveries: list[dict[str, Any]] = []

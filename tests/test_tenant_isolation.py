@@ -11,7 +11,6 @@ import random
 from typing import Any
 
 import websockets
-from test_live_status import until
 
 from gateway.simulator import RunningSimulator
 
@@ -128,7 +127,7 @@ async def test_subscribers_get_only_their_own_agencys_events(
     async with run_gateway(simulator, webhook_secret=WEBHOOK_SECRET) as gateway:
         bus = gateway.app.state.runtime.events
         sockets = {agency: await _subscriber(gateway, agency) for agency in own}
-        await until(lambda: len(bus.subscribers) == len(sockets))
+        await bus.membership.until(lambda: len(bus.subscribers) == len(sockets))
         # Each agency's classified changes, the other agency's first.
         for second, agency in enumerate(("agency-2", "agency-1")):
             delivery = {

@@ -316,11 +316,9 @@ async def test_a_waiting_subscription_holds_no_admission_turn(simulator: Running
         bus = gateway.app.state.runtime.events
         for count, op in enumerate(("a", "b", "c"), start=1):
             # Each takes the one turn for its set-up and gives it back once subscribed, so
-            # the next finds it free. Nothing signals a subscription's arrival on the bus;
-            # it is there in a few turns of the loop.
+            # the next finds it free.
             await ws.send_json(start(TRANSPORT_WS, watch, op=op))
-            while len(bus.subscribers) < count:  # noqa: ASYNC110
-                await asyncio.sleep(0.005)
+            await bus.membership.until(lambda wanted=count: len(bus.subscribers) >= wanted)
         assert gateway.app.state.admission.running == 0
         body = await gateway.query("{ __typename }")
         assert body == {"data": {"__typename": "Query"}}

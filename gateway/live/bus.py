@@ -30,7 +30,7 @@ from typing import Protocol
 
 from gateway.domain.errors import Overloaded
 from gateway.domain.models import ClassifiedStatusEvent
-from gateway.live.wakeup import Wakeup
+from gateway.live.wakeup import Signal, Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,8 @@ class LocalEventBus:
         # Who gets an event: those watching every classified, and those indexed under its id.
         self._everything: set[Subscriber] = set()
         self._by_classified: dict[str, set[Subscriber]] = {}
+        # Notified when a subscriber comes or goes: `await bus.membership.until(...)`.
+        self.membership = Signal()
 
     @property
     def subscribers(self) -> frozenset[Subscriber]:
@@ -179,6 +181,7 @@ class LocalEventBus:
         self._check_room()
         subscriber = Subscriber(classified_ids, self.max_queue)
         self._subscribers.add(subscriber)
+        self.membership.notify()
         if classified_ids is None:
             self._everything.add(subscriber)
         else:
@@ -190,6 +193,7 @@ class LocalEventBus:
         if subscriber.dropped:
             log.info("event subscriber closed after %d dropped events", subscriber.dropped)
         self._subscribers.discard(subscriber)
+        self.membership.notify()
         if subscriber.classified_ids is None:
             self._everything.discard(subscriber)
             return

@@ -56,7 +56,7 @@ from gateway.domain.models import (
 )
 from gateway.live.changelog import ChangeLog
 from gateway.live.poller import WatchRegistry
-from gateway.live.wakeup import Wakeup
+from gateway.live.wakeup import Signal, Wakeup
 from gateway.service.listings import ListingData, ListingRequest
 from gateway.service.plan import ListingSelection
 
@@ -194,6 +194,8 @@ class ChangeFeed:
         self._max_queue = max_queue
         self._index: dict[str, set[ChangeSubscriber]] = {}
         self._subscribers: set[ChangeSubscriber] = set()
+        # Notified when a subscription comes or goes: `await feed.membership.until(...)`.
+        self.membership = Signal()
         self._delivered: dict[str, int] = {}  # per log, the last position delivered
         self._tasks: set[asyncio.Task[Any]] = set()
         self._v3_order = asyncio.Lock()
@@ -358,11 +360,13 @@ class ChangeFeed:
 
     def _register(self, subscriber: ChangeSubscriber) -> None:
         self._subscribers.add(subscriber)
+        self.membership.notify()
         for key in subscriber.keys:
             self._index.setdefault(key, set()).add(subscriber)
 
     def _unregister(self, subscriber: ChangeSubscriber) -> None:
         self._subscribers.discard(subscriber)
+        self.membership.notify()
         for key in subscriber.keys:
             watching = self._index.get(key)
             if watching is not None:
