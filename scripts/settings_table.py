@@ -71,8 +71,9 @@ MEANINGS: dict[str, str] = {
     "`<token>@<agency>|<agency>…` (bound to those agencies; see [security](security.md)); "
     "refused with `passthrough`",
     "compiled_execution": "run queries as generated code (`false`: graphql-core runs them)",
-    "warm_up": "before the first caller: fetch the V3 token and run one query through the "
-    "GraphQL path (a failure is logged, not fatal)",
+    "warm_up": "before the first caller: fetch the V3 token, run one query through the "
+    "GraphQL path and parse and validate every trusted document (a failure is logged, not "
+    "fatal)",
     "board_refs": "listings `/board` shows when its URL names none: `classifiedId`, "
     "`userId:adId` or `classifiedId+userId:adId` (`gateway demo`: its three listings)",
     "max_body_bytes": "largest request body, else 413",

@@ -177,3 +177,26 @@ async def test_a_persisted_request_needs_a_client_token_like_any_other(
                 "/graphql", params=as_get_params(apq(QUERY)), headers={"accept": accept}
             )
             assert response.status_code == 401
+
+
+ALIASED = "query Aliased { a: __typename b: __typename c: __typename }"
+
+
+@pytest.mark.parametrize("warm_up", [True, False])
+async def test_warm_up_parses_and_validates_every_trusted_document(
+    simulator: RunningSimulator, tmp_path: Path, warm_up: bool
+) -> None:
+    """Each trusted document's first request is then a known one; a document the limits
+    refuse is refused the same with or without warm-up."""
+    path = codegen_manifest(tmp_path, QUERY, OTHER, ALIASED)
+    async with run_gateway(
+        simulator, trusted_documents=str(path), warm_up=warm_up, max_aliases=2
+    ) as gw:
+        known = gw.app.state.graphql.schema.known
+        assert (known.documents.get(OTHER) is not None) is warm_up
+        first = await gw.client.post("/graphql", json=apq(QUERY))
+        assert first.json() == {"data": {"__typename": "Query"}}
+        assert known.queries == (1 if warm_up else 0)  # the first request was a known one
+        aliased = await gw.client.post("/graphql", json=apq(ALIASED))
+        assert codes(aliased) == ["QUERY_TOO_COMPLEX"]
+        assert known.queries == (1 if warm_up else 0)

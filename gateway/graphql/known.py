@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
+    ASTValidationRule,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
@@ -27,7 +28,9 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     get_operation_ast,
+    parse,
 )
+from strawberry.schema.schema import validate_document
 
 from gateway.graphql.arguments import argument_errors
 from gateway.graphql.cost import cost_errors
@@ -46,8 +49,26 @@ class KnownDocuments:
     max_listings: int
     max_root_fields: int
     max_cost: int
+    # What strawberry's path parses and validates with, for `learn`.
+    max_tokens: int = 20_000
+    rules: tuple[type[ASTValidationRule], ...] = ()
     queries: int = 0
     subscriptions: int = 0
+
+    def learn(self, schema: GraphQLSchema, query: str) -> bool:
+        """Parses and validates `query` as strawberry's path would and keeps both, so its
+        first request is a known one; whether it is valid. Never executes it."""
+        document = self.documents.get(query)
+        if document is None:
+            try:
+                document = parse(query, max_tokens=self.max_tokens)
+            except GraphQLError:
+                return False
+            self.documents.put(query, document)
+        errors = self.validated.get(document)
+        if errors is None:
+            errors = self.validated.put(document, validate_document(schema, document, self.rules))
+        return not errors
 
     def document(
         self,

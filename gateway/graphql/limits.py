@@ -329,14 +329,19 @@ class Limits(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         context = self.execution_context
-        context.validation_rules = (
-            *(
-                IntrospectionDepthLimit if rule is MaxIntrospectionDepthRule else rule
-                for rule in context.validation_rules
-            ),
-            *self.rules,
-        )
+        context.validation_rules = pipeline_rules(context.validation_rules, self.rules)
         yield
+
+
+def pipeline_rules(
+    base: tuple[type[ASTValidationRule], ...], rules: tuple[type[ASTValidationRule], ...]
+) -> tuple[type[ASTValidationRule], ...]:
+    """The rules a request's document is validated with: strawberry's `base` (graphql-core's
+    introspection depth rule in its coded form) and the app's own."""
+    return (
+        *(IntrospectionDepthLimit if rule is MaxIntrospectionDepthRule else rule for rule in base),
+        *rules,
+    )
 
 
 __all__ = [
@@ -348,6 +353,7 @@ __all__ = [
     "alias_rule",
     "depth_rule",
     "over_token_limit",
+    "pipeline_rules",
     "token_limit_offset",
     "too_complex",
 ]

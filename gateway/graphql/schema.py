@@ -7,7 +7,13 @@ from inspect import isawaitable
 from typing import Any
 
 import strawberry
-from graphql import ASTValidationRule, DocumentNode, GraphQLError, NoSchemaIntrospectionCustomRule
+from graphql import (
+    ASTValidationRule,
+    DocumentNode,
+    GraphQLError,
+    NoSchemaIntrospectionCustomRule,
+    specified_rules,
+)
 from graphql import OperationType as CoreOperationType
 from graphql import execute as graphql_execute
 from strawberry.types import ExecutionContext, ExecutionResult
@@ -24,6 +30,7 @@ from gateway.graphql.limits import (
     TokenLimitedParser,
     alias_rule,
     depth_rule,
+    pipeline_rules,
 )
 from gateway.graphql.live import Subscription
 from gateway.graphql.resolvers import Mutation, Query
@@ -31,6 +38,10 @@ from gateway.graphql.streams import lean_stream
 from gateway.graphql.types import Listing
 from gateway.graphql.validation import DocumentValidation, validation_memo
 from gateway.graphql.websocket import SubscriptionTurns, give_back_turn
+
+# The rules strawberry validates a request's document with before the app adds its own
+# (`ExecutionContext.validation_rules`' default).
+STRAWBERRY_RULES: tuple[type[ASTValidationRule], ...] = tuple(specified_rules)
 
 
 class GatewaySchema(strawberry.Schema):
@@ -202,6 +213,8 @@ def build_schema(
         max_listings=max_listings,
         max_root_fields=max_root_fields,
         max_cost=max_upstream_cost,
+        max_tokens=max_tokens,
+        rules=pipeline_rules(STRAWBERRY_RULES, rules),
     )
     return schema
 

@@ -1,10 +1,13 @@
-"""Warm-up before the first caller: the V3 token and one pass through the GraphQL path.
+"""Warm-up before the first caller: the V3 token, one pass through the GraphQL path, and the
+trusted documents parsed and validated.
 
 A fresh process otherwise makes its first caller wait for an OAuth token round trip and for
 the first parse, validation and compilation of a listings query, with every module and code
-path still cold (~3x a steady request). The lifespan runs this before uvicorn accepts
-connections, bounded by the upstream timeout; a failure is logged, never fatal (the first
-request then pays, as it would have).
+path still cold (~3x a steady request). With `GATEWAY_TRUSTED_DOCUMENTS`, every listed
+document is parsed and validated as a request's would be (never executed), so each one's
+first request is already a known one (`gateway.graphql.known`). The lifespan runs this
+before uvicorn accepts connections, bounded by the upstream timeout; a failure is logged,
+never fatal (the first request then pays, as it would have).
 """
 
 from __future__ import annotations
@@ -58,8 +61,25 @@ async def warm_up(graphql: ASGIApp, credentials: object, timeout_s: float) -> No
             status = await _post(graphql, {"query": WARMUP_QUERY, "variables": {"refs": []}})
             if status != 200:
                 log.warning("warm-up query answered HTTP %s", status)
+            await _learn_trusted(graphql)
     except (GatewayError, TimeoutError) as exc:
         log.warning("warm-up incomplete, the first request will be slower: %s", exc)
+
+
+async def _learn_trusted(graphql: Any) -> None:
+    """Parses and validates each trusted document (the view's `documents.trusted`)."""
+    trusted = getattr(getattr(graphql, "documents", None), "trusted", None)
+    schema = getattr(graphql, "schema", None)
+    known = getattr(schema, "known", None)
+    if not trusted or known is None or schema is None:
+        return
+    invalid = 0
+    for text in trusted.values():
+        invalid += not known.learn(schema._schema, text)
+        await asyncio.sleep(0)  # the warm-up's deadline may end the loop between documents
+    log.info("warm-up: %d trusted documents parsed and validated", len(trusted))
+    if invalid:
+        log.warning("%d trusted documents do not validate: their requests will be refused", invalid)
 
 
 async def _post(app: ASGIApp, body: dict[str, Any]) -> int:
