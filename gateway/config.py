@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway import __version__
+from gateway.access.client_tokens import split_entry
 
 # V3's edge firewall refuses any User-Agent that is not exactly three name/version tokens.
 USER_AGENT_PATTERN = re.compile(
@@ -359,18 +360,15 @@ class Settings(BaseSettings):
             )
         allowed = set(self.v3_agencies) | {self.v3_intermediary_id}
         for position, entry in enumerate(self.client_tokens, start=1):
-            # `<token>@<agency>|<agency>…` binds the token (gateway.access.client_tokens);
-            # the message names the entry by its position, never by its token.
-            token, at, agencies = entry.get_secret_value().partition("@")
-            if not at:
-                continue
-            bound = {a.strip() for a in agencies.split("|") if a.strip()}
-            if not token or not bound:
+            # The message names the entry by its position, never by its token.
+            try:
+                _, bound = split_entry(entry.get_secret_value())
+            except ValueError:
                 raise ValueError(
                     f"{PREFIX}CLIENT_TOKENS entry {position}: a bound token reads "
                     "`<token>@<agency>[|<agency>…]`"
-                )
-            if self.v3_agencies and not bound <= allowed:
+                ) from None
+            if bound is not None and self.v3_agencies and not bound <= allowed:
                 raise ValueError(
                     f"{PREFIX}CLIENT_TOKENS entry {position} is bound to agencies outside "
                     f"{PREFIX}V3_AGENCIES: {', '.join(sorted(bound - allowed))}"

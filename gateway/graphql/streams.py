@@ -15,7 +15,6 @@ pass). Anything else goes to strawberry's path, which answers exactly as it did.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any, cast
@@ -26,8 +25,6 @@ from graphql.execution import create_source_event_stream, execute_subscription_e
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from gateway.graphql.errors import log_errors, translate
-
-log = logging.getLogger("gateway.graphql")
 
 Results = AsyncGenerator[ExecutionResult | PreExecutionError, None]
 

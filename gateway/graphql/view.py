@@ -229,16 +229,18 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
             with self.tracer.start_as_current_span(
                 f"graphql {operation}", attributes={"graphql.operation.name": operation}
             ):
-                request_data = kwargs.get("request_data")
-                schema: Any = self.schema
-                known: ExecutionResult | None = await schema.execute_known(
-                    getattr(request_data, "query", None),
-                    variable_values=getattr(request_data, "variables", None),
-                    context_value=kwargs.get("context"),
-                    operation_name=getattr(request_data, "operation_name", None),
-                )
-                if known is not None:
-                    return known
+                # A POST was offered to the known-document path already (`_run_known`).
+                if getattr(kwargs.get("request_adapter"), "method", "") != "POST":
+                    request_data = kwargs.get("request_data")
+                    schema: Any = self.schema
+                    known: ExecutionResult | None = await schema.execute_known(
+                        getattr(request_data, "query", None),
+                        variable_values=getattr(request_data, "variables", None),
+                        context_value=kwargs.get("context"),
+                        operation_name=getattr(request_data, "operation_name", None),
+                    )
+                    if known is not None:
+                        return known
                 return await super().execute_single(*args, **kwargs)
         except HTTPException as exc:
             # strawberry's refusals of the request's shape, answered as JSON with the code

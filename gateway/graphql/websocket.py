@@ -279,17 +279,13 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
         self.on_request_accepted()
         try:
             async for message in self.websocket.iter_json():
-                try:
-                    checked = checked_message(message, types=_TRANSPORT_TYPES)
-                    if checked["type"] == "subscribe" and checked["id"] in self.operations:
-                        # strawberry's own refusal quotes the id whole, past what a close
-                        # frame holds.
-                        raise InvalidMessage(
-                            f"Subscriber for {checked['id']} already exists", DUPLICATE_ID_CODE
-                        )
-                except InvalidMessage as invalid:
-                    await self.websocket.close(code=invalid.code, reason=invalid.reason)
-                    return
+                checked = checked_message(message, types=_TRANSPORT_TYPES)
+                if checked["type"] == "subscribe" and checked["id"] in self.operations:
+                    # strawberry's own refusal quotes the id whole, past what a close frame
+                    # holds.
+                    raise InvalidMessage(
+                        f"Subscriber for {checked['id']} already exists", DUPLICATE_ID_CODE
+                    )
                 if checked["type"] == "subscribe" and self.connection_acknowledged:
                     refusal = _operations_refusal(len(self.operations), self.view)
                     if refusal is not None:
@@ -337,12 +333,8 @@ class LegacyWSHandler(BaseGraphQLWSHandler[GatewayContext, None]):
         timer = asyncio.create_task(self._close_unless_initialised())
         try:
             async for message in self.websocket.iter_json():
-                try:
-                    checked = checked_message(message, types=_LEGACY_TYPES)
-                    self._check_state(checked)
-                except InvalidMessage as invalid:
-                    await self.websocket.close(code=invalid.code, reason=invalid.reason)
-                    return
+                checked = checked_message(message, types=_LEGACY_TYPES)
+                self._check_state(checked)
                 if checked["type"] == "start" and self.connection_acknowledged:
                     refusal = _operations_refusal(len(self.tasks), self.view)
                     if refusal is not None:
