@@ -12,12 +12,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 
+from gateway.app import create_app, server_options
+from gateway.http.connections import bounded_protocol
 from gateway.simulator import RunningSimulator
 
-from gateway_harness import RunningGateway, run_gateway
+from gateway_harness import RunningGateway, run_gateway, serve_app, settings_for
 
 # Long enough for any machine to close a socket it should close; only a hang reaches it.
 SAFETY_S = 30
@@ -171,3 +174,76 @@ async def test_a_websocket_outlives_the_header_deadline(simulator: RunningSimula
         await asyncio.sleep(0.5)
         await ws.send_json({"type": "connection_init", "payload": {}})
         assert (await ws.receive_json())["type"] == "connection_ack"
+
+
+class _CountedTransport:
+    """A real transport whose writes are also kept, to count them."""
+
+    def __init__(self, transport: asyncio.Transport, writes: list[bytes]) -> None:
+        self._transport = transport
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+
+def _counting(protocol: type[asyncio.Protocol], writes: list[bytes]) -> type[asyncio.Protocol]:
+    class Counting(protocol):  # type: ignore[misc,valid-type]
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            super().connection_made(_CountedTransport(transport, writes))
+
+    return Counting
+
+
+async def test_an_answer_of_known_length_leaves_in_one_write(simulator: RunningSimulator) -> None:
+    """uvicorn wrote a response's head and its body separately: two sends, two wake-ups of
+    the reader, for every answer."""
+    settings = settings_for(simulator)
+    writes: list[bytes] = []
+    options = server_options(settings)
+    options["http"] = _counting(options["http"], writes)
+    async with serve_app(create_app(settings), **options) as url, aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/graphql", json={"query": "{ __typename }"}) as response:
+            body = await response.read()
+        async with http.get(f"{url}/healthz") as health:
+            health_body = await health.read()
+    assert response.status == 200 and health.status == 200
+    answers = [w for w in writes if w.startswith(b"HTTP/1.1 ")]
+    assert len(answers) == len(writes) == 2, writes
+    assert answers[0].endswith(b"\r\n\r\n" + body)
+    assert answers[1].endswith(b"\r\n\r\n" + health_body)
+
+
+async def test_a_streamed_answer_sends_its_head_at_once() -> None:
+    """Without a length the head is not held back for a body that may come much later."""
+    writes: list[bytes] = []
+    second_chunk = asyncio.Event()
+
+    async def streaming(scope: dict[str, object], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await second_chunk.wait()
+        await send({"type": "http.response.body", "body": b"late", "more_body": False})
+
+    protocol = bounded_protocol(header_timeout_s=5, max_header_bytes=8192, max_connections=10)
+    async with serve_app(streaming, http=_counting(protocol, writes)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET / HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        async with asyncio.timeout(SAFETY_S):
+            head = await reader.readuntil(b"\r\n\r\n")
+        second_chunk.set()
+        async with asyncio.timeout(SAFETY_S):
+            rest = await reader.readuntil(b"0\r\n\r\n")
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding: chunked" in head
+    assert b"late" in rest

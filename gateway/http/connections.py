@@ -181,6 +181,70 @@ if HttpToolsProtocol is not None:
             self._in_message = False
             super().on_message_complete()
 
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            super()._start_asgi_task(cycle, _HeadWithBody(app, cycle))
+
+
+class _Gathered:
+    """Stands in for a cycle's transport while a held response head and its body are
+    written: what they write goes out in one `write`."""
+
+    __slots__ = ("chunks", "closing")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def close(self) -> None:
+        self.closing = True
+
+
+class _HeadWithBody:
+    """The app, its response head held until the body that follows it, so that an answer of
+    known length leaves in one write: uvicorn writes the head and the body separately, and
+    on a socket without Nagle's delay each write is a send and a wake-up of the reader.
+
+    A head without `content-length` (a stream) goes out at once, as before.
+    """
+
+    __slots__ = ("app", "cycle")
+
+    def __init__(self, app: Any, cycle: Any) -> None:
+        self.app = app
+        self.cycle = cycle
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        cycle = self.cycle
+        held: dict[str, Any] | None = None
+
+        async def send_once(message: Any) -> None:
+            nonlocal held
+            if held is not None:
+                head, held = held, None
+                transport = cycle.transport
+                gathered = _Gathered()
+                cycle.transport = gathered
+                try:
+                    await send(head)
+                    await send(message)
+                finally:
+                    cycle.transport = transport
+                if gathered.chunks:
+                    transport.write(b"".join(gathered.chunks))
+                if gathered.closing:
+                    transport.close()
+            elif message["type"] == "http.response.start" and any(
+                name.lower() == b"content-length" for name, _ in message.get("headers", ())
+            ):
+                held = message
+            else:
+                await send(message)
+
+        await self.app(scope, receive, send_once)
+
 
 def bounded_protocol(
     *, header_timeout_s: float, max_header_bytes: int, max_connections: int
