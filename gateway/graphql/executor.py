@@ -25,15 +25,20 @@ from typing import Any, ClassVar
 from cachetools import LRUCache
 from graphql import (
     DirectiveNode,
+    DocumentNode,
     ExecutionResult,
     FragmentDefinitionNode,
     GraphQLError,
+    GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
     VariableNode,
     Visitor,
+    assert_valid_schema,
     visit,
 )
+from graphql.execution.collect_fields import FragmentDetails
+from graphql.execution.executor import Executor, default_field_resolver, default_type_resolver
 from graphql.execution.values import get_argument_values
 from graphql.pyutils import AwaitableOrValue
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -52,6 +57,7 @@ from gateway.graphql.context import GatewayContext
 from gateway.graphql.inputs import ref_from_arguments
 from gateway.graphql.limits import BYTES_PER_CHARACTER
 from gateway.graphql.selections import classified_page_args, listing_selection, media_page_args
+from gateway.graphql.variables import coerce_variables
 from gateway.service.listings import ListingRequest
 
 
@@ -159,6 +165,93 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
     """graphql-core's executor, with the gateway's gather step and compiled projection."""
 
     plans: ClassVar[Plans] = Plans(compiled=False)
+
+    @classmethod
+    def build(  # type: ignore[override]
+        cls,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        root_value: Any = None,
+        context_value: Any = None,
+        raw_variable_values: dict[str, Any] | None = None,
+        operation_name: str | None = None,
+        field_resolver: Any = None,
+        type_resolver: Any = None,
+        subscribe_field_resolver: Any = None,
+        max_coercion_errors: int = 50,
+        enable_early_execution: bool = False,
+        middleware: Any = None,
+        is_awaitable: Any = None,
+        is_async_iterable: Any = None,
+        **rest: Any,
+    ) -> list[GraphQLError] | Executor[Any]:
+        """graphql-core's `build`, with the variables coerced as the checks before execution
+        already coerced them (`coerce_variables` keeps the result for the same operation and
+        raw dict), instead of a second time. Anything but a plain document with one
+        operation to run and variables that coerce — an error to report, middleware,
+        fragment variables — is built by graphql-core as before."""
+        fragment_definitions: dict[str, FragmentDefinitionNode] = {}
+        operations: list[OperationDefinitionNode] = []
+        for definition in document.definitions:
+            if isinstance(definition, OperationDefinitionNode):
+                operations.append(definition)
+            elif isinstance(definition, FragmentDefinitionNode):
+                if definition.variable_definitions:
+                    operations.clear()
+                    break
+                fragment_definitions[definition.name.value] = definition
+        chosen = [
+            o
+            for o in operations
+            if operation_name is None or (o.name is not None and o.name.value == operation_name)
+        ]
+        variables = (
+            coerce_variables(schema, chosen[0], raw_variable_values)
+            if middleware is None
+            and len(chosen) == 1
+            and not (operation_name is None and len(operations) > 1)
+            else None
+        )
+        if variables is None or isinstance(variables, list):
+            return super().build(
+                schema,
+                document,
+                root_value,
+                context_value,
+                raw_variable_values,
+                operation_name,
+                field_resolver,
+                type_resolver,
+                subscribe_field_resolver,
+                max_coercion_errors,
+                enable_early_execution,
+                middleware,
+                is_awaitable,
+                is_async_iterable,
+                **rest,
+            )
+        assert_valid_schema(schema)
+        fragments = {
+            name: FragmentDetails(definition, None)
+            for name, definition in fragment_definitions.items()
+        }
+        return cls(
+            schema,
+            fragment_definitions,
+            fragments,
+            root_value,
+            context_value,
+            chosen[0],
+            variables,
+            field_resolver or default_field_resolver,
+            type_resolver or default_type_resolver,
+            subscribe_field_resolver or default_field_resolver,
+            enable_early_execution,
+            None,
+            is_awaitable,
+            is_async_iterable,
+            **rest,
+        )
 
     def execute_operation(self, serially: bool | None = None) -> AwaitableOrValue[Any]:
         context = self.context_value
