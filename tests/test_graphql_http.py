@@ -378,3 +378,19 @@ async def test_graphql_before_the_app_has_started_is_503(simulator: Any) -> None
         response = await client.post("/graphql", json={"query": "{ __typename }"})
         health = await client.get("/healthz")
     assert (response.status_code, health.status_code) == (503, 200)
+
+
+async def test_other_methods_on_graphql_are_refused_as_before(gateway: RunningGateway) -> None:
+    """`/graphql` over HTTP skips Starlette's router; a method it does not serve still gets
+    Starlette's 405 with `Allow`, and is counted as a refused request."""
+    for method in ("PUT", "DELETE", "PATCH"):
+        response = await gateway.client.request(method, "/graphql", content=b"{}")
+        assert response.status_code == 405, (method, response.text)
+        assert set(response.headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    metrics = (await gateway.client.get("/metrics")).text
+    refused = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("gateway_requests_total") and 'outcome="rejected"' in line
+    ]
+    assert refused and float(refused[0].rsplit(" ", 1)[1]) >= 3, refused
