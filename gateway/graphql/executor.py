@@ -291,8 +291,10 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
             # An argument graphql-core cannot coerce: let it run the operation and say so.
             return Gathered(None, (), (), ())
         try:
+            started = [capture(read) for read in reads if read is not None]
+            # One root field (the usual query) is awaited as it is, without a task.
             outcomes = iter(
-                await asyncio.gather(*(capture(read) for read in reads if read is not None))
+                [await started[0]] if len(started) == 1 else await asyncio.gather(*started)
             )
         except BaseException:
             # Cancelled (the caller left, its deadline passed): a read whose task never

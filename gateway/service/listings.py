@@ -213,6 +213,9 @@ class ListingRequest:
             check_status_filter(page.statuses)
         if self.service.max_upstream_cost is not None:
             check_cost(read_cost(refs, selection, refresh=refresh), self.service.max_upstream_cost)
+        if len(refs) == 1:
+            # The listing a frontend asks for most: no task to run one read beside nothing.
+            return [await self._listing(refs[0], selection, refresh)]
         return list(await asyncio.gather(*(self._listing(ref, selection, refresh) for ref in refs)))
 
     async def classified_statuses(
