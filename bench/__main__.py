@@ -61,6 +61,13 @@ def parse_options(argv: list[str] | None = None) -> Options:
         help="pages cached for the memory figure (10000; quick 1000; 0: skip)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="where results go")
+    parser.add_argument(
+        "--client",
+        choices=["aiohttp", "raw"],
+        default="aiohttp",
+        help="how the load generator calls the gateway: aiohttp's client, or the lean raw "
+        "HTTP/1.1 client that takes a tenth of its CPU (bench/rawhttp.py)",
+    )
     args = parser.parse_args(argv)
     workloads = args.workloads or tuple(w for w in WORKLOADS if not args.quick or w != "W1000")
     return Options(
@@ -75,6 +82,7 @@ def parse_options(argv: list[str] | None = None) -> Options:
         if args.cached_pages is not None
         else (1000 if args.quick else 10_000),
         out=args.out,
+        client=args.client,
         warmup=1 if args.quick else 2,
         min_requests=1 if args.quick else 3,
         wide_max_listings=50 if args.quick else None,

@@ -4,7 +4,8 @@
 
 A command names a target and how to drive it:
 
-    {"target": {"kind": "gateway", "url": ".../graphql", "body": "<POST body>"},
+    {"target": {"kind": "gateway", "url": ".../graphql", "body": "<POST body>",
+                "client": "aiohttp" or "raw"},
      "concurrency": 16, "requests": 500, "duration_s": 5.0, "min_requests": 16}
     {"target": {"kind": "limit", "v3_url": ..., "legacy_url": ..., "token_url": ...,
                 "listings": [[classifiedId, userId, adId], ...], "max_batch": 100}, ...}
@@ -33,6 +34,8 @@ import aiohttp
 import orjson
 
 from gateway.simulator import SIM_AUDIENCE, SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_LEGACY_API_KEY
+
+from .rawhttp import RawHTTPError, RawPost
 
 POOL_LIMIT = 100  # the gateway's upstream pool bound (gateway.upstreams.DEFAULT_POOL_LIMIT)
 USER_AGENT = "ListingLimit/1.0 aiohttp/3 linux/6"
@@ -65,14 +68,19 @@ class Loads:
         self._legacy = aiohttp.ClientSession(
             timeout=timeout, connector=aiohttp.TCPConnector(limit=POOL_LIMIT)
         )
+        self._raw: list[RawPost] = []
         self._tokens: dict[str, str] = {}
         self.first_error: str | None = None
 
     async def close(self) -> None:
         for session in (self._client, self._v3, self._legacy):
             await session.close()
+        for post in self._raw:
+            post.close()
 
     async def call_for(self, target: dict[str, Any]) -> Call:
+        if target["kind"] == "gateway" and target.get("client") == "raw":
+            return self._raw_gateway_call(target["url"], target["body"].encode())
         if target["kind"] == "gateway":
             return self._gateway_call(target["url"], target["body"].encode())
         token = await self._token(target["token_url"])
@@ -84,6 +92,20 @@ class Loads:
                 answer = await _json(response)
             if "errors" in answer:
                 raise _Failed(orjson.dumps(answer["errors"][:1]).decode())
+            return True
+
+        return call
+
+    def _raw_gateway_call(self, url: str, body: bytes) -> Call:
+        post = RawPost(url, body)
+        self._raw.append(post)
+
+        async def call() -> bool:
+            status, raw = await post()
+            if status != 200:
+                raise _Failed(f"HTTP {status}: {raw[:200]!r}")
+            if b'"errors"' in raw and "errors" in orjson.loads(raw):
+                raise _Failed(orjson.dumps(orjson.loads(raw)["errors"][:1]).decode())
             return True
 
         return call
@@ -158,7 +180,15 @@ class Loads:
                 begun = time.perf_counter()
                 try:
                     await call()
-                except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, _Failed) as exc:
+                except (
+                    aiohttp.ClientError,
+                    OSError,
+                    RawHTTPError,
+                    TimeoutError,
+                    ValueError,
+                    KeyError,
+                    _Failed,
+                ) as exc:
                     errors += 1
                     self.first_error = self.first_error or f"{type(exc).__name__}: {exc}"[:300]
                 latencies.append((time.perf_counter() - begun) * 1000)

@@ -54,6 +54,7 @@ class Meter:
 class Simulator:
     base_url: str
     stop: Callable[[], Awaitable[None]]
+    meter: Meter | None = None  # its process, when it has one of its own
 
     @property
     def v3_url(self) -> str:
@@ -174,7 +175,7 @@ class ProcessLauncher:
         )
         match = await child.read_until(r"Simulator listening on (http://127\.0\.0\.1:\d+)")
         await child.read_until("Press Ctrl-C")
-        return Simulator(match.group(1), child.stop)
+        return Simulator(match.group(1), child.stop, Meter(child.process.pid))
 
     async def gateway(self, name: str, sim: Simulator, settings: dict[str, str]) -> Gateway:
         """`gateway serve` against `sim`; returns once it has answered GET /healthz."""

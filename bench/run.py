@@ -73,6 +73,7 @@ class Options:
     first_request: tuple[str, ...] = tuple(WORKLOADS)
     cached_pages: int = 10_000
     out: Path = Path("bench/results")
+    client: str = "aiohttp"  # how the load generator calls the gateway (bench.rawhttp: "raw")
     warmup: int = 2  # unmeasured requests before each measurement
     min_requests: int = 3  # per measurement, even past duration_s (at least one per client)
     # Concurrency above 1 only for workloads of at most this many listings (None: all).
@@ -158,7 +159,12 @@ class Run:
                 "listings": [[x.classified_id, x.user_id, x.ad_id] for x in listings],
                 "max_batch": MAX_BATCH,
             }
-        return {"kind": "gateway", "url": gateway.url, "body": workload.body(listings).decode()}
+        return {
+            "kind": "gateway",
+            "url": gateway.url,
+            "body": workload.body(listings).decode(),
+            "client": self.options.client,
+        }
 
     async def start_gateway(self, name: str, mode: str) -> Gateway:
         return await self.launch.gateway(name, self.sim, COMMON | MODES[mode])

@@ -123,3 +123,45 @@ def test_the_bench_command_lists_its_options() -> None:
     assert result.returncode == 0, result.stderr
     for option in ("--quick", "--workloads", "--modes", "--concurrency", "--duration", "--out"):
         assert option in result.stdout
+
+
+async def test_the_lean_client_reads_what_aiohttp_reads() -> None:
+    """`bench.rawhttp` (the workers benchmark's client) reads whole answers of any size
+    from keep-alive connections, and says so when a connection closes under it."""
+    from aiohttp import web
+
+    from bench.rawhttp import RawHTTPError, RawPost
+
+    sizes = iter([10, 300_000, 0])
+
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        size = next(sizes)
+        return web.Response(body=body + b"x" * size, status=200 if size else 418)
+
+    async def close(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.close()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/echo", echo)
+    app.router.add_post("/close", close)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        post = RawPost(f"http://127.0.0.1:{port}/echo", b'{"q":1}')
+        assert await post() == (200, b'{"q":1}' + b"x" * 10)
+        assert await post() == (200, b'{"q":1}' + b"x" * 300_000)  # many reads
+        assert await post() == (418, b'{"q":1}')
+        assert len(post._all) == 1  # one kept-alive connection served all three
+        post.close()
+        closing = RawPost(f"http://127.0.0.1:{port}/close", b"{}")
+        with pytest.raises(RawHTTPError):
+            await closing()
+        closing.close()
+    finally:
+        await runner.cleanup()
