@@ -15,6 +15,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.domain.errors import (
     InvalidInput,
@@ -775,3 +777,14 @@ async def test_open_upstreams_builds_working_clients_and_closes_them(
     assert page.items and len(batch.found) == 2
     assert all(s.closed for s in sessions)
     assert v3_requests(simulator)[0].headers["User-Agent"] == USER_AGENT
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(min_size=1) | st.from_regex(r"[A-Za-z0-9_.~-]+", fullmatch=True))
+def test_a_segment_and_a_query_value_encode_as_quote_does(value: str) -> None:
+    """Unreserved text skips quote(): the result must be what quote() would have made."""
+    from gateway.upstreams.v3 import _query, _segment
+
+    quoted = quote(value, safe="")
+    assert _segment(value) == (quoted.replace(".", "%2E") if quoted in {".", ".."} else quoted)
+    assert _query([("k", value)]) == f"k={quoted}"

@@ -8,8 +8,8 @@ Depends on nothing but the standard library.
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 from typing import Final
 
 __all__ = ["child_traceparent", "new_traceparent", "parse_traceparent"]
@@ -25,10 +25,11 @@ _NEW_TRACE_FLAGS: Final = "01"
 
 
 def _random_hex(nbytes: int) -> str:
-    while True:
-        value = secrets.token_hex(nbytes)
-        if value.strip("0"):  # all-zero ids are invalid
-            return value
+    # Ids need to be unique, not secret: the process's generator, as OpenTelemetry's SDK
+    # uses, without a system call per upstream request as `secrets` makes.
+    while not (value := random.getrandbits(nbytes * 8)):  # all-zero ids are invalid
+        pass
+    return f"{value:0{nbytes * 2}x}"
 
 
 def parse_traceparent(header: str | None) -> tuple[str, str] | None:

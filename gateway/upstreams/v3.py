@@ -60,6 +60,8 @@ _RFC3339 = re.compile(
 
 
 _fromisoformat = datetime.fromisoformat
+# Text that quote(..., safe="") leaves as it is (RFC 3986's unreserved characters).
+_UNRESERVED: Final = re.compile(r"[A-Za-z0-9_.~-]+").fullmatch
 # Cached pages hold many items with the same message, sub-status, classified and customer:
 # one string for each halves an item's memory (decoded JSON makes a new one every time).
 _intern = sys.intern
@@ -77,7 +79,8 @@ class _Malformed(Exception):
 
 def _segment(value: str) -> str:
     """One path segment, percent-encoded so it can never become `/`, `?`, `#` or a dot-segment."""
-    encoded = quote(value, safe="")
+    # Ids are nearly always unreserved characters only, which quote() returns as they are.
+    encoded = value if _UNRESERVED(value) else quote(value, safe="")
     if encoded in {".", ".."}:
         # quote() leaves dots alone; as a whole segment they would climb the path.
         encoded = encoded.replace(".", "%2E")
@@ -87,7 +90,11 @@ def _segment(value: str) -> str:
 def _query(params: Sequence[tuple[str, str]]) -> str:
     # Every byte outside the unreserved set is percent-encoded, so `+`, `/`, `=` and any
     # odd byte of an opaque nextToken arrive exactly as V3 sent them.
-    return "&".join(f"{quote(key, safe='')}={quote(value, safe='')}" for key, value in params)
+    return "&".join(f"{_quoted(key)}={_quoted(value)}" for key, value in params)
+
+
+def _quoted(value: str) -> str:
+    return value if _UNRESERVED(value) else quote(value, safe="")
 
 
 def _encode_id(value: str, what: str) -> str:
