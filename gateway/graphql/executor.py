@@ -28,6 +28,7 @@ from graphql import (
     ExecutionResult,
     FragmentDefinitionNode,
     GraphQLError,
+    GraphQLResolveInfoHelpers,
     OperationDefinitionNode,
     OperationType,
     VariableNode,
@@ -155,10 +156,26 @@ def _directive_variables(
     return tuple(names)
 
 
+class _HelpersMadeWhenAsked:
+    """The async helpers of an executor that has let its own go (`GatewayExecutor`)."""
+
+    def __get__(self, executor: Any, owner: Any = None) -> Any:
+        if executor is None:
+            return self
+        return GraphQLResolveInfoHelpers(executor.gather_async_work, executor.track_async_work)
+
+
 class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
     """graphql-core's executor, with the gateway's gather step and compiled projection."""
 
     plans: ClassVar[Plans] = Plans(compiled=False)
+
+    # graphql-core's executor holds the helpers it hands resolvers as its own bound methods:
+    # a reference cycle, which would keep the executor and all it holds (the request's
+    # context, its variables and reads) alive until a full collection, and a serving process
+    # runs those rarely (`gateway.process.garbage`). A query lets them go once it has run;
+    # should anything ask after that, it gets new ones.
+    async_helpers = _HelpersMadeWhenAsked()
 
     def execute_operation(self, serially: bool | None = None) -> AwaitableOrValue[Any]:
         context = self.context_value
@@ -169,15 +186,18 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
         return self._gather_then_project(context, serially)
 
     async def _gather_then_project(self, context: GatewayContext, serially: bool | None) -> Any:
-        gathered = await self.gather(context)
-        if gathered.plan is not None:
-            self.plans.stats.compiled += 1
-            return self.project(gathered)
-        if self.plans.compiled:
-            self.plans.stats.fallback += 1
-        else:
-            self.plans.stats.interpreted += 1
-        return await self.interpret(context, gathered, serially)
+        try:
+            gathered = await self.gather(context)
+            if gathered.plan is not None:
+                self.plans.stats.compiled += 1
+                return self.project(gathered)
+            if self.plans.compiled:
+                self.plans.stats.fallback += 1
+            else:
+                self.plans.stats.interpreted += 1
+            return await self.interpret(context, gathered, serially)
+        finally:
+            self.__dict__.pop("async_helpers", None)
 
     async def gather(self, context: GatewayContext) -> Gathered:
         """Every root field's reads, in one async step (and the compiled plan, if any)."""
