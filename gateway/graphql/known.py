@@ -36,7 +36,7 @@ from gateway.graphql.arguments import argument_errors
 from gateway.graphql.cost import cost_errors
 from gateway.graphql.limits import ParsedDocuments
 from gateway.graphql.memo import DocumentMemo
-from gateway.graphql.variables import coerce_variables
+from gateway.graphql.variables import coerce_variables, forget_variables
 
 
 @dataclass(slots=True)
@@ -93,11 +93,15 @@ class KnownDocuments:
         if variables is not None and not isinstance(variables, dict):
             return None
         # Coerced once here and kept for the argument and cost checks that follow (the same
-        # raw dict and operation: `gateway.graphql.variables`).
-        if isinstance(coerce_variables(schema, operation, variables), list):
-            return None
-        if self._refused(schema, document, operation, operation_name, variables):
-            return None
+        # raw dict and operation: `gateway.graphql.variables`), then let go: the executor
+        # coerces its own, and a large request's variables are not kept past their checks.
+        try:
+            if isinstance(coerce_variables(schema, operation, variables), list):
+                return None
+            if self._refused(schema, document, operation, operation_name, variables):
+                return None
+        finally:
+            forget_variables(operation, variables)
         return document
 
     def _refused(

@@ -34,3 +34,10 @@ def coerce_variables(
     coerced = get_variable_values(schema, operation.variable_definitions or (), raw)
     _recent[key] = (operation, raw, coerced)
     return coerced
+
+
+def forget_variables(operation: OperationDefinitionNode, raw: dict[str, Any] | None) -> None:
+    """Let go of what `coerce_variables` kept for this operation and raw dict, once the
+    checks that share it have run."""
+    raw = _EMPTY if raw is None else raw
+    _recent.pop((id(operation), id(raw)), None)
