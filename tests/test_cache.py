@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -202,3 +203,19 @@ async def test_zero_ttl_disables_storage_but_still_coalesces() -> None:
     assert load.calls == 1
     await cache.get_or_load(K, load)
     assert load.calls == 2
+
+
+async def test_keys_stored_share_their_query_parameters_and_drops_find_them_all() -> None:
+    # Cached pages are many: equal query parameters are held once, whatever tuples the
+    # callers built, and the index (a tuple per classified) still finds every key.
+    cache: PageCache[str] = PageCache(ttl_s=30, max_entries=10)
+    load = Loader()
+    for classified_id, token in (("c1", None), ("c2", None), ("c1", "n2"), ("c1", "n3")):
+        key = PageKey("t1", "classified", classified_id, params=PageKey.query({"limit": 100}))
+        await cache.get_or_load(dataclasses.replace(key, next_token=token), load)
+    stored = list(cache._kept or ())
+    assert len(stored) == 4 and len({id(key.params) for key in stored}) == 1
+    assert cache._index["c1"] == tuple(key for key in stored if key.classified_id == "c1")
+    cache.drop_classified("c1", tenant="t1")
+    assert cache._index.keys() == {"c2"}
+    assert len(cache) == 1

@@ -99,3 +99,25 @@ def test_a_history_of_the_same_cached_pages_is_built_once() -> None:
     del pages, replaced, first
     gc.collect()
     assert len(memo) == 0  # the pages are gone: so are the histories built from them
+
+
+def test_a_history_the_memo_lets_go_leaves_no_reference_cycle() -> None:
+    import gc
+
+    from gateway.domain.models import StatusPage
+    from gateway.service.histories import HistoryMemo
+
+    memo = HistoryMemo(max_entries=1)
+    first = (StatusPage((item(1),)),)
+    second = (StatusPage((item(2),)),)
+    gc.collect()
+    gc.disable()
+    try:
+        memo.get(first, complete=True)
+        memo.get(second, complete=True)  # the first history is evicted
+        assert len(memo) == 1
+        assert gc.collect() == 0
+        del second
+        assert len(memo) == 0  # its page gone, the second history is forgotten too
+    finally:
+        gc.enable()

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.graphql.variables import _recent as recent
 from gateway.simulator import RunningSimulator
 
 from gateway_harness import RunningGateway, run_gateway
@@ -114,3 +115,20 @@ async def test_a_known_query_over_get_answers_the_same(simulator: RunningSimulat
         same(first, second)
         assert first.json() == {"data": {"__typename": "Query"}}
         assert known_queries(gateway) == 1
+
+
+async def test_a_query_keeps_no_variables_past_its_execution(
+    simulator: RunningSimulator,
+) -> None:
+    # The argument and cost checks and the executor share one coercion of the variables;
+    # once the executor has it, a request's variables (a thousand refs, for a large one) must
+    # not stay behind, on strawberry's path or the known one.
+    async with run_gateway(simulator) as gateway:
+        body = {"query": LISTING, "variables": {"refs": refs_of(gateway, 3)}}
+        recent.clear()
+        first = await gateway.client.post("/graphql", json=body)  # strawberry's path
+        assert [raw for _, raw, _ in recent.values() if raw == body["variables"]] == []
+        second = await gateway.client.post("/graphql", json=body)  # the known path
+        same(first, second)
+        assert known_queries(gateway) == 1
+        assert [raw for _, raw, _ in recent.values() if raw == body["variables"]] == []

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -630,3 +632,28 @@ def test_legacy_dates_follow_amsterdam_daylight_saving() -> None:
     assert summer is not None and winter is not None
     assert summer.utcoffset() == timedelta(hours=2)
     assert winter.utcoffset() == timedelta(hours=1)
+
+
+def test_a_remembered_parse_keeps_a_key_of_its_entry_s_size() -> None:
+    # orjson's bytes keep the whole buffer they were written into (4 KB or more); the parses
+    # remembered (thousands) must each keep a key no larger than the entry it stands for.
+    from gateway.upstreams import legacy
+
+    entry = {
+        "adId": 987654321,
+        "portals": [{"portal": "marktplaats", "publish": {"online": True, "remoteAdId": 5}}],
+    }
+    tracemalloc.start()
+    try:
+        ad = legacy._parse_ad_cached(4242, entry)
+        [key] = [key for user_id, key in legacy._PARSED if user_id == 4242]
+        where = tracemalloc.get_object_traceback(key)
+        kept = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    assert ad is not None and ad.ad_id == 987654321
+    assert legacy._parse_ad_cached(4242, dict(entry)) is ad  # remembered
+    assert key == orjson.dumps(entry)
+    # The key and the tuple holding it were made on one line.
+    assert where is not None
+    assert sum(trace.size for trace in kept.traces if trace.traceback == where) < len(key) + 128

@@ -34,6 +34,8 @@ from gateway.infra.deadlines import without_caller_deadline
 V = TypeVar("V")
 
 ParamValue = str | int | bool | tuple[str, ...]
+Params = tuple[tuple[str, ParamValue], ...]
+_MAX_PARAMS = 1024  # distinct query parameters held once (past it, forgotten all at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +51,11 @@ class PageKey:
     kind: str  # what was read: "classified" or "media"
     classified_id: str
     media_id: str | None = None
-    params: tuple[tuple[str, ParamValue], ...] = ()
+    params: Params = ()
     next_token: str | None = None
 
     @staticmethod
-    def query(params: Mapping[str, ParamValue | None]) -> tuple[tuple[str, ParamValue], ...]:
+    def query(params: Mapping[str, ParamValue | None]) -> Params:
         """`params` in key form: sorted, without unset (None, False, empty) values."""
         return tuple(sorted((name, value) for name, value in params.items() if value))
 
@@ -134,8 +136,12 @@ class PageCache(Generic[V]):
             else None
         )
         self._inflight: dict[PageKey, _Flight[V]] = {}
-        # classified id -> every key of it that is stored or loading.
-        self._index: dict[str, set[PageKey]] = {}
+        # classified id -> every key of it that is stored or loading. A tuple: a classified
+        # has a key or a few, and a set would cost ~200 bytes more for every one.
+        self._index: dict[str, tuple[PageKey, ...]] = {}
+        # One tuple for each distinct query parameters of the keys stored (a handful: the
+        # history's page size, a latest filter...), bounded all the same.
+        self._params: dict[Params, Params] = {}
         self.stats = CacheStats()
 
     def __len__(self) -> int:
@@ -169,14 +175,30 @@ class PageCache(Generic[V]):
             if flight is not None:
                 flight.current = False  # overtaken: the refresh stores its own value
             self.stats.misses += 1
+            key = self._shared(key)
             flight = _Flight(key)
             flight.task = asyncio.ensure_future(self._load(flight, load))
             flight.task.add_done_callback(functools.partial(self._landed, flight))
             self._inflight[key] = flight
-            self._index.setdefault(key.classified_id, set()).add(key)
+            keys = self._index.get(key.classified_id, ())
+            if key not in keys:
+                self._index[key.classified_id] = (*keys, key)
         assert flight.task is not None
         # Shielded: one caller giving up must not cancel the load the others wait for.
         return await asyncio.shield(flight.task)
+
+    def _shared(self, key: PageKey) -> PageKey:
+        """`key`, its parameters held once for every key that has the same."""
+        params = self._params.get(key.params)
+        if params is None:
+            if len(self._params) >= _MAX_PARAMS:
+                self._params.clear()
+            params = self._params[key.params] = key.params
+        if params is key.params:
+            return key
+        return PageKey(
+            key.tenant, key.kind, key.classified_id, key.media_id, params, key.next_token
+        )
 
     async def _load(self, flight: _Flight[V], load: Callable[[], Awaitable[V]]) -> V:
         try:
@@ -221,9 +243,11 @@ class PageCache(Generic[V]):
         if self._kept is not None and key in self._kept:
             return  # stored (fresh or kept for stale-if-error): a drop must still find it
         keys = self._index.get(key.classified_id)
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
+        if keys is not None and key in keys:
+            rest = tuple(other for other in keys if other != key)
+            if rest:
+                self._index[key.classified_id] = rest
+            else:
                 del self._index[key.classified_id]
 
     def drop_classified(self, classified_id: str, tenant: str | None = None) -> int:

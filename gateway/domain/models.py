@@ -110,11 +110,11 @@ class ClassifiedStatusItem:
     unknown_portals: tuple[str, ...] = ()
     sub_status: str | None = None
     sub_status_details: str | None = None
-    # The "internal" variant's fields, present only when the upstream sends them.
+    # The "internal" variant's fields, present only when the upstream sends them. Its
+    # `creationDate` is not kept: nothing reads it, and cached pages hold many items.
     status_id: str | None = None
     classified_id: str | None = None
     customer_id: str | None = None
-    creation_date: datetime | None = None
     revision: int | None = None
 
     @property
@@ -150,8 +150,7 @@ class MediaStatusItem:
     status_id: str | None = None
     media_id: str | None = None
     classified_id: str | None = None
-    customer_id: str | None = None
-    creation_date: datetime | None = None
+    customer_id: str | None = None  # (`creationDate` is not kept, as for classified statuses)
 
     @property
     def action_required(self) -> bool:

@@ -277,30 +277,56 @@ def _collect(
 ) -> dict[str, list[FieldNode]]:
     fields: dict[str, list[FieldNode]] = {}
     visited: set[str] = set()
-
-    def visit(selection_set: SelectionSetNode) -> None:
-        for selection in selection_set.selections:
-            if not included(selection, variables):  # type: ignore[arg-type]
-                continue
-            if isinstance(selection, FieldNode):
-                key = selection.alias.value if selection.alias else selection.name.value
-                fields.setdefault(key, []).append(selection)
-            elif isinstance(selection, InlineFragmentNode):
-                condition = selection.type_condition
-                if condition is None or _applies(schema, condition.name.value, runtime_type):
-                    visit(selection.selection_set)
-            elif isinstance(selection, FragmentSpreadNode):
-                name = selection.name.value
-                fragment = fragments.get(name)
-                if name in visited or fragment is None:
-                    continue
-                visited.add(name)
-                if _applies(schema, fragment.type_condition.name.value, runtime_type):
-                    visit(fragment.selection_set)
-
     for selection_set in selection_sets:
-        visit(selection_set)
+        _visit(selection_set, schema, runtime_type, fragments, variables, fields, visited)
     return fields
+
+
+def _visit(
+    selection_set: SelectionSetNode,
+    schema: GraphQLSchema,
+    runtime_type: GraphQLObjectType,
+    fragments: Mapping[str, FragmentDefinitionNode],
+    variables: VariableValues,
+    fields: dict[str, list[FieldNode]],
+    visited: set[str],
+) -> None:
+    # A function of the module, not a closure that calls itself: such a closure is a
+    # reference cycle, which would keep the request's variables until a full collection.
+    for selection in selection_set.selections:
+        if not included(selection, variables):  # type: ignore[arg-type]
+            continue
+        if isinstance(selection, FieldNode):
+            key = selection.alias.value if selection.alias else selection.name.value
+            fields.setdefault(key, []).append(selection)
+        elif isinstance(selection, InlineFragmentNode):
+            condition = selection.type_condition
+            if condition is None or _applies(schema, condition.name.value, runtime_type):
+                _visit(
+                    selection.selection_set,
+                    schema,
+                    runtime_type,
+                    fragments,
+                    variables,
+                    fields,
+                    visited,
+                )
+        elif isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            fragment = fragments.get(name)
+            if name in visited or fragment is None:
+                continue
+            visited.add(name)
+            if _applies(schema, fragment.type_condition.name.value, runtime_type):
+                _visit(
+                    fragment.selection_set,
+                    schema,
+                    runtime_type,
+                    fragments,
+                    variables,
+                    fields,
+                    visited,
+                )
 
 
 def _applies(schema: GraphQLSchema, condition: str, runtime_type: GraphQLObjectType) -> bool:

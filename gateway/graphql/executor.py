@@ -29,6 +29,7 @@ from graphql import (
     ExecutionResult,
     FragmentDefinitionNode,
     GraphQLError,
+    GraphQLResolveInfoHelpers,
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
@@ -57,7 +58,7 @@ from gateway.graphql.context import GatewayContext
 from gateway.graphql.inputs import ref_from_arguments
 from gateway.graphql.limits import BYTES_PER_CHARACTER
 from gateway.graphql.selections import classified_page_args, listing_selection, media_page_args
-from gateway.graphql.variables import coerce_variables
+from gateway.graphql.variables import coerce_variables, forget_variables
 from gateway.service.listings import ListingRequest
 
 
@@ -161,10 +162,26 @@ def _directive_variables(
     return tuple(names)
 
 
+class _HelpersMadeWhenAsked:
+    """The async helpers of an executor that has let its own go (`GatewayExecutor`)."""
+
+    def __get__(self, executor: Any, owner: Any = None) -> Any:
+        if executor is None:
+            return self
+        return GraphQLResolveInfoHelpers(executor.gather_async_work, executor.track_async_work)
+
+
 class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
     """graphql-core's executor, with the gateway's gather step and compiled projection."""
 
     plans: ClassVar[Plans] = Plans(compiled=False)
+
+    # graphql-core's executor holds the helpers it hands resolvers as its own bound methods:
+    # a reference cycle, which would keep the executor and all it holds (the request's
+    # context, its variables and reads) alive until a full collection, and a serving process
+    # runs those rarely (`gateway.process.garbage`). A query lets them go once it has run;
+    # should anything ask after that, it gets new ones.
+    async_helpers = _HelpersMadeWhenAsked()
 
     @classmethod
     def build(  # type: ignore[override]
@@ -212,6 +229,9 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
             and not (operation_name is None and len(operations) > 1)
             else None
         )
+        if chosen and len(chosen) == 1:
+            # The last of the request's users of the kept coercion (`gateway.graphql.known`).
+            forget_variables(chosen[0], raw_variable_values)
         if variables is None or isinstance(variables, list):
             return super().build(
                 schema,
@@ -262,15 +282,18 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
         return self._gather_then_project(context, serially)
 
     async def _gather_then_project(self, context: GatewayContext, serially: bool | None) -> Any:
-        gathered = await self.gather(context)
-        if gathered.plan is not None:
-            self.plans.stats.compiled += 1
-            return self.project(gathered)
-        if self.plans.compiled:
-            self.plans.stats.fallback += 1
-        else:
-            self.plans.stats.interpreted += 1
-        return await self.interpret(context, gathered, serially)
+        try:
+            gathered = await self.gather(context)
+            if gathered.plan is not None:
+                self.plans.stats.compiled += 1
+                return self.project(gathered)
+            if self.plans.compiled:
+                self.plans.stats.fallback += 1
+            else:
+                self.plans.stats.interpreted += 1
+            return await self.interpret(context, gathered, serially)
+        finally:
+            self.__dict__.pop("async_helpers", None)
 
     async def gather(self, context: GatewayContext) -> Gathered:
         """Every root field's reads, in one async step (and the compiled plan, if any)."""

@@ -36,7 +36,7 @@ from gateway.graphql.arguments import argument_errors
 from gateway.graphql.cost import cost_errors
 from gateway.graphql.limits import ParsedDocuments
 from gateway.graphql.memo import DocumentMemo
-from gateway.graphql.variables import coerce_variables
+from gateway.graphql.variables import coerce_variables, forget_variables
 
 
 @dataclass(slots=True)
@@ -92,11 +92,14 @@ class KnownDocuments:
             return None
         if variables is not None and not isinstance(variables, dict):
             return None
-        # Coerced once here and kept for the argument and cost checks that follow (the same
-        # raw dict and operation: `gateway.graphql.variables`).
-        if isinstance(coerce_variables(schema, operation, variables), list):
-            return None
-        if self._refused(schema, document, operation, operation_name, variables):
+        # Coerced once here and kept for the argument and cost checks that follow and for the
+        # executor's build, which lets it go (the same raw dict and operation:
+        # `gateway.graphql.variables`); a refused request's are let go here, so a large
+        # request's variables are not kept past their use either way.
+        if isinstance(coerce_variables(schema, operation, variables), list) or self._refused(
+            schema, document, operation, operation_name, variables
+        ):
+            forget_variables(operation, variables)
             return None
         return document
 

@@ -61,3 +61,10 @@ def _plan(schema: GraphQLSchema, operation: OperationDefinitionNode) -> Variable
     plan = variable_plan(schema, operation.variable_definitions or ())
     _plans[id(operation)] = (weakref.ref(operation), plan)
     return plan
+
+
+def forget_variables(operation: OperationDefinitionNode, raw: dict[str, Any] | None) -> None:
+    """Let go of what `coerce_variables` kept for this operation and raw dict, once the
+    checks that share it have run."""
+    raw = _EMPTY if raw is None else raw
+    _recent.pop((id(operation), id(raw)), None)

@@ -114,10 +114,14 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         self.tracer = tracer or trace.NoOpTracer()
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
-        if isinstance(request, Request) and request.method == "POST" and context is UNSET:
-            answered = await self._run_known(request)
-            if answered is not None:
-                return answered
+        if isinstance(request, Request):
+            try:
+                return await self._run_http(request, context, root_value)
+            finally:
+                # The context refers to the request and the request's state to the context:
+                # a cycle, which would keep everything the request read alive until a full
+                # collection, and a serving process runs those rarely (process/garbage.py).
+                request.scope.get("state", {}).pop("gateway_context", None)
         if isinstance(request, WebSocket):
             if not self.sockets.take():
                 # Accepted first: a close before the handshake is an HTTP 403 to the client,
@@ -129,6 +133,13 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
                 return await super().run(request, context, root_value)
             finally:
                 self.sockets.give_back()
+        return await super().run(request, context, root_value)
+
+    async def _run_http(self, request: Request, context: Any, root_value: Any) -> Any:
+        if request.method == "POST" and context is UNSET:
+            answered = await self._run_known(request)
+            if answered is not None:
+                return answered
         try:
             return await super().run(request, context, root_value)
         except RequestRefused as refused:

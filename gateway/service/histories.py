@@ -9,6 +9,7 @@ its last item) instead of an upstream token, so further pages cost no further re
 
 from __future__ import annotations
 
+import functools
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
@@ -101,15 +102,17 @@ class HistoryMemo:
         ):
             return entry[1]
         history = History(newest_first(item for page in pages for item in page.items), complete)
-
-        def forget(_: weakref.ref[Any]) -> None:
-            current = self._entries.get(key)
-            if current is not None and current[0] is refs:
-                del self._entries[key]
-
-        refs = tuple(weakref.ref(page, forget) for page in pages)
-        self._entries[key] = (refs, history)
+        # The callback names the entry by its key, not by its refs: refs that lead to a
+        # callback that holds them would be a cycle, left for a full collection once the
+        # entry is evicted.
+        forget = functools.partial(self._forget, key)
+        self._entries[key] = (tuple(weakref.ref(page, forget) for page in pages), history)
         return history
+
+    def _forget(self, key: tuple[int, ...], gone: weakref.ref[Any]) -> None:
+        current = self._entries.get(key)
+        if current is not None and any(ref is gone for ref in current[0]):
+            del self._entries[key]
 
 
 async def read_history(

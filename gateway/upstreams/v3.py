@@ -203,16 +203,6 @@ def _required(item: dict[str, Any]) -> tuple[str, str, datetime]:
     return status, message, status_date
 
 
-def _optional_date(item: dict[str, Any], key: str) -> datetime | None:
-    value = item.get(key)
-    if value is None:
-        return None
-    parsed = parse_rfc3339(value)
-    if parsed is None:
-        log.info("ignoring unparseable V3 %s %r", key, value)
-    return parsed
-
-
 def _revision(value: object) -> int | None:
     if isinstance(value, bool):
         return None
@@ -254,7 +244,6 @@ def parse_classified_status(item: object) -> ClassifiedStatusItem:
     if sub_status == "RECEIVING_PATCH" and status is ClassifiedStatusCode.RECEIVED:
         sub_status = "RECEIVED_PATCH"
 
-    creation = get("creationDate")
     revision = get("revision")
     return ClassifiedStatusItem(
         status,
@@ -268,7 +257,6 @@ def parse_classified_status(item: object) -> ClassifiedStatusItem:
         _text(get("statusId")) or None,
         _shared(get("classifiedId")),
         _shared(get("customerId")),
-        None if creation is None else _optional_date(item, "creationDate"),
         None if revision is None else _revision(revision),
     )
 
@@ -345,7 +333,6 @@ def parse_media_status(item: object) -> MediaStatusItem:
         media_id=_shared(item.get("mediaId")),
         classified_id=_shared(item.get("classifiedId")),
         customer_id=_shared(item.get("customerId")),
-        creation_date=_optional_date(item, "creationDate"),
     )
 
 
