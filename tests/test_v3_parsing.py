@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError, dataclass
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.upstreams.v3 import _parse_rfc3339_general, parse_classified_status, parse_rfc3339
+from gateway.domain.models import (
+    ClassifiedStatusCode,
+    ClassifiedStatusItem,
+    MediaStatusCode,
+    MediaStatusItem,
+    Portal,
+)
+from gateway.domain.records import frozen_builder
+from gateway.upstreams.v3 import (
+    _classified_status_item,
+    _media_status_item,
+    _parse_rfc3339_general,
+    parse_classified_status,
+    parse_rfc3339,
+)
 
 _DIGITS = st.text(alphabet="0123456789", min_size=1, max_size=9)
 
@@ -104,3 +120,49 @@ def test_a_portal_list_is_read_the_same_the_second_time() -> None:
         assert portals_of(codes) == first
     assert portals_of(["SL", {"odd": 1}, ["x"], "BU"]) == (("SL", "BU"), ())
     assert portals_of(["XX", "SL"]) == (("SL",), ("XX",))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    status=st.sampled_from(list(ClassifiedStatusCode)),
+    message=st.text(max_size=5),
+    portals=st.lists(st.sampled_from(list(Portal)), max_size=3).map(tuple),
+    optional=st.lists(st.none() | st.text(max_size=4), min_size=5, max_size=5),
+    revision=st.none() | st.integers(1, 9),
+)
+def test_a_built_item_is_the_item_its_constructor_makes(
+    status: ClassifiedStatusCode,
+    message: str,
+    portals: tuple[Portal, ...],
+    optional: list[str | None],
+    revision: int | None,
+) -> None:
+    """The parsers build items with `frozen_builder`: equal, equally hashed, as frozen."""
+    values = (status, status.value, message, datetime(2024, 1, 2, tzinfo=UTC), portals, ())
+    values += (*optional, revision)
+    built = _classified_status_item(*values)
+    made = ClassifiedStatusItem(*values)
+    assert type(built) is ClassifiedStatusItem
+    assert built == made and hash(built) == hash(made) and repr(built) == repr(made)
+    with pytest.raises(FrozenInstanceError):
+        built.message = "changed"  # type: ignore[misc]
+    media = (MediaStatusCode.DOWNLOADED, "DOWNLOADED", message, values[3], None, *optional)
+    media += ("media-1", "customer-1")
+    assert _media_status_item(*media) == MediaStatusItem(*media)
+
+
+def test_only_slotted_dataclasses_without_post_init_get_a_builder() -> None:
+    @dataclass(frozen=True)
+    class Unslotted:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class Checked:
+        a: int
+
+        def __post_init__(self) -> None:
+            raise ValueError
+
+    for cls in (Unslotted, Checked):
+        with pytest.raises(TypeError):
+            frozen_builder(cls)

@@ -32,6 +32,7 @@ from gateway.domain.models import (
     Portal,
     StatusPage,
 )
+from gateway.domain.records import frozen_builder
 from gateway.upstreams._http import Deadline, RetryPolicy, request
 from gateway.upstreams.guard import UpstreamGuard
 from gateway.upstreams.trace import child_traceparent
@@ -60,6 +61,9 @@ _RFC3339 = re.compile(
 
 
 _fromisoformat = datetime.fromisoformat
+# Every field, in declaration order (gateway.domain.records).
+_classified_status_item = frozen_builder(ClassifiedStatusItem)
+_media_status_item = frozen_builder(MediaStatusItem)
 # Text that quote(..., safe="") leaves as it is (RFC 3986's unreserved characters).
 _UNRESERVED: Final = re.compile(r"[A-Za-z0-9_.~-]+").fullmatch
 # Cached pages hold many items with the same message, sub-status, classified and customer:
@@ -245,7 +249,7 @@ def parse_classified_status(item: object) -> ClassifiedStatusItem:
         sub_status = "RECEIVED_PATCH"
 
     revision = get("revision")
-    return ClassifiedStatusItem(
+    return _classified_status_item(
         status,
         raw_status if status is ClassifiedStatusCode.UNKNOWN else status.value,
         _intern(message),
@@ -320,19 +324,19 @@ def parse_media_status(item: object) -> MediaStatusItem:
     if isinstance(raw_portal, str) and raw_portal:
         portal = _portal(raw_portal, "v3.media_portal")
         unknown_portal = raw_portal if portal is None else None
-    return MediaStatusItem(
-        status=status,
-        raw_status=raw_status if status is MediaStatusCode.UNKNOWN else status.value,
-        message=_intern(message),
-        status_date=status_date,
-        portal=portal,
-        raw_portal=unknown_portal,
-        sub_status=_text_once(item.get("subStatus")),
-        sub_status_details=_text(item.get("subStatusDetails")),
-        status_id=_text(item.get("statusId")) or None,
-        media_id=_shared(item.get("mediaId")),
-        classified_id=_shared(item.get("classifiedId")),
-        customer_id=_shared(item.get("customerId")),
+    return _media_status_item(
+        status,
+        raw_status if status is MediaStatusCode.UNKNOWN else status.value,
+        _intern(message),
+        status_date,
+        portal,
+        unknown_portal,
+        _text_once(item.get("subStatus")),
+        _text(item.get("subStatusDetails")),
+        _text(item.get("statusId")) or None,
+        _shared(item.get("mediaId")),
+        _shared(item.get("classifiedId")),
+        _shared(item.get("customerId")),
     )
 
 
