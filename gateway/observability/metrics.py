@@ -41,6 +41,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._attempt_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         # Set by the supervisor for its workers (read by prometheus-client at import too).
         shared_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         self.shared = SharedExposition(shared_dir) if shared_dir else None
@@ -180,15 +182,30 @@ class Metrics:
         return name
 
     def request_done(self, operation: str, outcome: str, seconds: float) -> None:
-        label = self.operation_label(operation)
-        self.requests.labels(label, outcome).inc()
-        self.request_seconds.labels(label).observe(seconds)
+        # A metric's child per label values, looked up once: `labels()` checks and joins its
+        # arguments on every call, as much CPU as the counting itself.
+        children = self._request_children.get((operation, outcome))
+        if children is None:
+            label = self.operation_label(operation)
+            children = (self.requests.labels(label, outcome), self.request_seconds.labels(label))
+            if label != _OTHER:  # operation names beyond the bound are not kept
+                self._request_children[(operation, outcome)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     # --- UpstreamObserver ----------------------------------------------------------------
 
     def attempt(self, upstream: UpstreamName, endpoint: str, status: str, seconds: float) -> None:
-        self.upstream_requests.labels(upstream, endpoint, status).inc()
-        self.upstream_seconds.labels(upstream, endpoint).observe(seconds)
+        children = self._attempt_children.get((upstream, endpoint, status))
+        if children is None:
+            children = (
+                self.upstream_requests.labels(upstream, endpoint, status),
+                self.upstream_seconds.labels(upstream, endpoint),
+            )
+            # Upstreams, endpoints and outcomes are the gateway's own few names.
+            self._attempt_children[(upstream, endpoint, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
         record = current_record.get()
         if record is not None:
             record.upstream_calls += 1
