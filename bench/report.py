@@ -63,6 +63,10 @@ def targets(bench: Run) -> list[dict[str, Any]]:
 
     if row := _row(rows, "cache-cold", "W50", 1):
         add("W50 cache-cold c=1 p50 / limit", row["ratio"].get("p50"), 1.25)
+        add("W50 cache-cold c=1 p95 / its p50", _ratio(row["p95_ms"], row["p50_ms"]), 1.5)
+        add("W50 cache-cold c=1 gateway CPU / the limit client's", row["ratio"].get("cpu"), 3.0)
+    if row := _row(rows, "cache-cold", "W200", 1):
+        add("W200 cache-cold c=1 p50 / limit", row["ratio"].get("p50"), 1.5)
     if row := _row(rows, "cache-cold", "W50-history", 1):
         add("W50-history cache-cold c=1 p50 / limit", row["ratio"].get("p50"), 1.3,
             note=f"{calls(row, 'v3'):.0f} V3 reads per request for 50 listings")  # fmt: skip

@@ -165,3 +165,29 @@ async def test_the_lean_client_reads_what_aiohttp_reads() -> None:
         closing.close()
     finally:
         await runner.cleanup()
+
+
+def test_the_cache_cold_targets_are_read_from_their_rows() -> None:
+    from types import SimpleNamespace
+
+    from bench.report import add_ratios, targets
+
+    def row(mode: str, workload: str, p50: float, p95: float, cpu: float) -> dict[str, object]:
+        return {
+            "mode": mode, "workload": workload, "concurrency": 1, "p50_ms": p50, "p95_ms": p95,
+            "p99_ms": p95, "rps": 1000 / p50, "calls_per_request": 1.0,
+            "cpu_ms_per_request": cpu, "upstream_calls": {},
+        }  # fmt: skip
+
+    rows = [
+        row("limit", "W50", 30, 33, 10), row("cache-cold", "W50", 36, 60, 25),
+        row("limit", "W200", 80, 90, 50), row("cache-cold", "W200", 130, 140, 100),
+    ]  # fmt: skip
+    add_ratios(rows)
+    found = {t["target"]: t for t in targets(SimpleNamespace(rows=rows, first=[], memory=None))}
+    assert found["W50 cache-cold c=1 p50 / limit"]["value"] == pytest.approx(1.2)
+    assert found["W50 cache-cold c=1 p95 / its p50"]["value"] == pytest.approx(60 / 36)
+    assert not found["W50 cache-cold c=1 p95 / its p50"]["met"]
+    assert found["W50 cache-cold c=1 gateway CPU / the limit client's"]["met"]  # 2.5x
+    assert found["W200 cache-cold c=1 p50 / limit"]["value"] == pytest.approx(1.625)
+    assert not found["W200 cache-cold c=1 p50 / limit"]["met"]
