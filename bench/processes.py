@@ -92,6 +92,8 @@ class Gateway:
     started_s: float  # from start to its first answer (GET /healthz)
     meter: Meter
     stop: Callable[[], Awaitable[None]]
+    # Reads the gateway's output until a line matches (e.g. "All 2 workers serving").
+    wait_for_line: Callable[[str], Awaitable[object]] | None = None
 
 
 class Load(Protocol):
@@ -193,7 +195,13 @@ class ProcessLauncher:
         except (aiohttp.ClientError, RuntimeError, TimeoutError) as exc:
             await child.stop()
             raise RuntimeError(f"gateway {name} did not start ({exc}): {child.tail()}") from exc
-        return Gateway(f"{base}/graphql", loop.time() - begun, Meter(child.process.pid), child.stop)
+        return Gateway(
+            f"{base}/graphql",
+            loop.time() - begun,
+            Meter(child.process.pid),
+            child.stop,
+            child.read_until,
+        )
 
     async def load(self, name: str) -> Load:
         return LoadProcess(await self._spawn(name, [sys.executable, "-m", "bench.load"]))

@@ -54,6 +54,10 @@ async def run(args: argparse.Namespace) -> int:
                         settings = COMMON | MODES[args.mode] | {"GATEWAY_WORKERS": str(workers)}
                         gateway = await launch.gateway(f"workers-{workers}", sim, settings)
                         try:
+                            if workers > 1 and gateway.wait_for_line is not None:
+                                # Until every worker listens, new connections all go to the
+                                # first: keep-alive ones would stay there for the whole run.
+                                await gateway.wait_for_line(f"All {workers} workers serving")
                             target = {
                                 "kind": "gateway",
                                 "url": gateway.url,

@@ -90,8 +90,17 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"Gateway listening on http://{host}:{http_port}/graphql "
                   f"({workers} workers, gRPC on {host}:{grpc_port})", flush=True)  # fmt: skip
 
+        def all_serving() -> None:
+            print(f"All {workers} workers serving", flush=True)
+
         configure_logging(json=True, level=args.log_level.upper())
-        return supervise(settings, workers=workers, log_level=args.log_level, on_serving=banner)
+        return supervise(
+            settings,
+            workers=workers,
+            log_level=args.log_level,
+            on_serving=banner,
+            on_all_serving=all_serving,
+        )
     finally:
         for sock in held:
             sock.close()

@@ -145,6 +145,7 @@ async def test_two_workers_answer_together_add_up_metrics_and_stop_gracefully(
         found = await output.wait_for_text(r"(http://\S+)/graphql \(2 workers, gRPC on (\S+)\)")
         url, grpc_address = found.groups()
         started = await output.wait_for(serving, 2)
+        await output.wait_for_text(r"All 2 workers serving")
         first, second = (line["worker_pid"] for line in started)
 
         # Each worker listens with its own socket (SO_REUSEPORT): new connections spread

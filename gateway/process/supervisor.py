@@ -150,9 +150,11 @@ class Supervisor:
         workers: int,
         log_level: str,
         on_serving: Callable[[], None] | None = None,
+        on_all_serving: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.on_serving = on_serving
+        self.on_all_serving = on_all_serving
         self.count = workers
         self.log_level = log_level
         self.metrics_dir = ""
@@ -262,6 +264,15 @@ class Supervisor:
             worker.process.pid,
             extra={"worker": worker.number, "worker_pid": worker.process.pid},
         )
+        if (
+            self.on_all_serving is not None
+            and len(self._workers) == self.count
+            and all(w.serving for w in self._workers)
+        ):
+            # Connections made from now on spread over every worker; before, the ones
+            # still starting had no socket for the kernel to give them to.
+            self.on_all_serving()
+            self.on_all_serving = None
 
     def _on_exit(self, worker: _Worker) -> None:
         process = worker.process
@@ -335,7 +346,15 @@ def supervise(
     workers: int,
     log_level: str,
     on_serving: Callable[[], None] | None = None,
+    on_all_serving: Callable[[], None] | None = None,
 ) -> int:
     """Run `workers` worker processes on the settings' ports until a stop signal; the exit
-    status. `on_serving` is called once, when the first worker accepts connections."""
-    return Supervisor(settings, workers=workers, log_level=log_level, on_serving=on_serving).run()
+    status. `on_serving` is called once, when the first worker accepts connections, and
+    `on_all_serving` once, when all of them first do."""
+    return Supervisor(
+        settings,
+        workers=workers,
+        log_level=log_level,
+        on_serving=on_serving,
+        on_all_serving=on_all_serving,
+    ).run()
