@@ -229,7 +229,7 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
             and not (operation_name is None and len(operations) > 1)
             else None
         )
-        if chosen and len(chosen) == 1:
+        if len(chosen) == 1:
             # The last of the request's users of the kept coercion (`gateway.graphql.known`).
             forget_variables(chosen[0], raw_variable_values)
         if variables is None or isinstance(variables, list):
