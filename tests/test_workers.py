@@ -190,7 +190,9 @@ async def test_two_workers_answer_together_add_up_metrics_and_stop_gracefully(
 
         monkeypatch.setattr(simulator.sim.state, "hang", held)
         simulator.sim.state.set_latency("v3", 1)
-        slow = asyncio.create_task(ask(4))
+        # Position 0 is one no worker has read (the loop above asks 1 to 5): had a worker
+        # cached it, its answer would need no V3 read and `reading` would never be set.
+        slow = asyncio.create_task(ask(0))
         await reading.wait()
         process.send_signal(signal.SIGTERM)
         # The idle worker ends; the busy one has closed its listener and waits for the request.
