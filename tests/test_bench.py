@@ -111,7 +111,10 @@ async def test_a_small_run_sets_the_gateway_beside_the_limit(
     header, rule, *lines = table.split("\n\n")[0].splitlines()
     assert "p50 x limit" in header and header.count("|") == rule.count("|")
     assert lines[0].startswith("| W1 | limit | 1 |")
-    assert lines[1].startswith("| W1 | warm | 1 |") and "0.50x" not in lines[1]
+    assert lines[1].startswith("| W1 | warm | 1 |")
+    # The ratio columns are p50, p99, req/s and CPU (the calls ratio, 0.50x, is not one).
+    cells = [cell.strip() for cell in lines[1].strip().strip("|").split("|")]
+    assert cells[-4:] == [f"{warm['ratio'][k]:.2f}x" for k in ("p50", "p99", "rps", "cpu")]
     assert paths["chart"].read_bytes().startswith(b"\x89PNG")
 
 
