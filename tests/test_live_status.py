@@ -7,6 +7,7 @@ receiver, and subscribers are aiohttp WebSocket clients speaking both GraphQL pr
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import json
 import logging
@@ -61,13 +62,26 @@ def bus_of(gateway: RunningGateway) -> LocalEventBus:
     return bus
 
 
+# Only a hang reaches it: it fails the test with its condition instead of waiting for the
+# suite's timeout, which would say nothing of where the test stood.
+UNTIL_SAFETY_S = 60
+
+
 async def until(condition: Any) -> None:
     """Yield to the loop until `condition()` holds (the gateway serves in this loop).
 
     Neither WebSocket protocol acknowledges a subscription: the bus is the only witness.
     """
-    while not condition():  # noqa: ASYNC110
-        await asyncio.sleep(0.005)
+    try:
+        async with asyncio.timeout(UNTIL_SAFETY_S):
+            while not condition():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        try:
+            what = inspect.getsource(condition).strip()
+        except (OSError, TypeError):
+            what = repr(condition)
+        raise AssertionError(f"never came true: {what}") from None
 
 
 def tenant_classifieds(gateway: RunningGateway, tenant: str = "agency-1") -> list[str]:

@@ -21,7 +21,7 @@ from test_listing_changes import (
     set_legacy,
     subscribed,
 )
-from test_live_status import LEGACY_WS, TRANSPORT_WS, append, connect, until
+from test_live_status import LEGACY_WS, TRANSPORT_WS, UNTIL_SAFETY_S, append, connect, until
 
 from gateway.live.redis_changelog import RedisChangeLog
 from gateway.live.redis_poller import RedisPollShare
@@ -131,7 +131,9 @@ async def test_the_poll_moves_when_the_replica_holding_it_dies(
             task = poller_of(holder)._task
             assert task is not None
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            # Only a hang reaches the bound: then the poller did not end when cancelled.
+            async with asyncio.timeout(UNTIL_SAFETY_S):
+                await asyncio.gather(task, return_exceptions=True)
             # Its lease runs out (three intervals); the other replica takes the user over.
             await until(lambda: user_id in share_of(other).held)
             polls = poller_of(other).stats.polls
