@@ -7,7 +7,8 @@ legacy reader that answers from a dict.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -267,3 +268,40 @@ async def test_the_poller_waits_while_the_breaker_is_open_then_polls_again() -> 
     assert entry.change.legacy == LegacyAdKey(1, 2)
     assert entry.change.portals == (Portal.MARKTPLAATS,)
     assert entry.change.legacy_status == ad(online=False)
+
+
+class ClaimTurningCancelIntoRedisDown(LocalPollShare):
+    """A share whose claim answers the caller's cancellation as a Redis failure (alone: poll
+    what is watched here), as a Redis client's own socket timeout does when it expires at
+    the moment its caller is cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__(retention_s=900)
+        self.claims = 0
+        self.claiming = asyncio.Event()
+
+    async def claim(self, watched: Mapping[int, frozenset[int]]) -> dict[int, frozenset[int]]:
+        self.claims += 1
+        if self.claims == 1:
+            self.claiming.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                return dict(watched)
+        return await super().claim(watched)
+
+
+async def test_a_cancelled_poller_ends_even_when_a_call_turns_the_cancel_into_a_failure() -> None:
+    """A replica stopping (or a test) cancels the poller and awaits it; a Redis call that
+    answered the cancel as a failure left the loop polling for ever."""
+    legacy, watches, share = Legacy(), WatchRegistry(), ClaimTurningCancelIntoRedisDown()
+    poller = LegacyPoller(legacy, watches, share, LocalChangeLog().append, interval_s=0.01)
+    poller.start()
+    await share.claiming.wait()  # the first poll's claim is under way
+    task = poller._task
+    assert task is not None
+    task.cancel()
+    async with asyncio.timeout(30):  # only a poller that ignores the cancel reaches it
+        await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
+    assert share.claims == 1  # it did not poll again

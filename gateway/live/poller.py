@@ -311,6 +311,7 @@ class LegacyPoller:
     async def run(self) -> None:
         """Poll every `interval_s`; take first snapshots as soon as ads are newly watched."""
         next_poll = self._clock() + self.interval_s
+        task = asyncio.current_task()
         while True:
             self._wake.clear()
             try:
@@ -319,9 +320,11 @@ class LegacyPoller:
                 if self._clock() >= next_poll:
                     await self.poll_once()
                     next_poll = max(next_poll + self.interval_s, self._clock())
+                    _end_if_cancelled(task)
                     continue
             except Exception:  # a background loop: one bad round must not end polling
                 log.exception("legacy poll round failed")
+            _end_if_cancelled(task)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, next_poll - self._clock())):
                     await self._wake.wait()
@@ -334,3 +337,12 @@ class LegacyPoller:
                 await self._task
             self._task = None
         await self.share.release()
+
+
+def _end_if_cancelled(task: asyncio.Task[None] | None) -> None:
+    """Raise the cancellation a call swallowed. A client's own timeout that expires as its
+    caller is cancelled may answer the cancel as a timeout (a Redis call then reads as Redis
+    down, and the round goes on): the request stays counted on the task, and is honoured
+    here, or the loop would poll on and whoever awaits it (a stopping replica) wait for ever."""
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
