@@ -77,13 +77,8 @@ def _list(item: Coerce) -> Coerce:
     return coerce
 
 
-def _id(value: Any) -> Any:
-    if type(value) is str or value is None:
-        return value
-    raise _Unsure
-
-
-def _string(value: Any) -> Any:
+def _text(value: Any) -> Any:
+    # ID and String alike: a string is itself (an ID given as a number is graphql-core's).
     if type(value) is str or value is None:
         return value
     raise _Unsure
@@ -108,8 +103,8 @@ def _float(value: Any) -> Any:
 
 
 _SCALARS: Final[dict[object, Coerce]] = {
-    GraphQLID: _id,
-    GraphQLString: _string,
+    GraphQLID: _text,
+    GraphQLString: _text,
     GraphQLInt: _int,
     GraphQLBoolean: _boolean,
     GraphQLFloat: _float,
