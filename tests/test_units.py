@@ -6,13 +6,16 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 import pytest
 
 from gateway.cache.legacy import LegacyStatusCache
+from gateway.cache.pages import PageCache
 from gateway.domain import ids
 from gateway.domain.errors import InvalidInput, UpstreamNotFound, UpstreamUnavailable
 from gateway.domain.models import (
+    Caller,
     ClassifiedStatusCode,
     ClassifiedStatusItem,
     LegacyAdKey,
@@ -23,7 +26,9 @@ from gateway.domain.models import (
 )
 from gateway.service.checks import check_id, check_page_args, check_ref, check_refs
 from gateway.service.histories import MAX_HISTORY_PAGES, read_history
+from gateway.service.listings import ListingRequest, ListingService
 from gateway.service.loaders import legacy_loader
+from gateway.service.plan import ListingSelection
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -119,6 +124,111 @@ async def test_the_loader_asks_once_per_user_and_fails_each_ad_on_its_own() -> N
     assert [(r.user_id, r.ad_id) for r in found] == [(1, 10), (2, 20), (1, 11), (1, 10)]
     assert isinstance(results[3], UpstreamNotFound)  # ad 99: missing
     assert isinstance(results[4], UpstreamUnavailable)  # user 3: the whole call failed
+
+
+class Recording(Reader):
+    """`Reader`, noting which task made each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: list[asyncio.Task[object] | None] = []
+
+    async def ads_status(
+        self, user_id: int, ad_ids: Sequence[int], *, force: bool = False
+    ) -> LegacyBatch:
+        self.tasks.append(asyncio.current_task())
+        return await super().ads_status(user_id, ad_ids, force=force)
+
+
+async def test_load_here_reads_in_the_callers_task_and_shares_its_answer() -> None:
+    reader = Recording()
+    loader = legacy_loader(LegacyStatusCache(reader, ttl_s=0), force=False)
+    status = await loader.load_here(LegacyAdKey(1, 10))
+    assert status == LegacyAdStatus(user_id=1, ad_id=10)
+    assert reader.tasks == [asyncio.current_task()]
+    # The key is answered for the rest of the request, whichever way it is asked again.
+    assert await loader.load(LegacyAdKey(1, 10)) is status
+    assert await loader.load_here(LegacyAdKey(1, 10)) is status
+    # A key the tick's batch is loading already is not read a second time.
+    batched = loader.load(LegacyAdKey(1, 11))
+    assert await loader.load_here(LegacyAdKey(1, 11)) is await batched
+    assert reader.calls == [(1, (10,), False), (1, (11,), False)]
+    with pytest.raises(UpstreamUnavailable):
+        await loader.load_here(LegacyAdKey(3, 30))  # the read's failure is the key's
+
+
+class NoV3:
+    """A V3 client stand-in whose reads never end (and say when they are cancelled)."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def classified_statuses(self, *args: object, **kwargs: object) -> NoReturn:
+        self.asked.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.cancelled.set()
+        raise AssertionError("unreachable")
+
+    async def media_statuses(self, *args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("not asked")
+
+
+def listing_scope(reader: Reader, v3: NoV3) -> ListingRequest:
+    service = ListingService(
+        v3=v3,  # type: ignore[arg-type]
+        legacy=LegacyStatusCache(reader, ttl_s=0),
+        cache=PageCache(ttl_s=0, max_entries=10),
+        tenant_of=lambda caller: "agency",
+        max_listings=10,
+    )
+    return service.request(Caller())
+
+
+async def test_a_sole_listing_sends_its_legacy_read_on_its_first_step() -> None:
+    ref = ListingRef(legacy=LegacyAdKey(1, 10))
+    for sole, read_at_once in ((True, True), (False, False)):
+        reader = Recording()
+        task = asyncio.ensure_future(
+            listing_scope(reader, NoV3()).listings([ref], ListingSelection(legacy=True), sole=sole)
+        )
+        await asyncio.sleep(0)  # the task's first step, and nothing after it
+        assert bool(reader.calls) is read_at_once, f"sole={sole}"
+        [data] = await task
+        assert data.legacy == LegacyAdStatus(user_id=1, ad_id=10)
+        assert reader.tasks == [task] if sole else reader.tasks != [task]
+
+
+class Stalled(Reader):
+    """A legacy API that never answers."""
+
+    async def ads_status(
+        self, user_id: int, ad_ids: Sequence[int], *, force: bool = False
+    ) -> LegacyBatch:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_sole_listing_cancelled_during_its_legacy_read_leaves_no_task_behind() -> None:
+    v3 = NoV3()
+    ref = ListingRef(classified_id="c-1", legacy=LegacyAdKey(1, 10))
+    selection = ListingSelection(legacy=True, unified=True)
+    task = asyncio.ensure_future(listing_scope(Stalled(), v3).listings([ref], selection, sole=True))
+    await v3.asked.wait()  # both reads are under way
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0)  # the cancellation reaches the classified's reads
+    left = {
+        t.get_coro().__qualname__: t for t in asyncio.all_tasks() if t is not asyncio.current_task()
+    }
+    # The page's read goes on for whoever else may wait for it (the cache's single flight);
+    # the request's own task for the classified does not.
+    assert list(left) == ["PageCache._load"]
+    left["PageCache._load"].cancel()
+    await asyncio.wait_for(v3.cancelled.wait(), 60)
 
 
 # --- ids ----------------------------------------------------------------------------------

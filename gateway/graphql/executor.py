@@ -307,8 +307,10 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
                 )
             )
         )
+        # One root field read (the usual query) is the request's only read: see `sole`.
+        sole = sum(1 for root in roots if _is_read(root)) == 1
         try:
-            reads = [self._root_read(context.listings, root) for root in roots]
+            reads = [self._root_read(context.listings, root, sole=sole) for root in roots]
             arguments = [] if plan is None else [self._site_value(site) for site in plan.sites]
         except GraphQLError:
             # An argument graphql-core cannot coerce: let it run the operation and say so.
@@ -354,14 +356,17 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
             result = await result
         return result
 
-    def _root_read(self, scope: ListingRequest, root: RootField) -> Any:
+    def _root_read(self, scope: ListingRequest, root: RootField, *, sole: bool) -> Any:
         """The service call answering one root field (a coroutine), or None for others."""
-        if root.name not in ROOT_FIELDS or root.definition is None:
+        if not _is_read(root):
             return None
+        assert root.definition is not None
         args = get_argument_values(root.definition, root.nodes[0], self.variable_values)
-        return self._read_root(scope, root, args)
+        return self._read_root(scope, root, args, sole)
 
-    async def _read_root(self, scope: ListingRequest, root: RootField, args: dict[str, Any]) -> Any:
+    async def _read_root(
+        self, scope: ListingRequest, root: RootField, args: dict[str, Any], sole: bool
+    ) -> Any:
         if root.name == "listings":
             refs = [ref_from_arguments(ref) for ref in args["refs"]]
         elif root.name == "listing":
@@ -371,7 +376,7 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
         selection = listing_selection(
             self.schema, self.fragment_definitions, self.variable_values, root.nodes
         )
-        return await scope.listings(refs, selection)
+        return await scope.listings(refs, selection, sole=sole)
 
     def _site_value(self, site: ArgumentSite) -> Any:
         args = get_argument_values(site.definition, site.node, self.variable_values)
@@ -380,6 +385,11 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
         if site.kind == "media_page":
             return media_page_args(args)
         return str(args["mediaId"])
+
+
+def _is_read(root: RootField) -> bool:
+    """Whether the gather step reads this root field (the listing fields)."""
+    return root.name in ROOT_FIELDS and root.definition is not None
 
 
 def _root_value(root: RootField, outcome: Any) -> Any:

@@ -117,7 +117,7 @@ class ListingStatusServicer(pb_grpc.ListingStatusServiceServicer):
         domain_refs = [messages.ref_of(ref) for ref in refs]
         scope = _scope(self.service, context)
         with caller_deadline(context.time_remaining()):
-            data = await scope.listings(domain_refs, _selection(asked))
+            data = await scope.listings(domain_refs, _selection(asked), sole=True)
         built = [_listing(item, asked, scope.stale) for item in data]
         failure = _whole_call_failure(built)
         if failure is not None:

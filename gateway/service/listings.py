@@ -199,13 +199,20 @@ class ListingRequest:
     # --- listings: the one entry point of the edges ---------------------------------
 
     async def listings(
-        self, refs: Sequence[ListingRef], selection: ListingSelection, *, refresh: bool = False
+        self,
+        refs: Sequence[ListingRef],
+        selection: ListingSelection,
+        *,
+        refresh: bool = False,
+        sole: bool = False,
     ) -> list[ListingData]:
         """Read what `selection` asks of every ref, all at once: one async step.
 
         Legacy ads go through this request's loader (so they batch per user), V3 pages
         through the page cache; a classified's history is read once however many things
-        need it, and the latest status and pages are then cut from it.
+        need it, and the latest status and pages are then cut from it. `sole`: nothing else
+        of this request reads meanwhile (one root field, one gRPC call), so one listing's
+        legacy ad is read by the calling task at once instead of batched a turn later.
         """
         check_refs(refs, self.service.max_listings)
         for page in _pages_of(selection):
@@ -215,7 +222,7 @@ class ListingRequest:
             check_cost(read_cost(refs, selection, refresh=refresh), self.service.max_upstream_cost)
         if len(refs) == 1:
             # The listing a frontend asks for most: no task to run one read beside nothing.
-            return [await self._listing(refs[0], selection, refresh)]
+            return [await self._listing(refs[0], selection, refresh, sole=sole)]
         return list(await asyncio.gather(*(self._listing(ref, selection, refresh) for ref in refs)))
 
     async def classified_statuses(
@@ -228,22 +235,45 @@ class ListingRequest:
         return data.classified.page(args)
 
     async def _listing(
-        self, ref: ListingRef, selection: ListingSelection, refresh: bool
+        self, ref: ListingRef, selection: ListingSelection, refresh: bool, *, sole: bool = False
     ) -> ListingData:
         wants_legacy = selection.legacy or selection.unified or refresh
+        loader = self._legacy_forced if refresh else self._legacy
+        legacy: Outcome[LegacyAdStatus] | None = None
+        if ref.legacy is not None and wants_legacy and sole:
+            # Under load every turn of the event loop waits behind every other request's
+            # work: the legacy call goes out from this task now, the classified's reads
+            # (cached, most often) run in a task beside it.
+            legacy_here = loader.load_here(ref.legacy)
+            if ref.classified_id is None:
+                return self._assembled(ref, selection, None, await capture(legacy_here))
+            reading = asyncio.ensure_future(self._classified(ref.classified_id, selection, refresh))
+            try:
+                legacy = await capture(legacy_here)
+            except BaseException:
+                if not reading.cancel() and not reading.cancelled():
+                    reading.exception()  # it ended first, and its failure goes unheard
+                raise
+            return self._assembled(ref, selection, await reading, legacy)
         # The loader's future is asked for first: the load joins this tick's batch while
         # the classified's reads go on.
-        legacy_load = (
-            (self._legacy_forced if refresh else self._legacy).load(ref.legacy)
-            if ref.legacy is not None and wants_legacy
-            else None
-        )
+        legacy_load = loader.load(ref.legacy) if ref.legacy is not None and wants_legacy else None
         classified = (
             await self._classified(ref.classified_id, selection, refresh)
             if ref.classified_id is not None
             else None
         )
-        legacy = None if legacy_load is None else await capture(legacy_load)
+        if legacy_load is not None:
+            legacy = await capture(legacy_load)
+        return self._assembled(ref, selection, classified, legacy)
+
+    @staticmethod
+    def _assembled(
+        ref: ListingRef,
+        selection: ListingSelection,
+        classified: tuple[Outcome[History[ClassifiedStatusItem]] | None, ClassifiedData] | None,
+        legacy: Outcome[LegacyAdStatus] | None,
+    ) -> ListingData:
         portals: Outcome[tuple[PortalState, ...]] | None = None
         state: Outcome[PublicationState] | None = None
         if selection.unified:

@@ -461,9 +461,15 @@ class LegacyClient:
             "legacy batch",
             attributes={"gateway.batch.ads": len(unique), "gateway.batch.chunks": len(chunks)},
         ):
-            results = await asyncio.gather(
-                *(self._chunk(user_id, chunk, force=force) for chunk in chunks),
-                return_exceptions=True,
+            # One chunk, the usual case, is awaited here: a task would cost two turns of
+            # the event loop, each behind every other request's work.
+            results: list[dict[int, LegacyAdStatus] | BaseException] = (
+                [await self._chunk(user_id, chunks[0], force=force)]
+                if len(chunks) == 1
+                else await asyncio.gather(
+                    *(self._chunk(user_id, chunk, force=force) for chunk in chunks),
+                    return_exceptions=True,
+                )
             )
         found: dict[int, LegacyAdStatus] = {}
         for result in results:
