@@ -4,7 +4,8 @@
 
 The simulator runs in a child process (no latency, its CPU not counted). This process reads
 the same classified status pages N times, one after another (or `--concurrency` at a
-time), first with a bare `aiohttp` session (`GET`, `orjson.loads`), then through the
+time), first with a bare `aiohttp` session (`GET`, `orjson.loads`), then with the gateway's
+own HTTP/1.1 pool bare (`gateway.upstreams.wire`, `orjson.loads`), then through the
 product's `ClassifiedsV3Client` built as `gateway serve` builds it: its guard, retry policy,
 metrics observer and, when OTEL_EXPORTER_OTLP_ENDPOINT is set, a span per call; the items
 parsed into domain records. It prints microseconds of this process's CPU per call
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 import orjson
+import yarl
 
 from .executor import TENANT, _free_port, _run_simulator, _simulator
 
@@ -54,6 +56,7 @@ async def measure(port: int, calls: int, concurrency: int, profile: bool) -> dic
     from gateway.runtime import upstream_options
     from gateway.simulator.app import RunningSimulator
     from gateway.upstreams import open_upstreams
+    from gateway.upstreams.wire import Pool
 
     ids = list(_simulator(50).state.tenants()[TENANT])
     running = RunningSimulator(sim=None, host="127.0.0.1", port=port)  # type: ignore[arg-type]
@@ -84,6 +87,18 @@ async def measure(port: int, calls: int, concurrency: int, profile: bool) -> dic
                 return orjson.loads(body)
 
             figures["bare aiohttp + orjson"] = await _cpu_per_call(bare, ids, calls, concurrency)
+
+        async with Pool(limit=100) as pool:
+
+            async def narrow(classified_id: str) -> object:
+                url = yarl.URL(f"{base}/classifieds/{classified_id}/statuses", encoded=True)
+                answer = await pool.request("GET", url, headers, None)
+                assert answer.status == 200, answer.body[:200]
+                return orjson.loads(answer.body)
+
+            figures["bare wire pool + orjson"] = await _cpu_per_call(
+                narrow, ids, calls, concurrency
+            )
 
         async def product(classified_id: str) -> object:
             return await client.classified_statuses(caller, classified_id)

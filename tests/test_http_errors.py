@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
-import aiohttp
 import pytest
 import yarl
 from aiohttp import web
@@ -34,6 +33,7 @@ from gateway.upstreams._http import (
     parse_retry_after,
     request,
 )
+from gateway.upstreams.wire import Pool, WireError
 
 SECRET = "Bearer sekrit-token-0xDEADBEEF"
 BODY_SECRET = "body-leak-CAFEBABE"
@@ -79,7 +79,7 @@ async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Upstream]]]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
+async def session() -> AsyncIterator[Pool]:
     async with create_session(timeout_s=5) as s:
         yield s
 
@@ -95,9 +95,7 @@ def status_handler(
     return handler
 
 
-async def call(
-    session: aiohttp.ClientSession, url: yarl.URL, *, seconds: float = 2.0, **kwargs: Any
-) -> Any:
+async def call(session: Pool, url: yarl.URL, *, seconds: float = 2.0, **kwargs: Any) -> Any:
     kwargs.setdefault("retry", True)
     kwargs.setdefault("backoff_s", 0.01)
     return await request(
@@ -120,7 +118,7 @@ def assert_clean(exc: BaseException) -> None:
         assert BODY_SECRET not in text
 
 
-async def test_success_returns_decoded_json(serve: Any, session: aiohttp.ClientSession) -> None:
+async def test_success_returns_decoded_json(serve: Any, session: Pool) -> None:
     upstream = await serve(status_handler(200, '{"items": [1, 2], "x": "é"}'))
     assert await call(session, upstream.url()) == {"items": [1, 2], "x": "é"}
     assert upstream.calls == 1
@@ -129,7 +127,7 @@ async def test_success_returns_decoded_json(serve: Any, session: aiohttp.ClientS
     assert sent["Accept"] == "application/json"
 
 
-async def test_json_body_is_sent_as_json(serve: Any, session: aiohttp.ClientSession) -> None:
+async def test_json_body_is_sent_as_json(serve: Any, session: Pool) -> None:
     seen: list[Any] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -141,7 +139,7 @@ async def test_json_body_is_sent_as_json(serve: Any, session: aiohttp.ClientSess
     assert seen == [("application/json", {"a": [1, "b"]})]
 
 
-async def test_404_is_upstream_not_found(serve: Any, session: aiohttp.ClientSession) -> None:
+async def test_404_is_upstream_not_found(serve: Any, session: Pool) -> None:
     upstream = await serve(status_handler(404))
     with pytest.raises(UpstreamNotFound) as caught:
         await call(session, upstream.url())
@@ -155,9 +153,7 @@ async def test_404_is_upstream_not_found(serve: Any, session: aiohttp.ClientSess
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 409, 422])
-async def test_other_4xx_is_rejected_without_retry(
-    serve: Any, session: aiohttp.ClientSession, status: int
-) -> None:
+async def test_other_4xx_is_rejected_without_retry(serve: Any, session: Pool, status: int) -> None:
     upstream = await serve(status_handler(status))
     with pytest.raises(UpstreamRejected) as caught:
         await call(session, upstream.url())
@@ -170,7 +166,7 @@ async def test_other_4xx_is_rejected_without_retry(
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 async def test_5xx_is_retried_twice_then_unavailable(
-    serve: Any, session: aiohttp.ClientSession, status: int
+    serve: Any, session: Pool, status: int
 ) -> None:
     upstream = await serve(status_handler(status))
     with pytest.raises(UpstreamUnavailable) as caught:
@@ -181,16 +177,14 @@ async def test_5xx_is_retried_twice_then_unavailable(
     assert_clean(caught.value)
 
 
-async def test_writes_are_not_retried(serve: Any, session: aiohttp.ClientSession) -> None:
+async def test_writes_are_not_retried(serve: Any, session: Pool) -> None:
     upstream = await serve(status_handler(500))
     with pytest.raises(UpstreamUnavailable):
         await call(session, upstream.url(), method="PUT", retry=False)
     assert upstream.calls == 1
 
 
-async def test_a_retry_that_succeeds_returns_its_answer(
-    serve: Any, session: aiohttp.ClientSession
-) -> None:
+async def test_a_retry_that_succeeds_returns_its_answer(serve: Any, session: Pool) -> None:
     async def flaky(request: web.Request) -> web.StreamResponse:
         if upstream.calls == 1:
             return web.json_response({"message": "boom"}, status=503)
@@ -211,7 +205,7 @@ class Sleeps:
         self.waited.append(seconds)
 
 
-async def test_429_honours_retry_after(serve: Any, session: aiohttp.ClientSession) -> None:
+async def test_429_honours_retry_after(serve: Any, session: Pool) -> None:
     async def limited(request: web.Request) -> web.StreamResponse:
         if upstream.calls == 1:
             return web.json_response(
@@ -227,7 +221,7 @@ async def test_429_honours_retry_after(serve: Any, session: aiohttp.ClientSessio
     assert upstream.calls == 2
 
 
-async def test_429_with_http_date_retry_after(serve: Any, session: aiohttp.ClientSession) -> None:
+async def test_429_with_http_date_retry_after(serve: Any, session: Pool) -> None:
     async def limited(request: web.Request) -> web.StreamResponse:
         if upstream.calls == 1:
             when = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
@@ -244,9 +238,7 @@ async def test_429_with_http_date_retry_after(serve: Any, session: aiohttp.Clien
     assert upstream.calls == 2
 
 
-async def test_backoff_grows_exponentially_with_jitter(
-    serve: Any, session: aiohttp.ClientSession
-) -> None:
+async def test_backoff_grows_exponentially_with_jitter(serve: Any, session: Pool) -> None:
     upstream = await serve(status_handler(503))
     sleeps = Sleeps()
     policy = RetryPolicy(max_retries=3, backoff_s=1.0, max_backoff_s=3.0, sleep=sleeps)
@@ -257,9 +249,7 @@ async def test_backoff_grows_exponentially_with_jitter(
     assert 1 <= first <= 2 and 2 <= second <= 3 and 3 <= third <= 4  # capped at 3, plus jitter
 
 
-async def test_no_retry_is_sent_with_almost_no_time_left(
-    serve: Any, session: aiohttp.ClientSession
-) -> None:
+async def test_no_retry_is_sent_with_almost_no_time_left(serve: Any, session: Pool) -> None:
     async def hang(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(10)
         return web.Response()
@@ -276,9 +266,7 @@ async def test_no_retry_is_sent_with_almost_no_time_left(
     assert upstream.calls <= 1
 
 
-async def test_no_retries_when_the_policy_says_none(
-    serve: Any, session: aiohttp.ClientSession
-) -> None:
+async def test_no_retries_when_the_policy_says_none(serve: Any, session: Pool) -> None:
     upstream = await serve(status_handler(503))
     sleeps = Sleeps()
     with pytest.raises(UpstreamUnavailable):
@@ -286,9 +274,7 @@ async def test_no_retries_when_the_policy_says_none(
     assert (upstream.calls, sleeps.waited) == (1, [])
 
 
-async def test_retry_after_beyond_the_deadline_fails_at_once(
-    serve: Any, session: aiohttp.ClientSession
-) -> None:
+async def test_retry_after_beyond_the_deadline_fails_at_once(serve: Any, session: Pool) -> None:
     upstream = await serve(status_handler(429, "{}", **{"Retry-After": "3600"}))
     # Ends only because nothing sleeps the hour: a wait past the deadline is not taken.
     with pytest.raises(UpstreamUnavailable) as caught:
@@ -298,9 +284,7 @@ async def test_retry_after_beyond_the_deadline_fails_at_once(
     assert upstream.calls == 1
 
 
-async def test_persistent_429_gives_up_after_two_retries(
-    serve: Any, session: aiohttp.ClientSession
-) -> None:
+async def test_persistent_429_gives_up_after_two_retries(serve: Any, session: Pool) -> None:
     upstream = await serve(status_handler(429, "{}", **{"Retry-After": "0"}))
     with pytest.raises(UpstreamUnavailable) as caught:
         await call(session, upstream.url())
@@ -309,9 +293,7 @@ async def test_persistent_429_gives_up_after_two_retries(
     assert upstream.calls == 3
 
 
-async def test_hanging_upstream_respects_the_deadline(
-    serve: Any, session: aiohttp.ClientSession
-) -> None:
+async def test_hanging_upstream_respects_the_deadline(serve: Any, session: Pool) -> None:
     async def hang(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(10)
         return web.json_response({})
@@ -326,7 +308,7 @@ async def test_hanging_upstream_respects_the_deadline(
     assert_clean(caught.value)
 
 
-async def test_a_timed_out_attempt_is_retried(serve: Any, session: aiohttp.ClientSession) -> None:
+async def test_a_timed_out_attempt_is_retried(serve: Any, session: Pool) -> None:
     async def slow_once(request: web.Request) -> web.StreamResponse:
         if upstream.calls == 1:
             await asyncio.sleep(5)
@@ -337,7 +319,7 @@ async def test_a_timed_out_attempt_is_retried(serve: Any, session: aiohttp.Clien
     assert upstream.calls == 2
 
 
-async def test_connection_refused_is_unavailable(session: aiohttp.ClientSession) -> None:
+async def test_connection_refused_is_unavailable(session: Pool) -> None:
     # Bind a port, then free it: nothing listens there any more.
     server = TestServer(web.Application(), host="127.0.0.1")
     await server.start_server()
@@ -345,12 +327,13 @@ async def test_connection_refused_is_unavailable(session: aiohttp.ClientSession)
     await server.close()
     with pytest.raises(UpstreamUnavailable) as caught:
         await call(session, url, seconds=1)
-    assert isinstance(caught.value.__cause__, aiohttp.ClientError)
+    assert isinstance(caught.value.__cause__, WireError)
+    assert isinstance(caught.value.__cause__.__cause__, ConnectionRefusedError)
     assert "connection failed" in str(caught.value)
     assert_clean(caught.value)
 
 
-async def test_connection_reset_is_retried(serve: Any, session: aiohttp.ClientSession) -> None:
+async def test_connection_reset_is_retried(serve: Any, session: Pool) -> None:
     async def reset_once(request: web.Request) -> web.StreamResponse:
         if upstream.calls == 1 and request.transport is not None:
             request.transport.abort()
@@ -363,9 +346,7 @@ async def test_connection_reset_is_retried(serve: Any, session: aiohttp.ClientSe
 
 
 @pytest.mark.parametrize("body", [f'{{"items": ["{BODY_SECRET}', "", "<html>oops</html>"])
-async def test_malformed_body_is_unavailable(
-    serve: Any, session: aiohttp.ClientSession, body: str
-) -> None:
+async def test_malformed_body_is_unavailable(serve: Any, session: Pool, body: str) -> None:
     upstream = await serve(status_handler(200, body))
     with pytest.raises(UpstreamUnavailable, match="malformed") as caught:
         await call(session, upstream.url())
@@ -374,20 +355,18 @@ async def test_malformed_body_is_unavailable(
     assert_clean(caught.value)
 
 
-async def test_oversized_body_is_unavailable(serve: Any, session: aiohttp.ClientSession) -> None:
+async def test_oversized_body_is_unavailable(serve: Any, session: Pool) -> None:
     upstream = await serve(status_handler(200, '"' + "x" * 5000 + '"'))
     with pytest.raises(UpstreamUnavailable, match="too large"):
         await call(session, upstream.url(), max_body_bytes=1000)
 
 
-async def test_expect_json_false_ignores_the_body(
-    serve: Any, session: aiohttp.ClientSession
-) -> None:
+async def test_expect_json_false_ignores_the_body(serve: Any, session: Pool) -> None:
     upstream = await serve(status_handler(200, "OK, not JSON"))
     assert await call(session, upstream.url(), method="DELETE", expect_json=False) is None
 
 
-async def test_redirects_are_not_followed(serve: Any, session: aiohttp.ClientSession) -> None:
+async def test_redirects_are_not_followed(serve: Any, session: Pool) -> None:
     async def redirect(request: web.Request) -> web.StreamResponse:
         if request.path == "/elsewhere":
             return web.json_response({"followed": True})
@@ -401,7 +380,7 @@ async def test_redirects_are_not_followed(serve: Any, session: aiohttp.ClientSes
 
 
 async def test_body_is_logged_truncated_and_headers_never(
-    serve: Any, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    serve: Any, session: Pool, caplog: pytest.LogCaptureFixture
 ) -> None:
     upstream = await serve(status_handler(400, '{"message": "' + "y" * 2000 + BODY_SECRET + '"}'))
     caplog.set_level(logging.DEBUG, logger="gateway.upstreams")
@@ -414,7 +393,7 @@ async def test_body_is_logged_truncated_and_headers_never(
 
 
 async def test_log_body_false_keeps_the_body_out_of_logs(
-    serve: Any, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    serve: Any, session: Pool, caplog: pytest.LogCaptureFixture
 ) -> None:
     upstream = await serve(status_handler(500, '{"access_token": "' + BODY_SECRET + '"}'))
     caplog.set_level(logging.DEBUG, logger="gateway.upstreams")
@@ -423,11 +402,23 @@ async def test_log_body_false_keeps_the_body_out_of_logs(
     assert BODY_SECRET not in caplog.text
 
 
-async def test_session_factory_bounds_pool_and_time() -> None:
-    async with create_session(timeout_s=3.5, limit=7) as session:
-        assert isinstance(session.connector, aiohttp.TCPConnector)
-        assert session.connector.limit == 7
-        assert session.timeout.total == 3.5
+async def test_the_session_caps_each_attempt(
+    serve: Callable[[Handler], Awaitable[Upstream]],
+) -> None:
+    answer = asyncio.Event()
+
+    async def stalled(request: web.Request) -> web.StreamResponse:
+        await answer.wait()
+        return web.json_response({})
+
+    upstream = await serve(stalled)
+    async with create_session(timeout_s=0.2, limit=7) as session:
+        assert session.limit == 7
+        # The operation would allow 30 s; the session's cap ends the attempt first.
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await call(session, upstream.url(), seconds=30, retry=False)
+    answer.set()
+    assert "timed out" in str(caught.value)
 
 
 def test_parse_retry_after() -> None:

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import httpx
 import pytest
 import yarl
@@ -22,7 +21,7 @@ from gateway.domain.errors import UpstreamUnavailable
 from gateway.simulator import RunningSimulator, Simulator
 from gateway.simulator.data import Listing
 from gateway.upstreams import UpstreamGuard
-from gateway.upstreams._http import Deadline, request
+from gateway.upstreams._http import Deadline, create_session, request
 from gateway.upstreams.breaker import BreakerState, CircuitBreaker, CircuitOpen
 from gateway.upstreams.guard import RetryBudget
 
@@ -154,7 +153,7 @@ async def test_a_call_waiting_for_a_slot_gives_up_at_its_deadline(
 ) -> None:
     guard = UpstreamGuard(LEGACY, max_concurrency=1)
     assert await guard.take_slot(1.0)  # the only slot, held by "another call"
-    async with aiohttp.ClientSession() as session:
+    async with create_session(timeout_s=1) as session:
         with pytest.raises(UpstreamUnavailable) as refused:
             await request(
                 session,

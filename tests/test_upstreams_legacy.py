@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -28,6 +27,7 @@ from gateway.domain.models import Portal
 from gateway.simulator import SIM_LEGACY_API_KEY, RunningSimulator
 from gateway.upstreams import UNKNOWN_VALUES, LegacyClient, create_session
 from gateway.upstreams.legacy import AMSTERDAM, parse_legacy_date
+from gateway.upstreams.wire import Pool
 
 from gateway_harness import NO_PAUSE
 
@@ -59,14 +59,14 @@ WEBSITE = {
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
+async def session() -> AsyncIterator[Pool]:
     async with create_session(timeout_s=3) as s:
         yield s
 
 
 def legacy_client(
     simulator: RunningSimulator,
-    session: aiohttp.ClientSession,
+    session: Pool,
     *,
     max_batch: int = 100,
     timeout_s: float = 5.0,  # generous: a busy machine must not turn a retry into a failure
@@ -78,7 +78,7 @@ def legacy_client(
 
 
 @pytest.fixture
-def legacy(simulator: RunningSimulator, session: aiohttp.ClientSession) -> LegacyClient:
+def legacy(simulator: RunningSimulator, session: Pool) -> LegacyClient:
     return legacy_client(simulator, session)
 
 
@@ -106,7 +106,7 @@ class Fake:
 
 @pytest.fixture
 async def fake(
-    session: aiohttp.ClientSession,
+    session: Pool,
 ) -> AsyncIterator[Callable[[Answer], Awaitable[tuple[LegacyClient, Fake]]]]:
     servers: list[TestServer] = []
 
@@ -219,7 +219,7 @@ async def test_150_ads_of_two_users_cost_three_calls(
     assert chunks == [(90001, 30, 30, 1), (90001, 100, 100, 1), (90002, 20, 20, 1)]
 
 
-async def test_chunks_go_in_parallel(session: aiohttp.ClientSession) -> None:
+async def test_chunks_go_in_parallel(session: Pool) -> None:
     """No chunk is answered before all five have arrived: sent one after another, the
     first would wait for the rest until its deadline."""
     arrived: list[list[int]] = []
@@ -247,9 +247,7 @@ async def test_chunks_go_in_parallel(session: aiohttp.ClientSession) -> None:
     assert sorted(len(chunk) for chunk in arrived) == [10] * 5
 
 
-async def test_max_batch_is_capped_at_1000(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
-) -> None:
+async def test_max_batch_is_capped_at_1000(simulator: RunningSimulator, session: Pool) -> None:
     ids = install(simulator, 90004, 1005)
     client = legacy_client(simulator, session, max_batch=5000)
     batch = await client.ads_status(90004, ids)
@@ -333,7 +331,7 @@ async def test_unknown_user_is_not_found(simulator: RunningSimulator, legacy: Le
 
 
 async def test_wrong_key_is_rejected_without_leaking_it(
-    simulator: RunningSimulator, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    simulator: RunningSimulator, session: Pool, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     client = legacy_client(simulator, session, key="WRONG-key-123")
@@ -366,7 +364,7 @@ async def test_one_failure_is_retried(simulator: RunningSimulator, legacy: Legac
 
 
 async def test_one_failing_chunk_fails_the_whole_call(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     ids = install(simulator, 90010, 20)
     simulator.sim.state.add_fault("legacy", "error", status=400)
@@ -382,9 +380,7 @@ async def test_truncated_body_is_unavailable(
         await legacy.ads_status(12311, [1])
 
 
-async def test_hang_is_cut_at_the_deadline(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
-) -> None:
+async def test_hang_is_cut_at_the_deadline(simulator: RunningSimulator, session: Pool) -> None:
     legacy = legacy_client(simulator, session, timeout_s=0.4)
     simulator.sim.state.add_fault("legacy", "timeout", delay_s=3600)
     with pytest.raises(UpstreamUnavailable) as caught:
@@ -433,7 +429,7 @@ async def test_result_false_naming_missing_ads_asks_once_more_for_the_rest(
 
 
 async def test_missing_ads_cost_one_extra_call_per_chunk(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     simulator.sim.state.legacy_missing_ads = "refuse"
     ids = install(simulator, 90021, 6)
@@ -497,7 +493,7 @@ async def test_bad_ids_are_invalid_input_before_any_call(
 
 
 async def test_force_is_sent_and_gets_a_longer_deadline(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     legacy = legacy_client(simulator, session, timeout_s=0.5)
     *ids, unforced = install(simulator, 90011, 3)

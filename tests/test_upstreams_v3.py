@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -35,6 +34,7 @@ from gateway.upstreams import (
     create_session,
 )
 from gateway.upstreams.trace import child_traceparent, parse_traceparent
+from gateway.upstreams.wire import Pool
 
 from gateway_harness import NO_PAUSE
 
@@ -52,13 +52,13 @@ ODD_TOKEN = "a+b/c==d%2Fe&f=g;h ij#k?l+/=é"
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
+async def session() -> AsyncIterator[Pool]:
     async with create_session(timeout_s=10) as s:
         yield s
 
 
 @pytest.fixture
-def v3(simulator: RunningSimulator, session: aiohttp.ClientSession) -> ClassifiedsV3Client:
+def v3(simulator: RunningSimulator, session: Pool) -> ClassifiedsV3Client:
     credentials = OAuthCredentials(
         session,
         token_url=simulator.token_url,
@@ -76,7 +76,7 @@ def v3(simulator: RunningSimulator, session: aiohttp.ClientSession) -> Classifie
 
 
 async def short_deadline(
-    simulator: RunningSimulator, session: aiohttp.ClientSession, v3: ClassifiedsV3Client
+    simulator: RunningSimulator, session: Pool, v3: ClassifiedsV3Client
 ) -> ClassifiedsV3Client:
     """`v3`'s credentials, a token already fetched, and a deadline of one second."""
     await v3.credentials.authorization(Caller())
@@ -130,7 +130,7 @@ class Canned:
 
 @pytest.fixture
 async def canned(
-    session: aiohttp.ClientSession,
+    session: Pool,
 ) -> AsyncIterator[Callable[[list[Any]], Awaitable[ClassifiedsV3Client]]]:
     servers: list[TestServer] = []
     self_ref: dict[str, Canned] = {}
@@ -607,9 +607,7 @@ async def test_persistent_500_fails_after_two_retries(
     assert simulator.sim.state.calls("v3") == 3
 
 
-async def test_rate_limit_honours_retry_after(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
-) -> None:
+async def test_rate_limit_honours_retry_after(simulator: RunningSimulator, session: Pool) -> None:
     credentials = StaticCredentials(simulator.sim.state.issue_token(TENANT))
     waited: list[float] = []
 
@@ -632,7 +630,7 @@ async def test_rate_limit_honours_retry_after(
 
 
 async def test_rate_limit_longer_than_the_deadline_fails_fast(
-    simulator: RunningSimulator, session: aiohttp.ClientSession, v3: ClassifiedsV3Client
+    simulator: RunningSimulator, session: Pool, v3: ClassifiedsV3Client
 ) -> None:
     v3 = await short_deadline(simulator, session, v3)
     simulator.sim.state.add_fault("v3", "rate_limit", retry_after=3600)
@@ -644,7 +642,7 @@ async def test_rate_limit_longer_than_the_deadline_fails_fast(
 
 
 async def test_hanging_upstream_is_cut_at_the_deadline(
-    simulator: RunningSimulator, session: aiohttp.ClientSession, v3: ClassifiedsV3Client
+    simulator: RunningSimulator, session: Pool, v3: ClassifiedsV3Client
 ) -> None:
     v3 = await short_deadline(simulator, session, v3)
     simulator.sim.state.add_fault("v3", "timeout", delay_s=3600)
@@ -655,7 +653,7 @@ async def test_hanging_upstream_is_cut_at_the_deadline(
 
 
 async def test_one_slow_answer_is_retried_in_time(
-    simulator: RunningSimulator, session: aiohttp.ClientSession, v3: ClassifiedsV3Client
+    simulator: RunningSimulator, session: Pool, v3: ClassifiedsV3Client
 ) -> None:
     v3 = await short_deadline(simulator, session, v3)
     simulator.sim.state.add_fault("v3", "timeout", delay_s=3, count=1)
@@ -778,6 +776,9 @@ async def test_open_upstreams_builds_working_clients_and_closes_them(
     assert page.items and len(batch.found) == 2
     assert all(s.closed for s in sessions)
     assert v3_requests(simulator)[0].headers["User-Agent"] == USER_AGENT
+    # The legacy API is told who calls too; an HTTP client of its own no longer names itself.
+    legacy_calls = [r for r in simulator.sim.state.requests if r.endpoint == "status_post"]
+    assert legacy_calls[-1].headers["User-Agent"] == USER_AGENT
 
 
 @settings(max_examples=300, deadline=None)

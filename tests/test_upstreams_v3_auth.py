@@ -10,7 +10,6 @@ import traceback
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 
 from gateway.config import Settings
@@ -38,6 +37,7 @@ from gateway.upstreams import (
     build_credentials,
     create_session,
 )
+from gateway.upstreams.wire import Pool
 
 from gateway_harness import NO_PAUSE
 
@@ -55,7 +55,7 @@ class Clock:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
+async def session() -> AsyncIterator[Pool]:
     async with create_session(timeout_s=10) as s:
         yield s
 
@@ -67,7 +67,7 @@ def clock() -> Clock:
 
 def oauth(
     simulator: RunningSimulator,
-    session: aiohttp.ClientSession,
+    session: Pool,
     clock: Clock | None = None,
     **overrides: Any,
 ) -> OAuthCredentials:
@@ -87,9 +87,7 @@ def oauth(
     return OAuthCredentials(session, **values)
 
 
-def client(
-    simulator: RunningSimulator, session: aiohttp.ClientSession, credentials: Any
-) -> ClassifiedsV3Client:
+def client(simulator: RunningSimulator, session: Pool, credentials: Any) -> ClassifiedsV3Client:
     return ClassifiedsV3Client(session, simulator.v3_url, credentials, USER_AGENT, 5.0)
 
 
@@ -104,7 +102,7 @@ def bearer_of(simulator: RunningSimulator, endpoint: str = "classified_statuses"
 
 
 async def test_token_request_is_json_with_all_five_fields(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     credentials = oauth(simulator, session)
     header = await credentials.authorization(Caller())
@@ -122,9 +120,7 @@ async def test_token_request_is_json_with_all_five_fields(
     assert body["intermediary_id"] == "agency-1"
 
 
-async def test_token_is_reused_across_calls(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
-) -> None:
+async def test_token_is_reused_across_calls(simulator: RunningSimulator, session: Pool) -> None:
     v3 = client(simulator, session, oauth(simulator, session))
     for _ in range(5):
         await v3.classified_statuses(Caller(), classified_of(simulator, "agency-1"))
@@ -134,9 +130,7 @@ async def test_token_is_reused_across_calls(
     assert len(set(bearer_of(simulator))) == 1
 
 
-async def test_each_agency_gets_its_own_token(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
-) -> None:
+async def test_each_agency_gets_its_own_token(simulator: RunningSimulator, session: Pool) -> None:
     credentials = oauth(simulator, session)
     v3 = client(simulator, session, credentials)
     for _ in range(2):
@@ -155,7 +149,7 @@ async def test_each_agency_gets_its_own_token(
 
 
 async def test_another_agency_cannot_read_the_classified(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     v3 = client(simulator, session, oauth(simulator, session))
     with pytest.raises(UpstreamRejected) as caught:
@@ -166,7 +160,7 @@ async def test_another_agency_cannot_read_the_classified(
 
 
 async def test_concurrent_callers_share_one_token_fetch(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     simulator.sim.state.set_latency("token", 100)  # keep the fetch in flight while all arrive
     v3 = client(simulator, session, oauth(simulator, session))
@@ -179,9 +173,7 @@ async def test_concurrent_callers_share_one_token_fetch(
     assert len(set(bearer_of(simulator))) == 1
 
 
-async def test_single_flight_is_per_agency(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
-) -> None:
+async def test_single_flight_is_per_agency(simulator: RunningSimulator, session: Pool) -> None:
     simulator.sim.state.set_latency("token", 50)
     credentials = oauth(simulator, session)
     callers = [Caller(intermediary_id=f"agency-{1 + i % 3}") for i in range(30)]
@@ -191,7 +183,7 @@ async def test_single_flight_is_per_agency(
 
 
 async def test_a_failed_fetch_is_shared_but_not_cached(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     state = simulator.sim.state
     state.add_fault("token", "error", status=503)
@@ -210,7 +202,7 @@ async def test_a_failed_fetch_is_shared_but_not_cached(
 
 
 async def test_token_is_refreshed_shortly_before_it_expires(
-    simulator: RunningSimulator, session: aiohttp.ClientSession, clock: Clock
+    simulator: RunningSimulator, session: Pool, clock: Clock
 ) -> None:
     simulator.sim.state.token_ttl_s = 600
     credentials = oauth(simulator, session, clock)
@@ -225,7 +217,7 @@ async def test_token_is_refreshed_shortly_before_it_expires(
 
 
 async def test_short_lived_tokens_still_get_reused(
-    simulator: RunningSimulator, session: aiohttp.ClientSession, clock: Clock
+    simulator: RunningSimulator, session: Pool, clock: Clock
 ) -> None:
     simulator.sim.state.token_ttl_s = 10  # shorter than the margin
     credentials = oauth(simulator, session, clock)
@@ -237,7 +229,7 @@ async def test_short_lived_tokens_still_get_reused(
 
 
 async def test_401_refreshes_once_and_retries_once(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     state = simulator.sim.state
     v3 = client(simulator, session, oauth(simulator, session))
@@ -254,7 +246,7 @@ async def test_401_refreshes_once_and_retries_once(
 
 
 async def test_persistent_401_fails_after_one_refresh(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     state = simulator.sim.state
     state.add_fault("v3", "error", status=401)
@@ -267,7 +259,7 @@ async def test_persistent_401_fails_after_one_refresh(
 
 
 async def test_concurrent_401s_share_one_refresh(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     state = simulator.sim.state
     v3 = client(simulator, session, oauth(simulator, session))
@@ -283,7 +275,7 @@ async def test_concurrent_401s_share_one_refresh(
 
 
 async def test_renew_reuses_a_token_someone_else_refreshed(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     credentials = oauth(simulator, session)
     old = await credentials.authorization(Caller())
@@ -295,7 +287,7 @@ async def test_renew_reuses_a_token_someone_else_refreshed(
 
 
 async def test_a_renewal_ends_with_the_operation_that_asked_for_it(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     """401 -> renew -> retry fits in one deadline: a slow token endpoint cannot stretch it."""
     state = simulator.sim.state
@@ -319,7 +311,7 @@ async def test_a_renewal_ends_with_the_operation_that_asked_for_it(
 
 
 async def test_a_caller_waits_for_a_shared_token_only_until_its_own_deadline(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     state = simulator.sim.state
     state.add_fault("token", "timeout", delay_s=0.4, count=1)
@@ -333,7 +325,7 @@ async def test_a_caller_waits_for_a_shared_token_only_until_its_own_deadline(
 
 async def test_wrong_client_secret_is_rejected_without_leaking_it(
     simulator: RunningSimulator,
-    session: aiohttp.ClientSession,
+    session: Pool,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -354,7 +346,7 @@ async def test_wrong_client_secret_is_rejected_without_leaking_it(
 
 
 async def test_malformed_token_response_is_unavailable(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     simulator.sim.state.add_fault("token", "malformed", count=1)
     with pytest.raises(UpstreamUnavailable, match="malformed"):
@@ -363,7 +355,7 @@ async def test_malformed_token_response_is_unavailable(
 
 async def test_tokens_never_reach_logs_errors_or_reprs(
     simulator: RunningSimulator,
-    session: aiohttp.ClientSession,
+    session: Pool,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -387,9 +379,7 @@ async def test_tokens_never_reach_logs_errors_or_reprs(
         assert SIM_CLIENT_SECRET not in text
 
 
-async def test_agency_map_is_bounded(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
-) -> None:
+async def test_agency_map_is_bounded(simulator: RunningSimulator, session: Pool) -> None:
     credentials = oauth(simulator, session, max_agencies=3)
     for i in range(10):
         await credentials.authorization(Caller(intermediary_id=f"agency-x{i}"))
@@ -401,14 +391,14 @@ async def test_agency_map_is_bounded(
 
 @pytest.mark.parametrize("agency", ["a" * 201, "agency\n2", "tab\there"])
 async def test_unusable_agency_id_is_invalid_input(
-    simulator: RunningSimulator, session: aiohttp.ClientSession, agency: str
+    simulator: RunningSimulator, session: Pool, agency: str
 ) -> None:
     with pytest.raises(InvalidInput):
         await oauth(simulator, session).authorization(Caller(intermediary_id=agency))
     assert simulator.sim.state.calls("token") == 0
 
 
-async def test_static_token(simulator: RunningSimulator, session: aiohttp.ClientSession) -> None:
+async def test_static_token(simulator: RunningSimulator, session: Pool) -> None:
     token = simulator.sim.state.issue_token("agency-1")
     credentials = StaticCredentials(token)
     expected_tenant = "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
@@ -421,9 +411,7 @@ async def test_static_token(simulator: RunningSimulator, session: aiohttp.Client
     assert simulator.sim.state.calls("token") == 0
 
 
-async def test_static_token_401_is_not_retried(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
-) -> None:
+async def test_static_token_401_is_not_retried(simulator: RunningSimulator, session: Pool) -> None:
     v3 = client(simulator, session, StaticCredentials("revoked-or-never-valid"))
     with pytest.raises(UpstreamRejected) as caught:
         await v3.classified_statuses(Caller(), classified_of(simulator, "agency-1"))
@@ -433,7 +421,7 @@ async def test_static_token_401_is_not_retried(
 
 
 async def test_passthrough_forwards_the_callers_token(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     token = simulator.sim.state.issue_token("agency-2")
     credentials = PassthroughCredentials()
@@ -451,7 +439,7 @@ async def test_passthrough_forwards_the_callers_token(
     "authorization", [None, "", "Bearer", "Bearer  ", "Basic dXNlcjpwdw==", "Bearer a\r\nX: y"]
 )
 async def test_passthrough_without_a_bearer_token_is_unauthenticated(
-    simulator: RunningSimulator, session: aiohttp.ClientSession, authorization: str | None
+    simulator: RunningSimulator, session: Pool, authorization: str | None
 ) -> None:
     credentials = PassthroughCredentials()
     caller = Caller(authorization=authorization)
@@ -481,7 +469,7 @@ def settings_for(simulator: RunningSimulator, mode: str) -> Settings:
 
 
 async def test_build_credentials_follows_the_mode(
-    simulator: RunningSimulator, session: aiohttp.ClientSession
+    simulator: RunningSimulator, session: Pool
 ) -> None:
     oauth_credentials = build_credentials(
         v3_auth_options(settings_for(simulator, "oauth")), session

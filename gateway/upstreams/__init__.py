@@ -9,7 +9,7 @@ the application lifespan. The options are plain values: the composition root
 (`gateway.runtime.upstream_options`) reads them from the settings, so nothing here knows
 how the gateway is configured. The pieces (`create_session`, `build_credentials`, the client
 classes) are public too, for tests and for other wiring. Each client module parses its
-wire format into `gateway.domain.models`; `_http` is the only place aiohttp errors are caught.
+wire format into `gateway.domain.models`; `_http` is the only place connection errors are caught.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-import aiohttp
 from opentelemetry import trace
 from pydantic import SecretStr
 
@@ -39,6 +38,7 @@ from gateway.upstreams.v3_auth import (
     V3Credentials,
     build_credentials,
 )
+from gateway.upstreams.wire import Pool
 
 __all__ = [
     "UNKNOWN_VALUES",
@@ -92,7 +92,7 @@ class Upstreams:
 
     v3: ClassifiedsV3Client
     legacy: LegacyClient
-    sessions: tuple[aiohttp.ClientSession, ...]
+    sessions: tuple[Pool, ...]
     guards: tuple[UpstreamGuard, ...] = ()
 
     @property
@@ -135,10 +135,20 @@ async def open_upstreams(
         for upstream in ("classifieds-v3", "legacy")
     )
     async with AsyncExitStack() as stack:
-        v3_session = create_session(timeout_s=options.timeout_s, limit=pool_limit)
+        v3_session = create_session(
+            timeout_s=options.timeout_s,
+            limit=pool_limit,
+            headers={"User-Agent": options.user_agent},
+        )
         stack.push_async_callback(v3_session.close)
         # force=true legacy reads get three times the budget; the session must allow it.
-        legacy_session = create_session(timeout_s=options.timeout_s * 3, limit=pool_limit)
+        # Every call names the gateway (V3's edge refuses calls without a User-Agent); the
+        # V3 client sends it itself, and the token endpoint is called through this pool too.
+        legacy_session = create_session(
+            timeout_s=options.timeout_s * 3,
+            limit=pool_limit,
+            headers={"User-Agent": options.user_agent},
+        )
         stack.push_async_callback(legacy_session.close)
         retry_policy = RetryPolicy(max_retries=options.retries, backoff_s=options.backoff_s)
         credentials = build_credentials(

@@ -1,7 +1,7 @@
 """The shared request helper: sessions, deadlines, retries and error translation.
 
 Every upstream call goes through `request()`. It is the one place in the gateway that
-catches aiohttp, timeout and JSON-decode errors and turns them, and HTTP statuses, into
+catches connection (`gateway.upstreams.wire`), timeout and JSON-decode errors and turns them, and HTTP statuses, into
 the `gateway.domain.errors` tree:
 
     timeout, connection error, 5xx, other odd status, malformed body -> UpstreamUnavailable
@@ -27,7 +27,7 @@ the success path it costs one attempt and nothing else, where a general one buil
 state, strategies and callbacks around every operation (measured with
 `python -m bench.upstream_call`).
 
-Depends on aiohttp, orjson, the OpenTelemetry API, `guard`, `gateway.domain.errors` and
+Depends on `wire` (HTTP/1.1), orjson, the OpenTelemetry API, `guard`, `gateway.domain.errors` and
 `gateway.infra.deadlines`.
 """
 
@@ -43,7 +43,6 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
-import aiohttp
 import orjson
 import yarl
 from opentelemetry import trace
@@ -61,6 +60,7 @@ from gateway.domain.errors import (
 from gateway.infra.deadlines import caller_deadline_at
 from gateway.upstreams.breaker import CircuitOpen
 from gateway.upstreams.guard import UpstreamGuard
+from gateway.upstreams.wire import AnswerTooLarge, Pool, WireError
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
@@ -86,27 +86,17 @@ _W3C: Final = TraceContextTextMapPropagator()
 
 
 def create_session(
-    *,
-    timeout_s: float,
-    limit: int = 100,
-    limit_per_host: int = 0,
-    headers: Mapping[str, str] | None = None,
-) -> aiohttp.ClientSession:
-    """Open one pooled session for one upstream; the caller closes it (`await s.close()`).
+    *, timeout_s: float, limit: int = 100, headers: Mapping[str, str] | None = None
+) -> Pool:
+    """Open one pool of keep-alive connections for one upstream; the caller closes it
+    (`await pool.close()`, or `async with`).
 
-    `limit` bounds the connection pool; `timeout_s` becomes the session's total
-    `ClientTimeout`, a safety net behind the per-operation deadline of `request()`.
-    Must be called inside a running event loop.
+    `limit` bounds the exchanges in flight at once (and so the connections);
+    `timeout_s` caps every attempt, a safety net behind the per-operation deadline of
+    `request()`; `headers` go with every request that does not set them itself. Must be
+    called inside a running event loop.
     """
-    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host)
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=timeout_s),
-        headers=headers,
-        # Proxies from the environment would silently reroute credentials.
-        trust_env=False,
-        raise_for_status=False,
-    )
+    return Pool(limit=limit, attempt_cap_s=timeout_s, headers=headers)
 
 
 class Deadline:
@@ -240,26 +230,12 @@ def _status_error(
     return unavailable
 
 
-async def _read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes | None:
-    """The whole body, or None when it exceeds `max_bytes`."""
-    if response.content_length is not None and response.content_length > max_bytes:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > max_bytes:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _excerpt(body: bytes) -> str:
     return body[:_LOGGED_BODY_CHARS].decode("utf-8", errors="replace")
 
 
 async def _exchange(
-    session: aiohttp.ClientSession,
+    session: Pool,
     method: str,
     url: yarl.URL,
     *,
@@ -279,24 +255,21 @@ async def _exchange(
     started = loop.time()
     outcome = "connection_error"
     try:
-        async with session.request(
-            method,
-            url,
-            headers=headers,
-            data=data,
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=budget),
-        ) as response:
-            status = response.status
-            outcome = str(status)
-            body = await _read_body(response, max_body_bytes)
-            retry_after = response.headers.get("Retry-After")
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        async with asyncio.timeout(min(budget, session.attempt_cap_s)):
+            answer = await session.request(method, url, headers, data, max_bytes=max_body_bytes)
+        status = answer.status
+        outcome = str(status)
+        body: bytes | None = answer.body
+        retry_after = answer.headers.get("retry-after")
+    except AnswerTooLarge as exc:
+        status, body, retry_after = exc.status, None, None
+        outcome = str(status)
+    except TimeoutError as exc:
         outcome = "timeout"
         raise _RetryableFailure(
             UpstreamUnavailable(f"{label}: timed out", upstream=upstream), timed_out=True
         ) from exc
-    except aiohttp.ClientError as exc:
+    except WireError as exc:
         raise _RetryableFailure(
             UpstreamUnavailable(
                 f"{label}: connection failed ({type(exc).__name__})", upstream=upstream
@@ -334,7 +307,7 @@ async def _exchange(
 
 
 async def request(
-    session: aiohttp.ClientSession,
+    session: Pool,
     method: str,
     url: yarl.URL,
     *,
@@ -427,7 +400,7 @@ async def request(
 
 
 async def _guarded(
-    session: aiohttp.ClientSession,
+    session: Pool,
     method: str,
     url: yarl.URL,
     *,
@@ -534,7 +507,7 @@ async def _recorded(operation: Awaitable[Any], guard: UpstreamGuard, trial: bool
 
 
 async def _operation(
-    session: aiohttp.ClientSession,
+    session: Pool,
     method: str,
     url: yarl.URL,
     *,

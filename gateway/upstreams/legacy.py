@@ -6,7 +6,7 @@ docs/upstreams.md ("Ad status", "Loose payloads"): the `0000-00-00 00:00:00` sen
 other dates are Europe/Amsterdam local time, `features: false` is empty, every publish and
 feature field is optional, numeric strings are ints and `false`/`""`/`0` ids are None.
 The key travels in the `Authentication` header (not `Authorization`). Depends on `_http`
-and the domain models; catches no aiohttp exception.
+and the domain models; catches no connection error.
 
 A batch answered with `result:false` whose errors all name ads that were not found is not
 a failure of the whole batch: those ads are missing, and the chunk is asked once more
@@ -26,7 +26,6 @@ from itertools import repeat
 from typing import Any, Final, TypedDict
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import orjson
 import yarl
 from cachetools import LRUCache
@@ -52,6 +51,7 @@ from gateway.domain.models import (
 from gateway.upstreams._http import Deadline, RetryPolicy, request
 from gateway.upstreams.guard import UpstreamGuard
 from gateway.upstreams.unknowns import note_unknown
+from gateway.upstreams.wire import Pool
 
 __all__ = ["MAX_ITEMS_PER_PAGE", "LegacyClient", "parse_ad", "parse_legacy_date"]
 
@@ -363,7 +363,7 @@ def _chunks(values: Sequence[int], size: int) -> list[Sequence[int]]:
 class LegacyClient:
     """Reads ad statuses from the legacy API.
 
-    One instance per process over one `aiohttp.ClientSession` (owned by the caller).
+    One instance per process over one `Pool` (owned by the caller).
 
         client = LegacyClient(session, legacy_url, api_key, timeout_s=5.0, max_batch=100)
         batch = await client.ads_status(12311, [659593, 659594])
@@ -371,7 +371,7 @@ class LegacyClient:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: Pool,
         base_url: str,
         api_key: str | SecretStr,
         timeout_s: float,

@@ -2,7 +2,7 @@
 
 Builds the exact wire requests of docs/upstreams.md ("Classifieds V3") and parses answers into
 `gateway.domain.models` with the lenient rules told there. URLs are assembled from
-percent-encoded parts and handed to aiohttp as already encoded, so an id can never
+percent-encoded parts and handed to the HTTP client as already encoded, so an id can never
 address another path and `nextToken` reaches V3 byte for byte. Depends on `_http`
 (transport and error translation), `v3_auth` (credentials), `trace` and the domain models.
 """
@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 from urllib.parse import quote, urlsplit
 
-import aiohttp
 import yarl
 
 from gateway.domain.errors import InvalidInput, UpstreamName, UpstreamRejected, UpstreamUnavailable
@@ -38,6 +37,7 @@ from gateway.upstreams.guard import UpstreamGuard
 from gateway.upstreams.trace import child_traceparent
 from gateway.upstreams.unknowns import note_unknown
 from gateway.upstreams.v3_auth import V3Credentials
+from gateway.upstreams.wire import Pool
 
 __all__ = [
     "ClassifiedsV3Client",
@@ -352,7 +352,7 @@ def parse_media_status(item: object) -> MediaStatusItem:
 class ClassifiedsV3Client:
     """Reads V3 status histories and manages the webhook subscription.
 
-    One instance per process, sharing one `aiohttp.ClientSession` (owned by the caller).
+    One instance per process, sharing one `Pool` (owned by the caller).
     Every call carries `User-Agent`, `Authorization: Bearer ...` and `traceparent`; reads
     are retried per `_http.request`; a 401 renews the credentials once and retries once.
 
@@ -362,7 +362,7 @@ class ClassifiedsV3Client:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: Pool,
         base_url: str,
         credentials: V3Credentials,
         user_agent: str,

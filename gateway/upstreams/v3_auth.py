@@ -16,7 +16,7 @@ Three modes (`GATEWAY_V3_AUTH`, handed over as `V3AuthOptions.mode`):
 - `passthrough`: the caller's own `Authorization: Bearer ...` header.
 
 Tokens and secrets never appear in logs, error messages or reprs. HTTP goes through
-`gateway.upstreams._http`; this module catches no aiohttp exception.
+`gateway.upstreams._http`; this module catches no connection error.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-import aiohttp
 import yarl
 from cachetools import LRUCache
 from pydantic import SecretStr
@@ -40,6 +39,7 @@ from gateway.domain.errors import InvalidInput, Unauthenticated, UpstreamName, U
 from gateway.domain.models import Caller
 from gateway.upstreams._http import Deadline, RetryPolicy, request
 from gateway.upstreams.guard import UpstreamGuard
+from gateway.upstreams.wire import Pool
 
 __all__ = [
     "OAuthCredentials",
@@ -188,7 +188,7 @@ class OAuthCredentials:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: Pool,
         *,
         token_url: str,
         client_id: str,
@@ -407,7 +407,7 @@ class V3AuthOptions:
 
 def build_credentials(
     options: V3AuthOptions,
-    session: aiohttp.ClientSession,
+    session: Pool,
     *,
     clock: Callable[[], float] = time.monotonic,
     guard: UpstreamGuard | None = None,
