@@ -34,11 +34,12 @@ class Loader:
 
     async def __call__(self) -> str:
         self.calls += 1
+        number = self.calls
         await self.gate.wait()
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("upstream down")
-        return f"page-{self.calls}"
+        return f"page-{number}"
 
 
 async def test_hit_until_ttl_then_reload() -> None:
@@ -80,19 +81,36 @@ async def test_a_failure_reaches_every_waiter_and_is_not_cached() -> None:
     assert load.calls == 2
 
 
-async def test_one_waiter_cancelled_does_not_cancel_the_shared_load() -> None:
+async def test_a_waiter_whose_first_caller_left_still_gets_the_page() -> None:
     cache: PageCache[str] = PageCache(ttl_s=30, max_entries=10)
     load = Loader()
     load.gate.clear()
     first = asyncio.ensure_future(cache.get_or_load(K, load))
     second = asyncio.ensure_future(cache.get_or_load(K, load))
     await asyncio.sleep(0)
-    first.cancel()
-    load.gate.set()
-    assert await second == "page-1"
+    assert (load.calls, cache.stats.coalesced) == (1, 1)  # one load; the second waits for it
+    first.cancel()  # the first caller loads in its own task: its load ends with it
     with pytest.raises(asyncio.CancelledError):
         await first
-    assert await cache.get_or_load(K, load) == "page-1"  # stored despite the cancellation
+    load.gate.set()
+    assert await second == "page-2"  # begun again for the caller still waiting
+    assert await cache.get_or_load(K, load) == "page-2"  # and stored
+    assert load.calls == 2
+
+
+async def test_a_load_whose_only_caller_left_ends_with_it() -> None:
+    cache: PageCache[str] = PageCache(ttl_s=30, max_entries=10)
+    load = Loader()
+    load.gate.clear()
+    only = asyncio.ensure_future(cache.get_or_load(K, load))
+    await asyncio.sleep(0)
+    only.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await only
+    assert asyncio.all_tasks() == {asyncio.current_task()}  # nothing reads on for nobody
+    load.gate.set()
+    assert await cache.get_or_load(K, load) == "page-2"  # nothing was stored: read anew
+    assert cache.stats.loads_failed == 1
 
 
 async def test_bounded_by_max_entries() -> None:

@@ -2,7 +2,8 @@
 
 `PageCache` keeps awaited values (never exceptions, never coroutines) in a
 `cachetools.TTLCache`, and coalesces concurrent misses on one key into one load:
-the first caller starts the load as a task, later callers await the same task.
+the first caller loads in its own task, later callers await its outcome; should the
+first go away (cancelled) while others wait, the load begins again in a task for them.
 A load that fails is not cached and every waiter sees the failure.
 
 Keys are `PageKey`s: named fields, so the cache can index them by classified.
@@ -78,7 +79,8 @@ class _Flight(Generic[V]):
     """One load of one key; stores its value only while it is the key's current flight."""
 
     key: PageKey
-    task: asyncio.Task[V] | None = None
+    # What callers that joined the load await; made when the first one joins.
+    shared: asyncio.Future[V] | None = None
     current: bool = True
 
 
@@ -171,21 +173,58 @@ class PageCache(Generic[V]):
         flight = self._inflight.get(key)
         if flight is not None and not refresh:
             self.stats.coalesced += 1
-        else:
-            if flight is not None:
-                flight.current = False  # overtaken: the refresh stores its own value
-            self.stats.misses += 1
-            key = self._shared(key)
-            flight = _Flight(key)
-            flight.task = asyncio.ensure_future(self._load(flight, load))
-            flight.task.add_done_callback(functools.partial(self._landed, flight))
-            self._inflight[key] = flight
-            keys = self._index.get(key.classified_id, ())
-            if key not in keys:
-                self._index[key.classified_id] = (*keys, key)
-        assert flight.task is not None
-        # Shielded: one caller giving up must not cancel the load the others wait for.
-        return await asyncio.shield(flight.task)
+            if flight.shared is None:
+                flight.shared = asyncio.get_running_loop().create_future()
+            # Shielded: one caller giving up must not cancel what the others wait for.
+            return await asyncio.shield(flight.shared)
+        if flight is not None:
+            flight.current = False  # overtaken: the refresh stores its own value
+        self.stats.misses += 1
+        key = self._shared(key)
+        flight = _Flight(key)
+        self._inflight[key] = flight
+        keys = self._index.get(key.classified_id, ())
+        if key not in keys:
+            self._index[key.classified_id] = (*keys, key)
+        return await self._lead(flight, load)
+
+    async def _lead(self, flight: _Flight[V], load: Callable[[], Awaitable[V]]) -> V:
+        """The first caller loads in its own task: no task, shield or turn of the event
+        loop between a miss and its upstream call. Should that caller go away while
+        others wait, the load is begun again in a task of its own, for them."""
+        try:
+            value = await self._load(flight, load)
+        except asyncio.CancelledError:
+            shared = flight.shared
+            if shared is not None and not shared.done():
+                handover = asyncio.ensure_future(self._load(flight, load))
+                handover.add_done_callback(functools.partial(self._handed_over, flight))
+            else:
+                self._landed(flight)
+            raise
+        except BaseException as exc:
+            self._landed(flight)
+            if flight.shared is not None and not flight.shared.done():
+                flight.shared.set_exception(exc)
+                flight.shared.exception()  # retrieved: those waiting may all have gone
+            raise
+        self._landed(flight)
+        if flight.shared is not None and not flight.shared.done():
+            flight.shared.set_result(value)
+        return value
+
+    def _handed_over(self, flight: _Flight[V], task: asyncio.Task[V]) -> None:
+        self._landed(flight)
+        shared = flight.shared
+        assert shared is not None
+        if task.cancelled():
+            shared.cancel()
+        elif (error := task.exception()) is not None:
+            if not shared.done():
+                shared.set_exception(error)
+                shared.exception()
+        elif not shared.done():
+            shared.set_result(task.result())
 
     def _shared(self, key: PageKey) -> PageKey:
         """`key`, its parameters held once for every key that has the same."""
@@ -227,15 +266,12 @@ class PageCache(Generic[V]):
         self.stats.stale_served += 1
         return value, max(0.0, self._timer() - stored_at)
 
-    def _landed(self, flight: _Flight[V], task: asyncio.Task[Any]) -> None:
+    def _landed(self, flight: _Flight[V]) -> None:
         key = flight.key
         if self._inflight.get(key) is flight:
             del self._inflight[key]
             if self._kept is None or key not in self._kept:
                 self._unindex(key)
-        if not task.cancelled():
-            # Mark the exception retrieved: waiters may all have gone away.
-            task.exception()
 
     def _unindex(self, key: PageKey) -> None:
         if key in self._inflight:
