@@ -252,7 +252,12 @@ class Settings(BaseSettings):
     breaker_failures: int = Field(default=5, ge=1)
     breaker_reset_s: float = Field(default=10.0, gt=0)
     retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
-    upstream_max_concurrency: int = Field(default=64, ge=1)
+    upstream_max_concurrency: int = Field(
+        default=100,
+        ge=1,
+        description="upstream calls in flight per upstream, and the connections kept for "
+        "them; a call waiting for a slot gives up at its deadline",
+    )
     max_concurrent_requests: int = Field(
         default=256,
         ge=1,

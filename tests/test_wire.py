@@ -204,6 +204,20 @@ async def test_at_most_limit_exchanges_at_once_and_a_cancelled_one_is_not_reused
     assert server.connections == 3
 
 
+async def test_callers_waiting_for_a_turn_take_the_connection_an_answer_frees() -> None:
+    async with Pool(limit=1) as pool, RawServer(answering(OK)) as server:
+        calls = [pool.request("GET", server.url(f"/status?id={n}"), {}, None) for n in range(3)]
+        answers = await asyncio.gather(*calls)
+        assert (await pool.request("GET", server.url(), {}, None)).status == 200
+    assert [answer.status for answer in answers] == [200] * 3
+    assert server.connections == 1
+    assert [request.split(b" ")[1] for request in server.requests[:3]] == [
+        b"/status?id=0",
+        b"/status?id=1",
+        b"/status?id=2",
+    ]
+
+
 async def test_refused_connections_and_bad_input_fail_as_wire_errors(pool: Pool) -> None:
     async with RawServer(answering(OK)) as server:
         url = server.url()

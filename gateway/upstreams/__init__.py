@@ -63,7 +63,8 @@ __all__ = [
     "open_upstreams",
 ]
 
-# Connections per upstream; the legacy API is called in parallel chunks.
+# Connections per upstream when not given: as many as calls may be in flight to it (the
+# guard's cap), so that no call holding a slot waits for a connection.
 DEFAULT_POOL_LIMIT = 100
 
 
@@ -109,7 +110,7 @@ class Upstreams:
 async def open_upstreams(
     options: UpstreamOptions,
     *,
-    pool_limit: int = DEFAULT_POOL_LIMIT,
+    pool_limit: int | None = None,
     observer: UpstreamObserver | None = None,
     tracer: trace.Tracer | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -134,6 +135,8 @@ async def open_upstreams(
         )
         for upstream in ("classifieds-v3", "legacy")
     )
+    if pool_limit is None:
+        pool_limit = max(DEFAULT_POOL_LIMIT, options.max_concurrency)
     async with AsyncExitStack() as stack:
         v3_session = create_session(
             timeout_s=options.timeout_s,
