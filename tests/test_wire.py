@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+import trustme
 import yarl
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from gateway.upstreams.wire import AnswerTooLarge, Pool, WireError
 
@@ -231,3 +235,30 @@ async def test_refused_connections_and_bad_input_fail_as_wire_errors(pool: Pool)
     await pool.close()
     with pytest.raises(WireError, match="closed"):
         await pool.request("GET", url, {}, None)
+
+
+async def test_https_with_a_trusted_certificate_and_not_without() -> None:
+    authority = trustme.CA()
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(served)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"secure": request.secure})
+
+    app = web.Application()
+    app.router.add_get("/status", handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server(ssl=served)
+    url = yarl.URL(f"https://127.0.0.1:{server.port}/status")
+    try:
+        trusting = ssl.create_default_context()
+        authority.configure_trust(trusting)
+        async with Pool(ssl_context=trusting) as pool:
+            answer = await pool.request("GET", url, {}, None)
+        assert (answer.status, answer.body) == (200, b'{"secure": true}')
+        # The system's trust store does not know this authority: no exchange.
+        async with Pool() as pool:
+            with pytest.raises(WireError, match="could not connect"):
+                await pool.request("GET", url, {}, None)
+    finally:
+        await server.close()
