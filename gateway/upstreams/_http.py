@@ -1,8 +1,8 @@
 """The shared request helper: sessions, deadlines, retries and error translation.
 
 Every upstream call goes through `request()`. It is the one place in the gateway that
-catches connection (`gateway.upstreams.wire`), timeout and JSON-decode errors and turns them, and HTTP statuses, into
-the `gateway.domain.errors` tree:
+catches connection errors (`gateway.upstreams.wire`), timeouts and JSON-decode errors and
+turns them, and HTTP statuses, into the `gateway.domain.errors` tree:
 
     timeout, connection error, 5xx, other odd status, malformed body -> UpstreamUnavailable
     429 (once retries are spent; `retry_after` kept)                  -> UpstreamUnavailable
@@ -27,8 +27,8 @@ the success path it costs one attempt and nothing else, where a general one buil
 state, strategies and callbacks around every operation (measured with
 `python -m bench.upstream_call`).
 
-Depends on `wire` (HTTP/1.1), orjson, the OpenTelemetry API, `guard`, `gateway.domain.errors` and
-`gateway.infra.deadlines`.
+Depends on `wire` (HTTP/1.1), orjson, the OpenTelemetry API, `guard`,
+`gateway.domain.errors` and `gateway.infra.deadlines`.
 """
 
 from __future__ import annotations
