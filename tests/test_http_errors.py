@@ -329,7 +329,7 @@ async def test_connection_refused_is_unavailable(session: Pool) -> None:
         await call(session, url, seconds=1)
     assert isinstance(caught.value.__cause__, WireError)
     assert isinstance(caught.value.__cause__.__cause__, ConnectionRefusedError)
-    assert "connection failed" in str(caught.value)
+    assert "connection failed: could not connect (ConnectionRefusedError)" in str(caught.value)
     assert_clean(caught.value)
 
 

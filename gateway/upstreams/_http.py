@@ -272,7 +272,9 @@ async def _exchange(
     except WireError as exc:
         raise _RetryableFailure(
             UpstreamUnavailable(
-                f"{label}: connection failed ({type(exc).__name__})", upstream=upstream
+                # Its text is the pool's own (what failed, an exception's type): no secret.
+                f"{label}: connection failed: {exc}",
+                upstream=upstream,
             )
         ) from exc
     except asyncio.CancelledError:
