@@ -137,20 +137,15 @@ async def open_upstreams(
     )
     if pool_limit is None:
         pool_limit = max(DEFAULT_POOL_LIMIT, options.max_concurrency)
+    # Every call names the gateway: V3's edge refuses calls without a User-Agent, and the
+    # V3 token endpoint and the legacy API are told who calls too.
+    named = {"User-Agent": options.user_agent}
     async with AsyncExitStack() as stack:
-        v3_session = create_session(
-            timeout_s=options.timeout_s,
-            limit=pool_limit,
-            headers={"User-Agent": options.user_agent},
-        )
+        v3_session = create_session(timeout_s=options.timeout_s, limit=pool_limit, headers=named)
         stack.push_async_callback(v3_session.close)
         # force=true legacy reads get three times the budget; the session must allow it.
-        # Every call names the gateway (V3's edge refuses calls without a User-Agent); the
-        # V3 client sends it itself, and the token endpoint is called through this pool too.
         legacy_session = create_session(
-            timeout_s=options.timeout_s * 3,
-            limit=pool_limit,
-            headers={"User-Agent": options.user_agent},
+            timeout_s=options.timeout_s * 3, limit=pool_limit, headers=named
         )
         stack.push_async_callback(legacy_session.close)
         retry_policy = RetryPolicy(max_retries=options.retries, backoff_s=options.backoff_s)

@@ -2,8 +2,8 @@
 
 Every upstream read is one small request and one JSON answer. aiohttp's client spent more
 CPU on each than the rest of the read did (its request and response objects, cookie jar,
-stream reader, timers and tracing hooks: `python -m bench.upstream_call --client aiohttp`
-against the default), and a 200-listing board makes 200 of them. `Pool` does the part of
+stream reader, timers and tracing hooks: `python -m bench.upstream_call` prints a bare
+aiohttp loop beside a bare `Pool`), and a 200-listing board makes 200 of them. `Pool` does the part of
 HTTP the two upstreams need, on asyncio protocols, with httptools (llhttp, which uvicorn
 uses for the gateway's own requests) reading the answers:
 
