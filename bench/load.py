@@ -35,7 +35,7 @@ import orjson
 
 from gateway.simulator import SIM_AUDIENCE, SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_LEGACY_API_KEY
 
-from .rawhttp import RawHTTPError, RawPost
+from .rawhttp import ClosedLoop
 
 POOL_LIMIT = 100  # the gateway's upstream pool bound (gateway.upstreams.DEFAULT_POOL_LIMIT)
 USER_AGENT = "ListingLimit/1.0 aiohttp/3 linux/6"
@@ -68,19 +68,14 @@ class Loads:
         self._legacy = aiohttp.ClientSession(
             timeout=timeout, connector=aiohttp.TCPConnector(limit=POOL_LIMIT)
         )
-        self._raw: list[RawPost] = []
         self._tokens: dict[str, str] = {}
         self.first_error: str | None = None
 
     async def close(self) -> None:
         for session in (self._client, self._v3, self._legacy):
             await session.close()
-        for post in self._raw:
-            post.close()
 
     async def call_for(self, target: dict[str, Any]) -> Call:
-        if target["kind"] == "gateway" and target.get("client") == "raw":
-            return self._raw_gateway_call(target["url"], target["body"].encode())
         if target["kind"] == "gateway":
             return self._gateway_call(target["url"], target["body"].encode())
         token = await self._token(target["token_url"])
@@ -92,20 +87,6 @@ class Loads:
                 answer = await _json(response)
             if "errors" in answer:
                 raise _Failed(orjson.dumps(answer["errors"][:1]).decode())
-            return True
-
-        return call
-
-    def _raw_gateway_call(self, url: str, body: bytes) -> Call:
-        post = RawPost(url, body)
-        self._raw.append(post)
-
-        async def call() -> bool:
-            status, raw = await post()
-            if status != 200:
-                raise _Failed(f"HTTP {status}: {raw[:200]!r}")
-            if b'"errors"' in raw and "errors" in orjson.loads(raw):
-                raise _Failed(orjson.dumps(orjson.loads(raw)["errors"][:1]).decode())
             return True
 
         return call
@@ -183,7 +164,6 @@ class Loads:
                 except (
                     aiohttp.ClientError,
                     OSError,
-                    RawHTTPError,
                     TimeoutError,
                     ValueError,
                     KeyError,
@@ -205,6 +185,28 @@ class Loads:
         }
 
 
+async def _closed_loop(target: dict[str, Any], command: dict[str, Any]) -> dict[str, Any]:
+    """The lean client's run (`bench.rawhttp`): its answer has the same fields."""
+    loop = ClosedLoop(
+        target["url"],
+        target["body"].encode(),
+        connections=command["concurrency"],
+        requests=command["requests"],
+        duration_s=command["duration_s"],
+        min_requests=command["min_requests"],
+    )
+    cpu_before = _cpu_s()
+    result = await loop.run()
+    return {
+        "latencies_ms": result.latencies_ms,
+        "errors": result.errors,
+        "wall_s": result.wall_s,
+        "cpu_s": _cpu_s() - cpu_before,
+        "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "first_error": result.first_error,
+    }
+
+
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -218,7 +220,10 @@ class LocalLoad:
 
     async def run(self, command: dict[str, Any]) -> dict[str, Any]:
         self.loads.first_error = None
-        call = await self.loads.call_for(command["target"])
+        target = command["target"]
+        if target["kind"] == "gateway" and target.get("client") == "raw":
+            return await _closed_loop(target, command)
+        call = await self.loads.call_for(target)
         return await self.loads.drive(
             call,
             concurrency=command["concurrency"],

@@ -128,46 +128,54 @@ def test_the_bench_command_lists_its_options() -> None:
         assert option in result.stdout
 
 
-async def test_the_lean_client_reads_what_aiohttp_reads() -> None:
-    """`bench.rawhttp` (the workers benchmark's client) reads whole answers of any size
-    from keep-alive connections, and says so when a connection closes under it."""
+async def test_the_lean_load_reads_whole_answers_and_counts_what_failed() -> None:
+    """`bench.rawhttp.ClosedLoop` (the workers benchmark's load) reads whole answers of any
+    size from keep-alive connections, sends exactly the requests asked for, counts an HTTP
+    error and a GraphQL error each as an error, and replaces a connection closed under it."""
     from aiohttp import web
 
-    from bench.rawhttp import RawHTTPError, RawPost
+    from bench.rawhttp import ClosedLoop
 
-    sizes = iter([10, 300_000, 0])
+    answers = iter(
+        [b"x" * 10, b"x" * 300_000, b'{"errors":[{"message":"no"}]}', b"", b"close"] + [b"ok"] * 10
+    )
+    peers: set[object] = set()
 
     async def echo(request: web.Request) -> web.Response:
         body = await request.read()
-        size = next(sizes)
-        return web.Response(body=body + b"x" * size, status=200 if size else 418)
-
-    async def close(request: web.Request) -> web.StreamResponse:
-        assert request.transport is not None
-        request.transport.close()
-        return web.Response()
+        assert body == b'{"q":1}'
+        peers.add(request.transport)
+        answer = next(answers)
+        if answer == b"close":
+            assert request.transport is not None
+            request.transport.close()
+        return web.Response(body=answer, status=200 if answer else 418)
 
     app = web.Application()
     app.router.add_post("/echo", echo)
-    app.router.add_post("/close", close)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
     try:
-        post = RawPost(f"http://127.0.0.1:{port}/echo", b'{"q":1}')
-        assert await post() == (200, b'{"q":1}' + b"x" * 10)
-        assert await post() == (200, b'{"q":1}' + b"x" * 300_000)  # many reads
-        assert await post() == (418, b'{"q":1}')
-        assert len(post._all) == 1  # one kept-alive connection served all three
-        post.close()
-        closing = RawPost(f"http://127.0.0.1:{port}/close", b"{}")
-        with pytest.raises(RawHTTPError):
-            await closing()
-        closing.close()
+        load = ClosedLoop(
+            f"http://127.0.0.1:{port}/echo",
+            b'{"q":1}',
+            connections=1,
+            requests=8,
+            duration_s=0.0,
+            min_requests=8,
+        )
+        result = await load.run()
     finally:
         await runner.cleanup()
+    assert len(result.latencies_ms) == 8
+    # The GraphQL error, the 418 and the connection closed before its answer.
+    assert result.errors == 3
+    assert result.first_error == '[{"message":"no"}]'
+    assert len(peers) == 2  # one connection until it was closed, then its replacement
+    assert result.wall_s > 0
 
 
 def test_the_cache_cold_targets_are_read_from_their_rows() -> None:
