@@ -41,6 +41,21 @@ class Meter:
             fields = stat.read().rsplit(b")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
+    def tree_cpu_s(self) -> float:
+        """`cpu_s` of this process and its children (`gateway serve --workers N`'s workers)."""
+        total = self.cpu_s()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as stat:
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            if int(fields[1]) == self.pid:
+                total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return total
+
     def memory_mb(self, field: str = "VmHWM") -> float:
         """`VmHWM` (peak resident set) or `VmRSS` (now), in MB."""
         with open(f"/proc/{self.pid}/status") as status:
@@ -203,7 +218,7 @@ class ProcessLauncher:
             child.read_until,
         )
 
-    async def load(self, name: str) -> Load:
+    async def load(self, name: str) -> LoadProcess:
         return LoadProcess(await self._spawn(name, [sys.executable, "-m", "bench.load"]))
 
 
@@ -212,6 +227,10 @@ class LoadProcess:
 
     def __init__(self, child: Child) -> None:
         self.child = child
+
+    @property
+    def pid(self) -> int:
+        return self.child.process.pid
 
     async def run(self, command: dict[str, Any]) -> dict[str, Any]:
         stdin, stdout = self.child.process.stdin, self.child.process.stdout
