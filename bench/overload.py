@@ -26,7 +26,7 @@ import orjson
 
 from .processes import ProcessLauncher
 from .run import percentile
-from .workloads import Listing, Workload
+from .workloads import Workload
 
 
 async def _one(
@@ -71,11 +71,7 @@ async def run(args: argparse.Namespace) -> int:
         sim = await launch.simulator(args.latency_ms)
         try:
             count = args.listings * (args.clients if args.distinct else 1)
-            body = {"count": count, "users": max(1, count // 50), "tenant": "agency-1"}
-            async with http.post(f"{sim.base_url}/_sim/listings", json=body) as response:
-                response.raise_for_status()
-                made = (await response.json())["listings"]
-            listings = [Listing(m["classifiedId"], m["userId"], m["adId"]) for m in made]
+            listings = await sim.add_listings(http, count, max(1, count // 50))
             size = args.listings
             workload = Workload("overload", size, 1)
             requests = [

@@ -24,6 +24,8 @@ import orjson
 
 from gateway.simulator import SIM_AUDIENCE, SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_LEGACY_API_KEY
 
+from .workloads import Listing
+
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STARTUP_S = 120
@@ -70,6 +72,16 @@ class Simulator:
     base_url: str
     stop: Callable[[], Awaitable[None]]
     meter: Meter | None = None  # its process, when it has one of its own
+
+    async def add_listings(
+        self, http: aiohttp.ClientSession, count: int, users: int
+    ) -> list[Listing]:
+        """`count` new listings of `users` legacy users, made by the simulator."""
+        body = {"count": count, "users": users, "tenant": "agency-1"}
+        async with http.post(f"{self.base_url}/_sim/listings", json=body) as response:
+            response.raise_for_status()
+            made = (await response.json())["listings"]
+        return [Listing(m["classifiedId"], m["userId"], m["adId"]) for m in made]
 
     @property
     def v3_url(self) -> str:

@@ -142,11 +142,7 @@ class Run:
             await self.sim.stop()
 
     async def add_listings(self, count: int, users: int) -> list[Listing]:
-        body = {"count": count, "users": users, "tenant": "agency-1"}
-        async with self.http.post(f"{self.sim.base_url}/_sim/listings", json=body) as response:
-            response.raise_for_status()
-            made = (await response.json())["listings"]
-        return [Listing(m["classifiedId"], m["userId"], m["adId"]) for m in made]
+        return await self.sim.add_listings(self.http, count, users)
 
     def target(self, mode: str, workload: Workload, gateway: Gateway | None) -> dict[str, Any]:
         listings = self.pools[workload.pool]

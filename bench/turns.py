@@ -106,11 +106,7 @@ async def run(args: argparse.Namespace) -> int:
         launch = ProcessLauncher(logs, http)
         sim = await launch.simulator(args.latency_ms)
         try:
-            body = {"count": workload.listings, "users": workload.users, "tenant": "agency-1"}
-            async with http.post(f"{sim.base_url}/_sim/listings", json=body) as response:
-                response.raise_for_status()
-                made = (await response.json())["listings"]
-            listings = [Listing(m["classifiedId"], m["userId"], m["adId"]) for m in made]
+            listings = await sim.add_listings(http, workload.listings, workload.users)
             loads = (await launch.load("load-limit"), await launch.load("load-gateway"))
             try:
                 for number in range(1, args.runs + 1):

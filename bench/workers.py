@@ -34,7 +34,7 @@ import aiohttp
 
 from .processes import Gateway, Load, ProcessLauncher, Simulator
 from .run import COMMON, MODES, _command
-from .workloads import WORKLOADS, Listing
+from .workloads import WORKLOADS
 
 
 @dataclass
@@ -130,11 +130,7 @@ async def run(args: argparse.Namespace) -> int:
         launch = ProcessLauncher(logs, http)
         sim = await launch.simulator(args.latency_ms)
         try:
-            body = {"count": workload.listings, "users": workload.users, "tenant": "agency-1"}
-            async with http.post(f"{sim.base_url}/_sim/listings", json=body) as response:
-                response.raise_for_status()
-                made = (await response.json())["listings"]
-            listings = [Listing(m["classifiedId"], m["userId"], m["adId"]) for m in made]
+            listings = await sim.add_listings(http, workload.listings, workload.users)
             load = await launch.load("load-workers")
             if args.load_policy == "batch":
                 # Linux's SCHED_BATCH: the generator keeps its fair share of the cores but
