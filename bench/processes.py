@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,8 @@ from gateway.simulator import SIM_AUDIENCE, SIM_CLIENT_ID, SIM_CLIENT_SECRET, SI
 from .workloads import Listing
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
+# A Node GraphQL gateway over the same upstreams (bench/node, `npm ci --prefix bench/node`).
+NODE_GATEWAY = Path(__file__).parent / "node" / "server.mjs"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STARTUP_S = 120
 
@@ -228,6 +231,37 @@ class ProcessLauncher:
             Meter(child.process.pid),
             child.stop,
             child.read_until,
+        )
+
+    async def node_gateway(self, name: str, sim: Simulator) -> Gateway:
+        """`bench/node/server.mjs` against `sim`; returns once it accepts connections."""
+        modules = NODE_GATEWAY.parent / "node_modules"
+        if shutil.which("node") is None or not modules.is_dir():
+            raise RuntimeError(
+                "the Node gateway needs node and its packages: npm ci --prefix bench/node"
+            )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NODE_GATEWAY_")}
+        env |= {
+            "NODE_ENV": "production",
+            "NODE_GATEWAY_PORT": "0",
+            **{
+                "NODE_" + key: value
+                for key, value in sim.gateway_env().items()
+                if key.startswith(("GATEWAY_V3_", "GATEWAY_LEGACY_")) and key != "GATEWAY_V3_AUTH"
+            },
+        }
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        child = await self._spawn(name, ["node", str(NODE_GATEWAY)], env)
+        try:
+            match = await child.read_until(r"listening on (http://127\.0\.0\.1:\d+/graphql)")
+        except (RuntimeError, TimeoutError) as exc:
+            await child.stop()
+            raise RuntimeError(
+                f"Node gateway {name} did not start ({exc}): {child.tail()}"
+            ) from exc
+        return Gateway(
+            match.group(1), loop.time() - begun, Meter(child.process.pid), child.stop, None
         )
 
     async def load(self, name: str) -> LoadProcess:
