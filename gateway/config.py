@@ -183,6 +183,15 @@ class Settings(BaseSettings):
         "its start or the first byte after the last answer; else 408 (or nothing, if it sent "
         "nothing) and the connection is closed",
     )
+    keep_alive_s: float = Field(
+        default=75.0,
+        gt=0,
+        le=3600,
+        description="seconds an idle keep-alive connection is kept open after an answer; "
+        "longer than the idle timeout of the clients and load balancers in front (aiohttp "
+        "15 s, most load balancers 60 s), so that the gateway does not close a connection "
+        "as a client reuses it",
+    )
     max_header_bytes: int = Field(
         default=64 * 1024,
         ge=1024,
