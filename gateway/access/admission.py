@@ -106,7 +106,8 @@ class AdmissionControl:
         # What a refused caller is told to wait, in whole seconds: a queue turn's length.
         self.retry_after = max(1, math.ceil(queue_timeout_s))
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-        metrics.admission_limit.set(self.limit.value)
+        # Read when scraped: a request sets no gauge.
+        metrics.watch_admission(lambda: (self.running, len(self._waiters), self.limit.value))
 
     @property
     def queued(self) -> int:
@@ -117,7 +118,6 @@ class AdmissionControl:
         current request's outcome is then `overloaded`). Pair with `leave`."""
         if self.running < self.limit.value and not self._waiters:
             self.running += 1
-            self.metrics.admission_in_flight.set(self.running)
             return
         self._saturated = True
         if len(self._waiters) >= self.max_queued:
@@ -127,7 +127,6 @@ class AdmissionControl:
 
     def leave(self) -> None:
         self.running -= 1
-        self.metrics.admission_in_flight.set(self.running)
         self._admit_waiting()
 
     def adjust(self, lag_s: float, cpu_share: float = 0.0) -> None:
@@ -135,8 +134,7 @@ class AdmissionControl:
         move the limit, and let waiting requests in if it grew."""
         saturated = self._saturated or self.running >= self.limit.value
         self._saturated = False
-        value = self.limit.update(lag_s, saturated=saturated, cpu_share=cpu_share)
-        self.metrics.admission_limit.set(value)
+        self.limit.update(lag_s, saturated=saturated, cpu_share=cpu_share)
         self._admit_waiting()
 
     async def watch(self, interval_s: float) -> None:
@@ -160,13 +158,10 @@ class AdmissionControl:
                 continue
             self.running += 1
             waiter.set_result(None)
-        self.metrics.admission_in_flight.set(self.running)
-        self.metrics.admission_queued.set(len(self._waiters))
 
     async def _wait_for_turn(self) -> bool:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        self.metrics.admission_queued.set(len(self._waiters))
         try:
             async with asyncio.timeout(self.queue_timeout_s):
                 await waiter
@@ -182,8 +177,6 @@ class AdmissionControl:
                 waiter.cancel()
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
-            self.metrics.admission_queued.set(len(self._waiters))
-        self.metrics.admission_in_flight.set(self.running)
         return True
 
     def _refused(self, reason: str) -> Overloaded:

@@ -131,13 +131,13 @@ class _Observed:
         span = self.span = self.span_cm.__enter__()
         self.record.trace_id = format(span.get_span_context().trace_id, "032x")
         self.token = current_record.set(self.record)
-        self.owner._metrics.in_flight.inc()
+        self.owner._metrics.in_flight += 1
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
         metrics = self.owner._metrics
-        metrics.in_flight.dec()
+        metrics.in_flight -= 1
         current_record.reset(self.token)
         record = self.record
         code = self.context.code()

@@ -76,7 +76,7 @@ class RequestTelemetry:
         with self._span(method, carrier) as span:
             record.trace_id = format(span.get_span_context().trace_id, "032x")
             token = current_record.set(record)
-            self.metrics.in_flight.inc()
+            self.metrics.in_flight += 1
             try:
                 await self.app(scope, receive, send_status)
             except ClientDisconnect:
@@ -85,7 +85,7 @@ class RequestTelemetry:
                 record.outcome = "disconnected"
                 status = 499
             finally:
-                self.metrics.in_flight.dec()
+                self.metrics.in_flight -= 1
                 current_record.reset(token)
                 seconds = time.perf_counter() - started
                 if status >= 400 and record.outcome == "ok":

@@ -5,14 +5,15 @@ With PROMETHEUS_MULTIPROC_DIR set (the supervisor sets it for its workers, never
 process), each counter, histogram and gauge a worker updates lives in a file of that
 directory, and a scrape of any worker reads them all (`MultiProcessCollector`): counters and
 histograms are summed over every worker that ever ran, so they never go backwards when one
-is replaced; gauges are combined as their `multiprocess_mode` says (requests in flight: the
-sum over the live workers; event-loop lag: the worst live worker).
+is replaced; gauges are combined as their `multiprocess_mode` says (event-loop lag: the
+worst live worker).
 
-Values read at scrape time from what a runtime keeps (cache events, breaker states, token
-fetches, the Redis link, the event bus) exist only in the worker that keeps them, out of
-prometheus-client's reach. Each worker copies them into multiprocess values: a counter by
-adding what it grew since the last copy, a gauge by setting it, combined as `GAUGE_MODES`
-says (breaker state: the worst worker; calls in flight and subscribers: the sum; Redis up:
+Values read at scrape time from what a runtime keeps (requests in flight and admission
+control's state, cache events, breaker states, token fetches, the Redis link, the event
+bus) exist only in the worker that keeps them, out of prometheus-client's reach. Each worker
+copies them into multiprocess values: a counter by adding what it grew since the last copy,
+a gauge by setting it, combined as `GAUGE_MODES` says (breaker state: the worst worker;
+requests and calls in flight, admission control's state and subscribers: the sum; Redis up:
 the lowest), or per worker (a `pid` label) for a gauge not listed. A worker copies its own
 on every scrape it answers and every `COPY_INTERVAL_S` otherwise, so another worker's share
 of these series may be that much behind.
@@ -33,6 +34,10 @@ __all__ = ["COPY_INTERVAL_S", "GAUGE_MODES", "SharedExposition"]
 GaugeMode = Literal["liveall", "livesum", "livemax", "livemin", "livemostrecent"]
 
 GAUGE_MODES: Final[dict[str, GaugeMode]] = {
+    "gateway_requests_in_flight": "livesum",
+    "gateway_admission_in_flight": "livesum",
+    "gateway_admission_limit": "livesum",
+    "gateway_admission_queue_depth": "livesum",
     "gateway_circuit_state": "livemax",
     "gateway_upstream_calls_in_flight": "livesum",
     "gateway_event_subscribers": "livesum",
