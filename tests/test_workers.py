@@ -277,6 +277,39 @@ def test_scrape_time_values_are_copied_into_the_workers_shared_files(tmp_path: P
     assert samples[("gateway_other", (("pid", str(_pid_of(tmp_path))),))] == 1  # per worker
 
 
+RUNNING_SCRIPT = """
+from gateway.observability import Metrics
+
+metrics = Metrics()
+metrics.in_flight = 3
+metrics.watch_admission(lambda: (2, 1, 16))  # running, queued, limit
+metrics.copy_watched()
+print(metrics.exposition().decode())
+"""
+
+
+def test_requests_in_flight_and_admission_are_copied_into_the_shared_files(
+    tmp_path: Path,
+) -> None:
+    """A request sets none of these gauges (each set was an mmap write in a worker): they are
+    read from the counts kept anyway, and copied for the other workers like the values above."""
+    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    shown = subprocess.run(
+        [sys.executable, "-c", RUNNING_SCRIPT], env=env, capture_output=True, text=True,
+        check=True,
+    ).stdout  # fmt: skip
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(shown)
+        for sample in family.samples
+    }
+    # Summed over the live workers (no `pid` label): one worker's share here.
+    assert samples[("gateway_requests_in_flight", ())] == 3
+    assert samples[("gateway_admission_in_flight", ())] == 2
+    assert samples[("gateway_admission_queue_depth", ())] == 1
+    assert samples[("gateway_admission_limit", ())] == 16
+
+
 def _pid_of(directory: Path) -> int:
     """The one process that wrote into `directory` (from its files' names)."""
     [pid] = {name.rsplit("_", 1)[1].removesuffix(".db") for name in os.listdir(directory)}

@@ -126,8 +126,8 @@ class Metrics:
         self._live_collector: _LiveCollector | None = None
         # Collectors of values read at scrape time (copied for the other workers, if any).
         self._watched: list[Collector] = []
-        # Gauges a request would otherwise set several times (~8 writes, each an mmap write
-        # in a worker of `serve --workers N`: 2.6 % of its CPU per one-listing request).
+        # Gauges a request would otherwise set ~8 times, each an mmap write in a worker of
+        # `serve --workers N`: two workers spent 8 % more CPU per one-listing request.
         self.watch(_Running(self))
 
     def exposition(self) -> bytes:
