@@ -126,6 +126,25 @@ class Gateway:
     wait_for_line: Callable[[str], Awaitable[object]] | None = None
 
 
+@dataclass(kw_only=True)
+class Tally:
+    """One side of a comparison measured in slices: its answers and their wall time."""
+
+    answers: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def rps(self) -> float:
+        return self.answers / self.wall_s
+
+    def add(self, result: dict[str, Any], who: str = "") -> None:
+        """Count one slice's `bench.load` answer; an error spoils the comparison."""
+        if result["errors"]:
+            raise RuntimeError(f"{who}{result['first_error']}")
+        self.answers += len(result["latencies_ms"])
+        self.wall_s += result["wall_s"]
+
+
 class Load(Protocol):
     """A load generator: runs one `bench.load` command at a time."""
 

@@ -30,22 +30,16 @@ from typing import Any
 
 import aiohttp
 
-from .processes import Load, ProcessLauncher, Simulator
+from .processes import Load, ProcessLauncher, Simulator, Tally
 from .run import COMMON, LIMIT, MAX_BATCH, MODES, _command
 from .workloads import WORKLOADS, Listing, Workload
 
 
 @dataclass
-class _Side:
+class _Side(Tally):
     load: Load
     target: dict[str, Any]
-    answers: int = 0
-    wall_s: float = 0.0
     cpu_s: float = 0.0
-
-    @property
-    def rps(self) -> float:
-        return self.answers / self.wall_s
 
     @property
     def cpu_ms(self) -> float:
@@ -91,10 +85,7 @@ async def _one_run(
                 result = await side.load.run(
                     _command(side.target, args.concurrency, 10**7, slice_s, args.concurrency)
                 )
-                if result["errors"]:
-                    raise RuntimeError(result["first_error"])
-                side.answers += len(result["latencies_ms"])
-                side.wall_s += result["wall_s"]
+                side.add(result)
                 # The limit's CPU is the limit client's own; a gateway's is that gateway's.
                 side.cpu_s += (
                     result["cpu_s"] if side is other and node is None else meter.cpu_s() - cpu

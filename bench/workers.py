@@ -32,26 +32,20 @@ from typing import Any
 
 import aiohttp
 
-from .processes import Gateway, Load, ProcessLauncher, Simulator
+from .processes import Gateway, Load, ProcessLauncher, Simulator, Tally
 from .run import COMMON, MODES, _command
 from .workloads import WORKLOADS
 
 
 @dataclass
-class _Measured:
+class _Measured(Tally):
     """One configuration's share of a run: its slices added up."""
 
     gateway: Gateway
     target: dict[str, Any]
-    answers: int = 0
-    wall_s: float = 0.0
     load_cpu_s: float = 0.0
     sim_cpu_s: float = 0.0
     gateway_cpu_s: float = 0.0
-
-    @property
-    def rps(self) -> float:
-        return self.answers / self.wall_s
 
 
 async def _one_run(
@@ -95,10 +89,7 @@ async def _one_run(
                 result = await load.run(
                     _command(one.target, args.connections, 10**7, slice_s, args.connections)
                 )
-                if result["errors"]:
-                    raise RuntimeError(f"{workers} workers: {result['first_error']}")
-                one.answers += len(result["latencies_ms"])
-                one.wall_s += result["wall_s"]
+                one.add(result, f"{workers} workers: ")
                 one.load_cpu_s += result["cpu_s"]
                 one.gateway_cpu_s += one.gateway.meter.tree_cpu_s() - gateway_cpu
                 if sim.meter is not None:
