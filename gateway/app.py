@@ -36,10 +36,9 @@ from gateway.graphql.schema import build_schema
 from gateway.graphql.view import GatewayGraphQL
 from gateway.grpc.server import SERVICE_NAME, serve_grpc
 from gateway.grpc.telemetry import CallTelemetry
-from gateway.http.admission import Admission
 from gateway.http.client_auth import ClientAuthGuard
 from gateway.http.connections import bounded_protocol
-from gateway.http.deadline import ExecutionDeadline
+from gateway.http.graphql_edge import GraphQLEdge
 from gateway.http.limits import RequestBody
 from gateway.http.pages import frontend_routes, graphiql_html, page_response
 from gateway.http.receiver import receiver_route
@@ -124,20 +123,6 @@ class GatewayApp(Starlette):
     async def routed(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The request as Starlette's own layers and router take it."""
         await super().__call__(scope, receive, send)
-
-
-class _GraphQLMethods:
-    """GET, HEAD and POST go to the GraphQL view; Starlette answers any other method (405)."""
-
-    def __init__(self, view: ASGIApp, routed: ASGIApp) -> None:
-        self.view = view
-        self.routed = routed
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] in ("POST", "GET", "HEAD"):
-            await self.view(scope, receive, send)
-        else:
-            await self.routed(scope, receive, send)
 
 
 # How often admission control reads the event loop's lag: a burst moves the limit within
@@ -336,20 +321,15 @@ def create_app(
     app.add_middleware(
         RequestBody, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
     )
-    app.graphql_http = RequestTelemetry(  # outermost: refused requests are counted too
-        RequestBody(
-            # The deadline covers the wait for a turn too; the body is in before either.
-            ExecutionDeadline(
-                # One budget per process: `/graphql` HTTP requests and unary gRPC calls.
-                Admission(_GraphQLMethods(graphql, app.routed), control=admission),
-                timeout_s=settings.request_timeout_s,
-            ),
-            max_bytes=settings.max_body_bytes,
-            timeout_s=settings.body_timeout_s,
-        ),
-        metrics=metrics,
-        tracer=tracer,
-        recording=recording,
+    app.graphql_http = GraphQLEdge(
+        graphql,
+        routed=app.routed,
+        telemetry=RequestTelemetry(metrics=metrics, tracer=tracer, recording=recording),
+        # One budget per process: `/graphql` HTTP requests and unary gRPC calls.
+        admission=admission,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        request_timeout_s=settings.request_timeout_s,
     )
     # How queries ran (compiled, fallen back to graphql-core, interpreted), for metrics.
     app.state.execution_stats = execution_stats(schema)

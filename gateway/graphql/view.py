@@ -60,6 +60,7 @@ from gateway.live.bus import EventBus
 from gateway.live.changes import ChangeFeed
 from gateway.live.webhooks import Webhooks
 from gateway.observability.record import current_record
+from gateway.observability.spans import inner_span
 from gateway.service.listings import ListingService
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -201,9 +202,7 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         record = current_record.get()
         if record is not None:
             record.operation = operation
-        with self.tracer.start_as_current_span(
-            f"graphql {operation}", attributes={"graphql.operation.name": operation}
-        ):
+        with inner_span(self.tracer, f"graphql {operation}", {"graphql.operation.name": operation}):
             result: ExecutionResult = await schema.execute_document(
                 document, variable_values=variables, context_value=context, operation_name=name
             )
@@ -275,8 +274,8 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         if record is not None:
             record.operation = operation
         try:
-            with self.tracer.start_as_current_span(
-                f"graphql {operation}", attributes={"graphql.operation.name": operation}
+            with inner_span(
+                self.tracer, f"graphql {operation}", {"graphql.operation.name": operation}
             ):
                 # A POST was offered to the known-document path already (`_run_known`).
                 if getattr(kwargs.get("request_adapter"), "method", "") != "POST":

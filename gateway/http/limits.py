@@ -1,9 +1,9 @@
 """The request body, read whole under a size limit and a time limit before anything else.
 
-`RequestBody` sits outside admission (`gateway.http.admission`): a client that announces a
-body and then sends it slowly, or not at all, holds only its own connection, never one of
-the turns every other caller needs. The body is read once, here, and handed to the app as
-one message:
+The body is read before admission (`gateway.http.graphql_edge` for `/graphql`, the
+`RequestBody` middleware for the other routes): a client that announces a body and then
+sends it slowly, or not at all, holds only its own connection, never one of the turns every
+other caller needs. The body is read once and handed to the app as one message:
 
 - more than `max_bytes` (announced by `Content-Length` or sent): 413 (the server reads and
   drops the rest, so the client hears it);
@@ -39,46 +39,62 @@ class RequestBody:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _too_large(scope, receive, send)
-                return
+        if announced_too_large(scope, self.max_bytes):
+            await too_large(scope, receive, send)
+            return
         try:
             async with asyncio.timeout(self.timeout_s):
-                body = await self._read(receive)
+                body = await read_body(receive, self.max_bytes)
         except TimeoutError:
-            await _too_slow(scope, receive, send)
+            await too_slow(scope, receive, send)
             return
-        except _BodyTooLarge:
-            await _too_large(scope, receive, send)
+        except BodyTooLarge:
+            await too_large(scope, receive, send)
             return
         if body is None:
-            record = current_record.get()
-            if record is not None:
+            if current_record.get() is not None:
                 # The edge's telemetry counts it as a caller that left (499).
                 raise ClientDisconnect
             return
-        await self.app(scope, _replay(body, receive), send)
-
-    async def _read(self, receive: Receive) -> bytes | None:
-        """The whole body, or None when the client disconnected first."""
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.max_bytes:
-                raise _BodyTooLarge
-            if chunk:
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        await self.app(scope, replay(body, receive), send)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def announced_too_large(scope: Scope, max_bytes: int) -> bool:
+    """Whether the request's `Content-Length` is over `max_bytes`."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
+            return True
+    return False
+
+
+async def read_body(receive: Receive, max_bytes: int) -> bytes | None:
+    """The whole body, or None when the client disconnected first; `BodyTooLarge` past
+    `max_bytes`. The caller bounds the time it takes."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        return None
+    chunk: bytes = message.get("body", b"")
+    if len(chunk) > max_bytes:
+        raise BodyTooLarge
+    if not message.get("more_body", False):
+        return chunk  # the common case: the whole body came with the headers
+    chunks = [chunk]
+    seen = len(chunk)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > max_bytes:
+            raise BodyTooLarge
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
     """A `receive` that gives the body in one message, then whatever the server says next
     (a disconnect, when the client leaves)."""
     given = False
@@ -93,17 +109,17 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-class _BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """The body is past its size limit."""
 
 
-async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+async def too_large(scope: Scope, receive: Receive, send: Send) -> None:
     # The server reads and drops the rest of the body, so the client hears the 413.
     response = PlainTextResponse("Request body too large", status_code=413)
     await response(scope, receive, send)
 
 
-async def _too_slow(scope: Scope, receive: Receive, send: Send) -> None:
+async def too_slow(scope: Scope, receive: Receive, send: Send) -> None:
     # The rest of the body may never come: the connection ends with this answer.
     response = PlainTextResponse(
         "Request body not received in time", status_code=408, headers={"connection": "close"}

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Collection, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from itertools import repeat
 from typing import Any, Final, TypedDict
@@ -29,7 +30,6 @@ from zoneinfo import ZoneInfo
 import orjson
 import yarl
 from cachetools import LRUCache
-from opentelemetry import trace
 from pydantic import SecretStr
 
 from gateway.domain.errors import (
@@ -456,11 +456,17 @@ class LegacyClient:
         if not unique:
             return LegacyBatch(user_id=user_id)
         chunks = _chunks(unique, self._max_batch)
-        tracer = self._guard.tracer if self._guard is not None else trace.NoOpTracer()
-        with tracer.start_as_current_span(
-            "legacy batch",
-            attributes={"gateway.batch.ads": len(unique), "gateway.batch.chunks": len(chunks)},
-        ):
+        guard = self._guard
+        # No span where nothing records one: a no-op span costs ~6 µs of a small request.
+        batch_span: AbstractContextManager[object] = (
+            guard.tracer.start_as_current_span(
+                "legacy batch",
+                attributes={"gateway.batch.ads": len(unique), "gateway.batch.chunks": len(chunks)},
+            )
+            if guard is not None and guard.traced
+            else nullcontext()
+        )
+        with batch_span:
             # One chunk, the usual case, is awaited here: a task would cost two turns of
             # the event loop, each behind every other request's work.
             results: list[dict[int, LegacyAdStatus] | BaseException] = (
