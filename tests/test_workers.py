@@ -4,7 +4,6 @@ both up, and SIGTERM stops both gracefully, letting a request in flight finish."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -316,16 +315,11 @@ def _pid_of(directory: Path) -> int:
     return int(pid)
 
 
-def spawned_workers(parent: int) -> set[int]:
-    """The worker processes `parent` has now (multiprocessing's spawned interpreters; not
-    its resource tracker)."""
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    workers = set()
-    for child in children:
-        with contextlib.suppress(FileNotFoundError):
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                workers.add(int(child))
-    return workers
+def starting(line: Line) -> bool:
+    """The supervisor's line for a worker it started (the worker's number and pid)."""
+    return line.get("logger") == "gateway.process.supervisor" and " starting (pid " in str(
+        line.get("message", "")
+    )
 
 
 async def test_a_worker_killed_while_it_starts_is_replaced(
@@ -344,9 +338,9 @@ async def test_a_worker_killed_while_it_starts_is_replaced(
         output = Output(process.stdout)
         found = await output.wait_for_text(r"(http://\S+)/graphql \(2 workers")
         [first] = await output.wait_for(serving)
-        starting = spawned_workers(process.pid) - {first["worker_pid"]}
-        assert len(starting) == 1, starting
-        [pid] = starting
+        started = {line["worker_pid"] for line in await output.wait_for(starting, 2)}
+        assert first["worker_pid"] in started, started
+        [pid] = started - {first["worker_pid"]}
         assert simulator.sim.state.calls("token") == 2  # its request hangs, the other's did not
 
         os.kill(pid, signal.SIGKILL)
