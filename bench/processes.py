@@ -47,8 +47,9 @@ class Meter:
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
     def tree_cpu_s(self) -> float:
-        """`cpu_s` of this process and its children (`gateway serve --workers N`'s workers)."""
-        total = self.cpu_s()
+        """`cpu_s` of this process and all its descendants (`gateway serve --workers N`'s
+        fork server and the workers it forked)."""
+        children: dict[int, list[tuple[int, float]]] = {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -57,8 +58,14 @@ class Meter:
                     fields = stat.read().rsplit(b")", 1)[1].split()
             except OSError:  # ended meanwhile
                 continue
-            if int(fields[1]) == self.pid:
-                total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            children.setdefault(int(fields[1]), []).append((int(entry), cpu))
+        total = self.cpu_s()
+        parents = [self.pid]
+        while parents:
+            for child, cpu in children.get(parents.pop(), ()):
+                total += cpu
+                parents.append(child)
         return total
 
     def memory_mb(self, field: str = "VmHWM") -> float:
