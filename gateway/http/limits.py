@@ -70,28 +70,20 @@ def announced_too_large(scope: Scope, max_bytes: int) -> bool:
 async def read_body(receive: Receive, max_bytes: int) -> bytes | None:
     """The whole body, or None when the client disconnected first; `BodyTooLarge` past
     `max_bytes`. The caller bounds the time it takes."""
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        return None
-    chunk: bytes = message.get("body", b"")
-    if len(chunk) > max_bytes:
-        raise BodyTooLarge
-    if not message.get("more_body", False):
-        return chunk  # the common case: the whole body came with the headers
-    chunks = [chunk]
-    seen = len(chunk)
+    chunks: list[bytes] = []
+    seen = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")
         seen += len(chunk)
         if seen > max_bytes:
             raise BodyTooLarge
-        if chunk:
-            chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            # Usually the whole body came in one message: no copy then.
+            return b"".join((*chunks, chunk)) if chunks else chunk
+        chunks.append(chunk)
 
 
 def replay(body: bytes, receive: Receive) -> Receive:
