@@ -575,7 +575,9 @@ def grpc_calls(draw: st.DrawFn) -> tuple[str, bytes, tuple[tuple[str, str], ...]
         request.portals.extend(draw(st.lists(enum_numbers, max_size=3)))
     else:
         count = draw(st.one_of(st.integers(0, 3), st.just(201)))
-        request = pb.WatchClassifiedStatusRequest(classified_ids=[draw(ids) for _ in range(count)])
+        # Past the limit the count is what matters: a few drawn ids, repeated (as above).
+        drawn = draw(st.lists(ids, min_size=min(count, 3), max_size=min(count, 3)))
+        request = pb.WatchClassifiedStatusRequest(classified_ids=(drawn * count)[:count])
     raw = request.SerializeToString()
     if draw(st.integers(0, 5)) == 0:  # not this message: cut short, or other bytes
         raw = draw(st.one_of(st.binary(min_size=1, max_size=40), st.just(raw[: len(raw) // 2])))
@@ -726,12 +728,8 @@ operation_payloads = st.fixed_dictionaries(
 )
 
 
-@st.composite
-def websocket_sessions(draw: st.DrawFn) -> tuple[str, list[str | bytes]]:
-    """A protocol and the messages one client sends on one socket: half the sessions
-    well-formed (their operations then run to their answers: a malformed message closes the
-    socket, cancelling what runs on it), half with messages of the wrong shape or not JSON."""
-    protocol = draw(st.sampled_from([TRANSPORT_WS, LEGACY_WS]))
+def _session_messages(protocol: str) -> tuple[st.SearchStrategy[str], st.SearchStrategy[Any]]:
+    """What one client of `protocol` sends: (well-formed messages, hostile ones)."""
     start, stop, others = (
         ("subscribe", "complete", ["ping", "pong"])
         if protocol == TRANSPORT_WS
@@ -774,6 +772,20 @@ def websocket_sessions(draw: st.DrawFn) -> tuple[str, list[str | bytes]]:
         *[operation] * 4,
         st.fixed_dictionaries({"type": st.just(stop), "id": st.sampled_from(["1", "2"])}),
     ).map(json.dumps)
+    return well_formed, hostile
+
+
+# Built once: a strategy made inside a composite is made again for every example.
+SESSION_MESSAGES = {protocol: _session_messages(protocol) for protocol in (TRANSPORT_WS, LEGACY_WS)}
+
+
+@st.composite
+def websocket_sessions(draw: st.DrawFn) -> tuple[str, list[str | bytes]]:
+    """A protocol and the messages one client sends on one socket: half the sessions
+    well-formed (their operations then run to their answers: a malformed message closes the
+    socket, cancelling what runs on it), half with messages of the wrong shape or not JSON."""
+    protocol = draw(st.sampled_from([TRANSPORT_WS, LEGACY_WS]))
+    well_formed, hostile = SESSION_MESSAGES[protocol]
     chosen = well_formed if draw(st.booleans()) else hostile
     sent: list[str | bytes] = draw(st.lists(chosen, min_size=4, max_size=8))
     if draw(st.integers(0, 4)):
