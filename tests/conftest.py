@@ -28,10 +28,11 @@ os.environ.setdefault("GATEWAY_WARM_UP", "false")
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """`-n auto` (the default in pyproject.toml): one worker per core, and one more.
 
-    About a third of a worker's time goes to waiting for other processes (Chromium, `gateway`
-    commands, Node) and for deadlines on real sockets; a worker more fills those waits. On
-    two cores, three workers ran the suite in 55-59 s where two took 63-74 s (three pairs,
-    alternating), and four in 60-64 s."""
+    With a worker per core, a worker ran on its own CPU for about half the time its tests
+    took; the rest it waited for other processes (Chromium, `gateway` commands, Node) and for
+    deadlines on real sockets. A worker more fills those waits: on two cores, three workers
+    ran the suite in 55-65 s where two took 63-74 s (three pairs, alternating), and four in
+    60-64 s."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None  # xdist's own reading of the variable
     return len(os.sched_getaffinity(0)) + 1
