@@ -650,6 +650,7 @@ class WebSocketTarget:
     url: str
     sim: SpiedSimulator
     errors: list[logging.LogRecord]
+    session: aiohttp.ClientSession  # each hostile session opens its own socket through it
     messages: list[int] = field(default_factory=lambda: [0])
 
 
@@ -668,7 +669,9 @@ async def _start_websocket(stack: AsyncExitStack) -> WebSocketTarget:
     for name in ("", "uvicorn"):  # uvicorn's loggers do not reach the root
         logging.getLogger(name).addHandler(handler)
         stack.callback(logging.getLogger(name).removeHandler, handler)
-    return WebSocketTarget(url=url.replace("http://", "ws://") + "/graphql", sim=sim, errors=errors)
+    session = await stack.enter_async_context(aiohttp.ClientSession())
+    url = url.replace("http://", "ws://") + "/graphql"
+    return WebSocketTarget(url=url, sim=sim, errors=errors, session=session)
 
 
 @pytest.fixture
@@ -794,16 +797,13 @@ def websocket_sessions(draw: st.DrawFn) -> tuple[str, list[str | bytes]]:
 
 
 async def _websocket_session(
-    url: str, protocol: str, messages: list[str | bytes]
+    session: aiohttp.ClientSession, url: str, protocol: str, messages: list[str | bytes]
 ) -> tuple[int, list[Any]]:
     """How many of `messages` were sent before the server closed the socket, and what it
     sent back (decoded), ending with ("closed", code) when it closed."""
     received: list[Any] = []
     sent = 0
-    async with (
-        aiohttp.ClientSession() as session,
-        session.ws_connect(url, protocols=(protocol,), autoclose=False) as ws,
-    ):
+    async with session.ws_connect(url, protocols=(protocol,), autoclose=False) as ws:
         for message in messages:
             if ws.closed:
                 break
@@ -893,7 +893,9 @@ def test_a_thousand_hostile_websocket_messages_get_no_internal_error_and_no_trac
     loop, target = loop_websocket
     protocol, sent = session
     before = len(target.sim.raw_paths)
-    count, received = loop.run_until_complete(_websocket_session(target.url, protocol, sent))
+    count, received = loop.run_until_complete(
+        _websocket_session(target.session, target.url, protocol, sent)
+    )
     target.messages[0] += count
     for reply in received:
         if isinstance(reply, tuple):
