@@ -132,3 +132,25 @@ async def test_a_query_keeps_no_variables_past_its_execution(
         same(first, second)
         assert known_queries(gateway) == 1
         assert [raw for _, raw, _ in recent.values() if raw == body["variables"]] == []
+
+
+async def test_two_apps_in_one_process_keep_their_own_documents_and_limits(
+    simulator: RunningSimulator,
+) -> None:
+    # The converted schema is made once per process (`gateway.graphql.schema`); what an app
+    # learns and the limits it was given stay its own.
+    async with (
+        run_gateway(simulator, max_listings=1) as strict,
+        run_gateway(simulator) as lenient,
+    ):
+        assert strict.app.state.graphql.schema._schema is lenient.app.state.graphql.schema._schema
+        one = await strict.query(LISTING, {"refs": refs_of(strict, 1)})
+        assert "errors" not in one
+        assert known_queries(strict) == 0  # its first sight of the document
+        assert "errors" not in await strict.query(LISTING, {"refs": refs_of(strict, 1)})
+        assert known_queries(strict) == 1
+        two = await lenient.query(LISTING, {"refs": refs_of(lenient, 2)})
+        assert "errors" not in two and len(two["data"]["listings"]) == 2
+        assert known_queries(lenient) == 0  # the other app's known document is not this one's
+        refused = await strict.query(LISTING, {"refs": refs_of(strict, 2)})
+        assert {e["extensions"]["code"] for e in refused["errors"]} == {"BAD_USER_INPUT"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Iterable
 from inspect import isawaitable
 from typing import Any
@@ -167,6 +169,18 @@ class GatewaySchema(strawberry.Schema):
         log_errors(errors)
 
 
+@functools.cache
+def _converted() -> GatewaySchema:
+    """The gateway's types converted to a graphql-core schema, once per process.
+
+    strawberry's conversion is ~13 ms of CPU (most of it collecting schema directives), and
+    every app made the same one: a test suite starting hundreds of apps, or workers replaced,
+    spent it each time. Nothing an app changes lives in it: the graphql-core schema it holds
+    is read-only, and points back at this object only for static lookups (directives,
+    `Info.schema`)."""
+    return GatewaySchema(query=Query, mutation=Mutation, subscription=Subscription, types=[Listing])
+
+
 def build_schema(
     *,
     max_listings: int = 200,
@@ -197,15 +211,12 @@ def build_schema(
         lambda: CostLimit(max_root_fields=max_root_fields, max_cost=max_upstream_cost),
         SubscriptionTurns,
     ]
-    schema = GatewaySchema(
-        query=Query,
-        mutation=Mutation,
-        subscription=Subscription,
-        types=[Listing],
-        extensions=extensions,
-        execution_context_class=executor_class(
-            compiled=compiled_execution, max_bytes=parse_cache_bytes
-        ),
+    # The converted types are shared; what an app keeps (its extensions' caches, its plans,
+    # its known documents) is its own copy's.
+    schema = copy.copy(_converted())
+    schema.extensions = tuple(extensions)
+    schema.execution_context_class = executor_class(
+        compiled=compiled_execution, max_bytes=parse_cache_bytes
     )
     schema.known = KnownDocuments(
         documents=documents,
