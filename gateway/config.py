@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     cache_max_entries: int = Field(default=10_000, ge=1)
     cache_stale_s: float = Field(default=300.0, ge=0)
     redis_url: str | None = None
+    redis_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="seconds a Redis command or connection may take; a slower one counts as "
+        "Redis down, and the gateway carries on without sharing until Redis answers again",
+    )
     public_url: str | None = None
     webhook_secret: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(24)))
 

@@ -133,7 +133,7 @@ async def open_runtime(
             from gateway.infra.redis_link import RedisLink
             from gateway.upstreams.shared_tokens import RedisTokenStore
 
-            link = RedisLink(settings.redis_url)
+            link = RedisLink(settings.redis_url, op_timeout_s=settings.redis_timeout_s)
             stack.push_async_callback(link.aclose)
             token_store = RedisTokenStore(link)
         upstreams = await stack.enter_async_context(

@@ -138,6 +138,10 @@ def settings_for(running_sim: RunningSimulator, **overrides: Any) -> Settings:
     sleep (test_http_errors.py) instead of being napped through in every retrying test.
     """
     overrides.setdefault("upstream_backoff_s", 0.0)
+    # On a loaded machine a process may not run for half a second (the default): Redis then
+    # counts as down and replicas stop sharing, which only the tests that stop Redis expect
+    # (a stopped Redis refuses at once, whatever the timeout).
+    overrides.setdefault("redis_timeout_s", 10.0)
     return demo_settings(running_sim, **overrides)
 
 

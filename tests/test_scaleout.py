@@ -181,6 +181,34 @@ async def test_after_a_401_one_replica_renews_and_the_other_picks_the_token_up(
         assert one.calls("token") == 2  # replica 2 took the renewed one from Redis
 
 
+async def test_a_redis_that_never_answers_counts_as_down_after_the_redis_timeout(
+    simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    # A socket that accepts and never replies: only the timeout ends a call to it.
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    path = tmp_path / "silent.sock"
+    server = await asyncio.start_unix_server(silent, path=str(path))
+    try:
+        async with run_gateway(
+            simulator, redis_url=f"unix://{path}", redis_timeout_s=0.05
+        ) as gateway:
+            assert link_of(gateway).op_timeout_s == 0.05
+            assert (await latest(gateway, classified_of(gateway)))["status"]
+            assert accepted, "the gateway did try Redis"
+            ready = await gateway.client.get("/readyz")
+            assert ready.status_code == 200
+            assert ready.json()["redis"] == "degraded"
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_without_redis_requests_succeed_degraded_and_sharing_resumes(
     simulator: RunningSimulator, redis_server: RunningRedis
 ) -> None:
