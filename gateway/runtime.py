@@ -228,10 +228,11 @@ async def _shared_bus(
         link, local=local, cache=cache if isinstance(cache, SharedPageCache) else None
     )
     bus.start()
-    # A Redis that is away must not hold up the start: the listener keeps trying.
+    # A Redis that is away must not hold up the start: after its first attempt, subscribed or
+    # refused, the listener keeps trying in the background.
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(link.op_timeout_s * 4):
-            await bus.listening.wait()
+            await bus.tried.wait()
     try:
         yield bus
     finally:
@@ -245,7 +246,7 @@ async def _change_feed(
     """The change feed over the shared log (with Redis) or this process's own."""
     log: ChangeLog
     marks: V3Marks = LocalV3Marks()
-    following: asyncio.Event | None = None
+    tried: asyncio.Event | None = None
     if link is None:
         log = LocalChangeLog(
             retention_s=settings.event_retention_s, max_entries=settings.event_log_max_entries
@@ -260,7 +261,7 @@ async def _change_feed(
             max_entries=settings.event_log_max_entries,
             cache=cache if isinstance(cache, SharedPageCache) else None,
         )
-        log, following = shared, shared.following
+        log, tried = shared, shared.tried
         marks = RedisV3Marks(link, fallback=marks)
     # Every subscription counts against GATEWAY_MAX_SUBSCRIPTIONS, with the bus's own.
     feed = ChangeFeed(
@@ -270,11 +271,13 @@ async def _change_feed(
         marks=marks,
         max_queue=settings.event_queue_size,
     )
-    if link is not None and following is not None:
-        # A Redis that is away must not hold up the start: the reader keeps trying.
+    if link is not None and tried is not None and link.state == "ok":
+        # A Redis that is away must not hold up the start: after its first attempt the reader
+        # keeps trying in the background (and when the event listener has just found Redis
+        # away, the reader does not get a second timeout to find the same).
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(link.op_timeout_s * 4):
-                await following.wait()
+                await tried.wait()
     try:
         yield feed
     finally:

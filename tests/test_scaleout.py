@@ -209,6 +209,22 @@ async def test_a_redis_that_never_answers_counts_as_down_after_the_redis_timeout
         await server.wait_closed()
 
 
+async def test_a_replica_started_while_redis_refuses_starts_at_once(
+    simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    # Nothing listens on this socket, so every connection is refused at once. The start waits
+    # for the first attempt of the event listener and of the change reader, not for Redis: with
+    # a 60 s timeout, a start that waited for Redis to answer would hold for minutes.
+    async with run_gateway(
+        simulator, redis_url=f"unix://{tmp_path / 'nothing.sock'}", redis_timeout_s=60.0
+    ) as gateway:
+        assert link_of(gateway).state == "degraded"
+        assert bus_of(gateway).tried.is_set() and not bus_of(gateway).listening.is_set()
+        assert (await latest(gateway, classified_of(gateway)))["status"]
+        ready = await gateway.client.get("/readyz")
+        assert ready.json()["redis"] == "degraded"
+
+
 async def test_without_redis_requests_succeed_degraded_and_sharing_resumes(
     simulator: RunningSimulator, redis_server: RunningRedis
 ) -> None:

@@ -65,6 +65,9 @@ class RedisEventBus:
         self.channel = link.key("events")
         self.shared = SharedBusStats()
         self.listening = asyncio.Event()  # set while subscribed to the channel
+        # Set once the first attempt to subscribe has ended, subscribed or not: a replica
+        # starting while Redis is away waits for that, not for a Redis that may never come.
+        self.tried = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._listener: asyncio.Task[None] | None = None
 
@@ -126,6 +129,7 @@ class RedisEventBus:
                         self.cache.clear()  # events may have passed while unsubscribed
                     self.link.succeeded()
                     self.listening.set()
+                    self.tried.set()
                     while True:
                         message = await pubsub.get_message(
                             ignore_subscribe_messages=True, timeout=_POLL_S
@@ -136,6 +140,7 @@ class RedisEventBus:
                 self.listening.clear()
                 lost = True
                 self.link.failed(exc)
+                self.tried.set()
                 await asyncio.sleep(self.link.backoff_s)
 
     def _heard(self, channel: bytes, data: bytes) -> None:

@@ -157,6 +157,7 @@ class RedisChangeLog:
         self.shared = SharedLogStats()
         self.identity: str | None = None  # "r" + the epoch in Redis, once known
         self.following = asyncio.Event()  # set while the reader follows the stream
+        self.tried = asyncio.Event()  # set once the reader's first attempt has ended, either way
         self._last = LogPosition(0)  # the last entry the reader handed on
         self._deliver: Deliver | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -254,9 +255,12 @@ class RedisChangeLog:
         while True:
             try:
                 # At every (re)connection: Redis may have lost the log meanwhile.
-                opened: Any = await self._open(
-                    keys=[self.meta], args=[new_epoch()], client=self._reader
-                )
+                # The reader's socket waits BLOCK_S longer than a command may take: the
+                # opening script gets only the command's time, so a silent Redis fails fast.
+                async with asyncio.timeout(self.link.op_timeout_s):
+                    opened: Any = await self._open(
+                        keys=[self.meta], args=[new_epoch()], client=self._reader
+                    )
                 epoch, last = opened
                 identity = "r" + _text(epoch)
                 if identity != self.identity:
@@ -264,6 +268,7 @@ class RedisChangeLog:
                     self._last = LogPosition(int(last))
                 self.link.succeeded()
                 self.following.set()
+                self.tried.set()
                 while True:
                     answer: Any = await self._reader.xread(
                         {self.stream: str(self._last)}, count=256, block=round(BLOCK_S * 1000)
@@ -274,6 +279,7 @@ class RedisChangeLog:
             except (RedisError, OSError, TimeoutError) as exc:
                 self.following.clear()
                 self.link.failed(exc)
+                self.tried.set()
                 await asyncio.sleep(self.link.backoff_s)
 
     def _heard(self, entry_id: Any, fields: Any) -> None:
