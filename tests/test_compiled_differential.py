@@ -109,6 +109,16 @@ def world() -> Iterator[World]:
 
 # --- operations ----------------------------------------------------------------------
 
+# Strategies are built once: hypothesis validates a strategy object the first time it draws
+# from it, and building them inside every draw made generation most of this test's time.
+BOOLEANS = st.booleans()
+QUARTER = st.integers(0, 3)
+DIRECTIVE = st.sampled_from(["", "", "", "skip", "include"])
+FIRST = st.sampled_from([1, 2, 3, 20, 100])
+CONDITION = st.sampled_from(["Listing", "Node"])
+ROOT_COUNT = st.integers(1, 3)
+ROOT_KIND = st.sampled_from(["listing", "listings", "node"])
+
 
 @dataclass
 class Writer:
@@ -124,19 +134,19 @@ class Writer:
         return f"{prefix}{self.counter}"
 
     def boolean(self) -> str:
-        if self.draw(st.booleans()):
-            return "true" if self.draw(st.booleans()) else "false"
+        if self.draw(BOOLEANS):
+            return "true" if self.draw(BOOLEANS) else "false"
         name = self.fresh("b")
-        self.variables[name] = ("Boolean!", self.draw(st.booleans()))
+        self.variables[name] = ("Boolean!", self.draw(BOOLEANS))
         return f"${name}"
 
     def directives(self) -> str:
-        choice = self.draw(st.sampled_from(["", "", "", "skip", "include"]))
+        choice = self.draw(DIRECTIVE)
         return f" @{choice}(if: {self.boolean()})" if choice else ""
 
     def first(self) -> str:
-        value = self.draw(st.sampled_from([1, 2, 3, 20, 100]))
-        if self.draw(st.booleans()):
+        value = self.draw(FIRST)
+        if self.draw(BOOLEANS):
             name = self.fresh("f")
             self.variables[name] = ("Int", value)
             return f"${name}"
@@ -144,9 +154,9 @@ class Writer:
 
     def after(self) -> list[str]:
         """No `after` (a first page), or a keyset position inside the histories (a later page)."""
-        if self.draw(st.booleans()):
+        if self.draw(BOOLEANS):
             return []
-        if self.draw(st.booleans()):
+        if self.draw(BOOLEANS):
             name = self.fresh("a")
             self.variables[name] = ("String", LATER)
             return [f"after: ${name}"]
@@ -178,18 +188,18 @@ SCALARS: dict[str, list[str]] = {
 def selection(w: Writer, type_name: str, depth: int, media: list[str]) -> str:
     """A selection set on `type_name`: some scalars, some objects, fragments, directives."""
     parts: list[str] = []
-    for name in w.draw(st.lists(st.sampled_from(SCALARS[type_name]), min_size=1, max_size=4)):
-        alias = f"{w.fresh('s')}: " if w.draw(st.integers(0, 3)) == 0 else ""
+    for name in w.draw(SCALAR_LISTS[type_name]):
+        alias = f"{w.fresh('s')}: " if w.draw(QUARTER) == 0 else ""
         parts.append(f"{alias}{name}{w.directives()}")
-    children = OBJECTS[type_name] if depth else []
-    for child in w.draw(st.lists(st.sampled_from(children), max_size=3)) if children else []:
+    children = CHILD_LISTS.get(type_name) if depth else None
+    for child in w.draw(children) if children is not None else []:
         parts.append(OBJECT_FIELDS[child](w, depth - 1, media))
-    if type_name == "Listing" and w.draw(st.integers(0, 3)) == 0:
+    if type_name == "Listing" and w.draw(QUARTER) == 0:
         inner = selection(w, "Listing", max(depth - 1, 0), media)
-        condition = w.draw(st.sampled_from(["Listing", "Node"]))
+        condition = w.draw(CONDITION)
         if condition == "Node":
             inner = f"{{ id ... on Listing {inner} }}"
-        if w.draw(st.booleans()):
+        if w.draw(BOOLEANS):
             parts.append(f"... on {condition}{w.directives()} {inner}")
         else:
             name = w.fresh("F")
@@ -207,22 +217,18 @@ def _object(name: str, type_name: str) -> Any:
 
 def _statuses(w: Writer, depth: int, media: list[str]) -> str:
     args = [f"first: {w.first()}", *w.after()]
-    if w.draw(st.booleans()):
-        args.append(
-            f"status: [{', '.join(w.draw(st.lists(st.sampled_from(CLASSIFIED_CODES), max_size=2)))}]"
-        )
-    if w.draw(st.booleans()):
-        args.append(
-            f"portal: [{', '.join(w.draw(st.lists(st.sampled_from(PORTALS), max_size=2)))}]"
-        )
+    if w.draw(BOOLEANS):
+        args.append(f"status: [{', '.join(w.draw(STATUS_FILTER))}]")
+    if w.draw(BOOLEANS):
+        args.append(f"portal: [{', '.join(w.draw(PORTAL_FILTER))}]")
     return f"{w.fresh('p')}: statuses({', '.join(args)}){w.directives()} {connection(w, 'ClassifiedStatus', depth)}"
 
 
 def connection(w: Writer, node: str, depth: int) -> str:
     parts = [f"pageInfo {selection(w, 'PageInfo', 0, [])}"]
-    if w.draw(st.booleans()):
+    if w.draw(BOOLEANS):
         parts.append(f"nodes {selection(w, node, 0, [])}")
-    if w.draw(st.booleans()):
+    if w.draw(BOOLEANS):
         parts.append(f"edges {{ cursor node {selection(w, node, 0, [])} }}")
     return "{ " + " ".join(parts) + " }"
 
@@ -230,9 +236,9 @@ def connection(w: Writer, node: str, depth: int) -> str:
 def _media(w: Writer, depth: int, media: list[str]) -> str:
     media_id = w.draw(st.sampled_from([*media[:2], "no-such-media"]))
     parts = [selection(w, "Media", 0, [])[2:-2]]
-    if w.draw(st.booleans()):
+    if w.draw(BOOLEANS):
         parts.append(f"latestStatus {selection(w, 'MediaStatus', 0, [])}")
-    if w.draw(st.booleans()):
+    if w.draw(BOOLEANS):
         parts.append(
             f"{w.fresh('m')}: statuses({', '.join([f'first: {w.first()}', *w.after()])})"
             f" {connection(w, 'MediaStatus', 0)}"
@@ -259,6 +265,17 @@ OBJECTS: dict[str, list[str]] = {
     "LegacyPortalStatus": ["publish", "features"],
     **{name: [] for name in SCALARS if name not in ("Listing", "Classified", "LegacyAd", "LegacyPortalStatus")},
 }  # fmt: skip
+SCALAR_LISTS = {
+    name: st.lists(st.sampled_from(fields), min_size=1, max_size=4)
+    for name, fields in SCALARS.items()
+}
+CHILD_LISTS = {
+    name: st.lists(st.sampled_from(children), max_size=3)
+    for name, children in OBJECTS.items()
+    if children
+}
+STATUS_FILTER = st.lists(st.sampled_from(CLASSIFIED_CODES), max_size=2)
+PORTAL_FILTER = st.lists(st.sampled_from(PORTALS), max_size=2)
 
 
 @st.composite
@@ -267,8 +284,8 @@ def operations(
 ) -> tuple[str, dict[str, Any]]:
     w = Writer(draw)
     roots = []
-    for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["listing", "listings", "node"]))
+    for _ in range(draw(ROOT_COUNT)):
+        kind = draw(ROOT_KIND)
         body = selection(w, "Listing", 2, media)
         if kind == "listing":
             head = f"listing(ref: {draw(st.sampled_from(refs))})"
@@ -279,7 +296,7 @@ def operations(
             head = f"node(id: $node{len(roots)})"
             body = f"{{ id ... on Listing {body} }}"
             w.variables[f"node{len(roots)}"] = ("ID!", draw(st.sampled_from(nodes)))
-        if draw(st.booleans()):
+        if draw(BOOLEANS):
             roots.append(f"__typename{w.directives()}")
         roots.append(f"{w.fresh('r')}: {head}{w.directives()} {body}")
     declared = ", ".join(f"${name}: {type_}" for name, (type_, _) in w.variables.items())

@@ -236,27 +236,38 @@ json_values = st.recursive(
 )
 
 
+# Strategies the generators below draw from are built once, here: hypothesis validates a
+# strategy object the first time it draws from it, and a strategy built inside a generator is
+# a new object at every draw.
+one_in_4 = st.integers(0, 3)
+one_in_5 = st.integers(0, 4)
+one_in_6 = st.integers(0, 5)
+payload_kinds = st.sampled_from(["listing", "media", "listings", "node", "free"])
+any_ints = st.integers()
+free_queries = st.text(max_size=60)
+
+
 @st.composite
 def graphql_payloads(draw: st.DrawFn) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["listing", "media", "listings", "node", "free"]))
+    kind = draw(payload_kinds)
     ref = {"classifiedId": draw(ids)}
     if draw(st.booleans()):
-        ref["legacy"] = {"userId": draw(st.integers()), "adId": draw(st.integers())}
+        ref["legacy"] = {"userId": draw(any_ints), "adId": draw(any_ints)}
     payload: dict[str, Any]
     if kind == "listing":
         payload = {"query": LISTING, "variables": {"ref": ref}}
     elif kind == "media":
         payload = {"query": MEDIA, "variables": {"ref": ref, "media": draw(ids)}}
     elif kind == "listings":
-        payload = {"query": LISTINGS, "variables": {"refs": [ref] * draw(st.integers(0, 3))}}
+        payload = {"query": LISTINGS, "variables": {"refs": [ref] * draw(one_in_4)}}
     elif kind == "node":
         payload = {"query": NODE, "variables": {"id": draw(ids)}}
     else:
-        payload = {"query": draw(st.text(max_size=60)), "variables": draw(json_values)}
+        payload = {"query": draw(free_queries), "variables": draw(json_values)}
     for key in ("operationName", "extensions"):
-        if draw(st.integers(0, 4)) == 0:
+        if draw(one_in_5) == 0:
             payload[key] = draw(json_values)
-    if draw(st.integers(0, 5)) == 0:
+    if draw(one_in_6) == 0:
         payload["variables"] = draw(json_values)
     return payload
 
@@ -270,14 +281,15 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
+payloads = graphql_payloads()
 bodies = st.one_of(
-    graphql_payloads().map(_dumps),
-    graphql_payloads().map(_dumps),
-    graphql_payloads().map(_dumps),
-    st.lists(graphql_payloads(), max_size=3).map(_dumps),
+    payloads.map(_dumps),
+    payloads.map(_dumps),
+    payloads.map(_dumps),
+    st.lists(payloads, max_size=3).map(_dumps),
     json_values.map(_dumps),
     st.binary(max_size=64),
-    graphql_payloads().map(lambda p: _dumps(p)[: len(_dumps(p)) // 2]),
+    payloads.map(lambda p: _dumps(p)[: len(_dumps(p)) // 2]),
     st.integers(1, 3000).map(_deep),
 )
 header_bytes = st.binary(max_size=40).map(
@@ -327,30 +339,34 @@ status_bodies = st.fixed_dictionaries(
 )
 
 
+webhook_secrets = st.sampled_from([WEBHOOK_SECRET, WEBHOOK_SECRET[:-1], "", "..", "%2F"])
+webhook_bodies = st.one_of(status_bodies.map(_dumps), bodies)
+accepts = st.sampled_from([JSON, GRAPHQL_RESPONSE, "*/*", f"{GRAPHQL_RESPONSE}, {JSON}"])
+
+
 @st.composite
 def webhook_deliveries(draw: st.DrawFn) -> httpx.Request:
-    secret = draw(st.sampled_from([WEBHOOK_SECRET, WEBHOOK_SECRET[:-1], "", "..", "%2F"]))
+    secret = draw(webhook_secrets)
     classified = quote(draw(ids), safe="") or "x"
     path = f"/webhooks/v3/{secret}/classifieds/{classified}/statuses"
-    body = draw(st.one_of(status_bodies.map(_dumps), bodies))
+    body = draw(webhook_bodies)
     headers = {"content-type": draw(content_types)}
     return httpx.Request("POST", "http://gateway" + path, content=body, headers=headers)
 
 
+deliveries = webhook_deliveries()
+
+
 @st.composite
 def hostile_requests(draw: st.DrawFn) -> httpx.Request:
-    if draw(st.integers(0, 4)) == 0:
-        return draw(webhook_deliveries())
-    headers: dict[str, str | bytes] = {
-        "accept": draw(
-            st.sampled_from([JSON, GRAPHQL_RESPONSE, "*/*", f"{GRAPHQL_RESPONSE}, {JSON}"])
-        )
-    }
+    if draw(one_in_5) == 0:
+        return draw(deliveries)
+    headers: dict[str, str | bytes] = {"accept": draw(accepts)}
     for name in ("x-intermediary-id", "authorization", "traceparent"):
-        if draw(st.integers(0, 3)) == 0:
+        if draw(one_in_4) == 0:
             headers[name] = draw(header_bytes)
-    if draw(st.integers(0, 4)) == 0:
-        payload = draw(graphql_payloads())
+    if draw(one_in_5) == 0:
+        payload = draw(payloads)
         params = {
             key: value if isinstance(value, str) else json.dumps(value)
             for key, value in payload.items()
@@ -546,24 +562,32 @@ def grpc_refs(draw: st.DrawFn) -> pb.ListingRef:
     return ref
 
 
+masks = st.lists(st.one_of(st.sampled_from(READ_MASK_PATHS), st.text(max_size=20)), max_size=4)
+methods = st.sampled_from(GRPC_METHODS)
+grpc_ref_values = grpc_refs()
+batch_counts = st.one_of(st.integers(0, 4), st.just(201))
+watch_counts = st.one_of(st.integers(0, 3), st.just(201))
+watch_ids = {count: st.lists(ids, min_size=count, max_size=count) for count in range(4)}
+enum_lists = st.lists(enum_numbers, max_size=3)
+not_messages = st.binary(min_size=1, max_size=40)
+
+
 def _mask(draw: st.DrawFn) -> list[str]:
-    return draw(
-        st.lists(st.one_of(st.sampled_from(READ_MASK_PATHS), st.text(max_size=20)), max_size=4)
-    )
+    return draw(masks)
 
 
 @st.composite
 def grpc_calls(draw: st.DrawFn) -> tuple[str, bytes, tuple[tuple[str, str], ...]]:
     """(method, request bytes, metadata): a well-formed message with hostile values, or bytes
     that are not the method's message at all."""
-    method = draw(st.sampled_from(GRPC_METHODS))
+    method = draw(methods)
     request: Any
     if method == "GetListing":
-        request = pb.GetListingRequest(ref=draw(grpc_refs()))
+        request = pb.GetListingRequest(ref=draw(grpc_ref_values))
         request.read_mask.paths.extend(_mask(draw))
     elif method == "BatchGetListings":
-        count = draw(st.one_of(st.integers(0, 4), st.just(201)))
-        request = pb.BatchGetListingsRequest(refs=[draw(grpc_refs())] * count)
+        count = draw(batch_counts)
+        request = pb.BatchGetListingsRequest(refs=[draw(grpc_ref_values)] * count)
         request.read_mask.paths.extend(_mask(draw))
     elif method == "ListClassifiedStatuses":
         request = pb.ListClassifiedStatusesRequest(
@@ -571,20 +595,20 @@ def grpc_calls(draw: st.DrawFn) -> tuple[str, bytes, tuple[tuple[str, str], ...]
             page_size=draw(int32s),
             page_token=draw(page_tokens),
         )
-        request.statuses.extend(draw(st.lists(enum_numbers, max_size=3)))
-        request.portals.extend(draw(st.lists(enum_numbers, max_size=3)))
+        request.statuses.extend(draw(enum_lists))
+        request.portals.extend(draw(enum_lists))
     else:
-        count = draw(st.one_of(st.integers(0, 3), st.just(201)))
+        count = draw(watch_counts)
         # Past the limit the count is what matters: a few drawn ids, repeated (as above).
-        drawn = draw(st.lists(ids, min_size=min(count, 3), max_size=min(count, 3)))
+        drawn = draw(watch_ids[min(count, 3)])
         request = pb.WatchClassifiedStatusRequest(classified_ids=(drawn * count)[:count])
     raw = request.SerializeToString()
-    if draw(st.integers(0, 5)) == 0:  # not this message: cut short, or other bytes
-        raw = draw(st.one_of(st.binary(min_size=1, max_size=40), st.just(raw[: len(raw) // 2])))
+    if draw(one_in_6) == 0:  # not this message: cut short, or other bytes
+        raw = draw(st.one_of(not_messages, st.just(raw[: len(raw) // 2])))
     metadata = tuple(
         (name, draw(metadata_values))
         for name in ("x-intermediary-id", "authorization", "traceparent")
-        if draw(st.integers(0, 3)) == 0
+        if draw(one_in_4) == 0
     )
     return method, raw, metadata
 

@@ -8,6 +8,7 @@ every layer uses, imports nothing above the domain.
 from __future__ import annotations
 
 import ast
+import functools
 import pickle
 import subprocess
 import sys
@@ -21,11 +22,12 @@ TOP_MODULES = {"__init__", "app", "cli", "collectors", "config", "runtime"}
 FRAMEWORKS = {"strawberry", "grpc", "starlette", "aiohttp", "uvicorn", "redis", "graphql"}
 
 
-def _imports(path: Path) -> set[str]:
-    """The absolute module names a file imports (relative imports resolved)."""
+@functools.cache
+def _imports(path: Path) -> frozenset[str]:
+    """The absolute module names a file imports (relative imports resolved); read once."""
     module_parts = path.relative_to(ROOT.parent).with_suffix("").parts
     package = module_parts if path.name == "__init__.py" else module_parts[:-1]
-    return _imports_in(path.read_text(), package)
+    return frozenset(_imports_in(path.read_text(), package))
 
 
 def _parse(source: str) -> ast.Module:
