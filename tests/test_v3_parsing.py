@@ -25,24 +25,25 @@ from gateway.upstreams.v3 import (
     parse_rfc3339,
 )
 
+# Built once: hypothesis validates a strategy object at its first draw.
 _DIGITS = st.text(alphabet="0123456789", min_size=1, max_size=9)
+_WHEN = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30))
+_FRACTIONS = st.sampled_from(["", "."]) | _DIGITS.map(lambda d: "." + d)
+_ZONES = st.sampled_from(["Z", "z", "", "+00:00", "-05:30", "+0200", "+14:00", "-23:59", " "])
+_SWAPS = st.sampled_from(["-", ":", "T", "t", " ", "x", "٣", ",", "."])
 
 
 @st.composite
 def rfc3339_like(draw: st.DrawFn) -> str:
     """Dates in and near the shape V3 sends: valid ones, and ones broken in one place."""
-    when = draw(
-        st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30))
-    ).replace(microsecond=0)
+    when = draw(_WHEN).replace(microsecond=0)
     text = when.strftime("%Y-%m-%dT%H:%M:%S").rjust(19, "0")
-    fraction = draw(st.sampled_from(["", "."]) | _DIGITS.map(lambda d: "." + d))
-    zone = draw(
-        st.sampled_from(["Z", "z", "", "+00:00", "-05:30", "+0200", "+14:00", "-23:59", " "])
-    )
+    fraction = draw(_FRACTIONS)
+    zone = draw(_ZONES)
     value = text + fraction + zone
     if draw(st.booleans()):
         position = draw(st.integers(0, len(value) - 1))
-        swap = draw(st.sampled_from(["-", ":", "T", "t", " ", "x", "٣", ",", "."]))
+        swap = draw(_SWAPS)
         value = value[:position] + swap + value[position + 1 :]
     return value
 
