@@ -99,16 +99,36 @@ async def test_sixteen_concurrent_requests_for_the_same_ads_make_one_post_per_ch
     """Three ads in chunks of two: two POSTs for sixteen requests, not thirty-two."""
     async with gateway_at(simulator, FakeClock(), legacy_max_batch=2) as gw:
         user_id, ad_ids = ads_of_one_user(gw, 3)
-        # Slow enough that the requests arrive while the first one's read is in flight.
-        gw.sim.state.set_latency("legacy", 200)
+        cache = legacy_cache(gw)
+        # The first read is held until all sixteen requests have asked the cache, however
+        # slowly a loaded machine lets them arrive: each asks once, and has joined a read or
+        # started one before its first pause, so the gate opens just after the sixteenth.
+        everyone_asked = asyncio.Event()
+        asked = 0
+        statuses, reader = cache.statuses, cache.reader
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal asked
+            asked += 1
+            if asked == 16:
+                asyncio.get_running_loop().call_soon(everyone_asked.set)
+            return statuses(*args, **kwargs)
+
+        class HeldReader:
+            async def ads_status(self, *args: Any, **kwargs: Any) -> Any:
+                await everyone_asked.wait()
+                return await reader.ads_status(*args, **kwargs)
+
+        cache.statuses = counted  # type: ignore[method-assign]
+        cache.reader = HeldReader()  # type: ignore[assignment]
         answers = await asyncio.gather(*(legacy_states(gw, user_id, ad_ids) for _ in range(16)))
+        assert asked == 16
         assert posts(gw) == 2
         assert all(answer == answers[0] for answer in answers)
         assert all(states for states in answers[0])
-        stats = legacy_cache(gw).stats
-        assert stats.reads == 1 and stats.misses == 3
-        assert stats.coalesced + stats.hits == 15 * 3
-        assert stats.coalesced > 0  # joined the read in flight, not only served after it
+        assert (cache.stats.reads, cache.stats.misses) == (1, 3)
+        assert cache.stats.coalesced == 15 * 3  # all joined the read in flight
+        assert cache.stats.hits == 0
 
 
 async def test_an_answer_serves_for_the_ttl_then_one_read_renews_it(
