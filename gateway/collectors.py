@@ -147,7 +147,11 @@ class RedisCollector:
                 link.stats.recovered,
             ),
             ("failures", "Redis calls that failed.", link.stats.failures),
-            ("skipped", "Redis calls not tried while resting after a failure.", link.stats.skipped),
+            (
+                "skipped",
+                "Redis calls not tried: resting after a failure, or another call probing.",
+                link.stats.skipped,
+            ),
         ):
             counter = CounterMetricFamily(f"gateway_redis_{name}", doc)
             counter.add_metric([], value)

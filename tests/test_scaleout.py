@@ -19,7 +19,7 @@ import pytest
 from redis_harness import RunningRedis
 
 from gateway.cache.shared import SharedPageCache
-from gateway.infra.redis_link import RedisLink
+from gateway.infra.redis_link import RedisDown, RedisLink
 from gateway.live.redis_bus import RedisEventBus
 from gateway.simulator import RunningSimulator
 
@@ -203,6 +203,41 @@ async def test_a_redis_that_never_answers_counts_as_down_after_the_redis_timeout
             assert ready.status_code == 200
             assert ready.json()["redis"] == "degraded"
     finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_while_degraded_one_call_probes_redis_and_the_others_do_not_wait(
+    tmp_path: Path,
+) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    path = tmp_path / "silent.sock"
+    server = await asyncio.start_unix_server(silent, path=str(path))
+    now = [100.0]
+    link = RedisLink(f"unix://{path}", op_timeout_s=0.05, clock=lambda: now[0])
+    try:
+        with pytest.raises(RedisDown):
+            await link.run(lambda r: r.ping())  # only the timeout ends it
+        assert (link.state, link.stats.failures) == ("degraded", 1)
+
+        now[0] += link.backoff_s  # the rest is over: the next call may try again
+        calls = [asyncio.ensure_future(link.run(lambda r: r.ping())) for _ in range(5)]
+        await asyncio.sleep(0)  # one step each: a skipped call ends in its first
+        probe, *others = calls
+        assert not probe.done()  # still waiting for the silent Redis
+        assert all(call.done() for call in others)
+        for call in calls:
+            with pytest.raises(RedisDown):
+                await call
+        assert (link.stats.failures, link.stats.skipped) == (2, 4)
+    finally:
+        await link.aclose()
         for writer in accepted:
             writer.close()
         server.close()

@@ -5,10 +5,11 @@ goes through one `RedisLink`. Redis is an optimisation, never a dependency of an
 `run()` raises `RedisDown` when Redis fails or is resting after a failure, and every caller
 then carries on alone (upstreams, the in-process cache, the local event bus).
 
-After a failure the link is *degraded*: it lets calls through again only after a backoff
-(doubling up to `backoff_max_s`), so a Redis that is away costs one fast failure per
-backoff, not a timeout per request. The first call that succeeds again ends the degraded
-state and runs the `on_recovered` callbacks (what a replica may have missed while alone).
+After a failure the link is *degraded*: it lets a call through again only after a backoff
+(doubling up to `backoff_max_s`), and only one at a time (the probe: calls made while it
+runs are skipped), so a Redis that is away or silent costs one failure per backoff, not a
+timeout per request. The first call that succeeds again ends the degraded state and runs
+the `on_recovered` callbacks (what a replica may have missed while alone).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class RedisStats:
     """What the link saw, for `/readyz` and metrics."""
 
     failures: int = 0  # Redis calls that failed
-    skipped: int = 0  # calls not tried while resting after a failure
+    skipped: int = 0  # calls not tried while resting after a failure or while a probe runs
     degraded: int = 0  # times the link went from ok to degraded
     recovered: int = 0  # times it came back
 
@@ -72,6 +73,7 @@ class RedisLink:
         self._backoff_max_s = backoff_max_s
         self._backoff_s = backoff_initial_s
         self._resting_until: float | None = None  # set while degraded
+        self._probing = False  # a call is trying Redis again while degraded
         self._on_recovered: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
@@ -90,10 +92,22 @@ class RedisLink:
         self._on_recovered.append(callback)
 
     async def run(self, action: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-        """`action(client)`, or `RedisDown` if Redis fails or is resting after a failure."""
-        if self._resting_until is not None and self._clock() < self._resting_until:
+        """`action(client)`, or `RedisDown` if Redis fails, is resting after a failure, or
+        is being probed by another call."""
+        if self._resting_until is None:
+            return await self._attempt(action)
+        if self._probing or self._clock() < self._resting_until:
             self.stats.skipped += 1
             raise RedisDown("resting after a failure")
+        # Degraded: this call is the probe. The calls made while it waits for an answer (or
+        # for the timeout, from a Redis that accepts and never answers) do not wait too.
+        self._probing = True
+        try:
+            return await self._attempt(action)
+        finally:
+            self._probing = False
+
+    async def _attempt(self, action: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
         try:
             result = await action(self.client)
         except (RedisError, OSError, TimeoutError) as exc:
