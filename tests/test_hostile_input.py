@@ -400,6 +400,7 @@ def _payload_ids(request: httpx.Request) -> set[str]:
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+@seed(19)
 @given(request=hostile_requests())
 def test_a_thousand_hostile_requests_get_no_5xx_and_no_unencoded_upstream_path(
     loop_gateway: tuple[asyncio.AbstractEventLoop, InProcess], request: httpx.Request
