@@ -6,14 +6,21 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from redis_harness import RunningRedis, find_redis_server, run_redis
 from system_parts import summary
 
-from gateway.simulator import RunningSimulator, Simulator
+if TYPE_CHECKING:
+    from redis_harness import RunningRedis
 
-from gateway_harness import RunningGateway, run_gateway
+    from gateway.simulator import RunningSimulator
+
+    from gateway_harness import RunningGateway
+
+# The gateway, the simulator and the harnesses are imported by the fixtures that use them,
+# not here: the xdist controller, which runs no test, loads this file before it starts the
+# workers, and importing them there held every worker back by ~0.8 s.
 
 # pytest keeps its assertion-rewritten test modules in __pycache__, unless the environment
 # says PYTHONDONTWRITEBYTECODE (as on the CI machines): then every worker would rewrite all
@@ -46,6 +53,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture
 async def simulator() -> AsyncIterator[RunningSimulator]:
     """Both upstream APIs served over real HTTP (seed 7); `.sim` reaches the `Simulator`."""
+    from gateway.simulator import Simulator
+
     async with Simulator(seed=7).serve() as running:
         yield running
 
@@ -53,6 +62,8 @@ async def simulator() -> AsyncIterator[RunningSimulator]:
 @pytest.fixture
 async def gateway(simulator: RunningSimulator) -> AsyncIterator[RunningGateway]:
     """The real gateway (uvicorn on a free loopback port) wired to `simulator`, agency-1."""
+    from gateway_harness import run_gateway
+
     async with run_gateway(simulator) as running:
         yield running
 
@@ -61,11 +72,15 @@ async def gateway(simulator: RunningSimulator) -> AsyncIterator[RunningGateway]:
 def redis_executable(tmp_path_factory: pytest.TempPathFactory) -> str:
     """redis-server's path: found, or installed once for the run; else the test is skipped
     with what to install (failed in CI, which installs it)."""
+    from redis_harness import find_redis_server
+
     return find_redis_server(tmp_path_factory)
 
 
 @pytest.fixture
 async def redis_server(redis_executable: str, tmp_path: Path) -> AsyncIterator[RunningRedis]:
     """A private redis-server on a unix socket under `tmp_path` (no TCP port)."""
+    from redis_harness import run_redis
+
     async with run_redis(tmp_path, redis_executable) as running:
         yield running
