@@ -149,7 +149,7 @@ class RedisCollector:
             ("failures", "Redis calls that failed.", link.stats.failures),
             (
                 "skipped",
-                "Redis calls not tried: resting after a failure, or another call probing.",
+                "Redis calls not tried while Redis was unavailable.",
                 link.stats.skipped,
             ),
         ):

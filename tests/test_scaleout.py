@@ -209,9 +209,7 @@ async def test_a_redis_that_never_answers_counts_as_down_after_the_redis_timeout
         await server.wait_closed()
 
 
-async def test_while_degraded_one_call_probes_redis_and_the_others_do_not_wait(
-    tmp_path: Path,
-) -> None:
+async def test_while_redis_is_silent_no_call_waits_for_it(tmp_path: Path) -> None:
     accepted: list[asyncio.StreamWriter] = []
 
     async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -219,29 +217,50 @@ async def test_while_degraded_one_call_probes_redis_and_the_others_do_not_wait(
 
     path = tmp_path / "silent.sock"
     server = await asyncio.start_unix_server(silent, path=str(path))
-    now = [100.0]
-    link = RedisLink(f"unix://{path}", op_timeout_s=0.05, clock=lambda: now[0])
+    link = RedisLink(f"unix://{path}", op_timeout_s=0.05, backoff_initial_s=0.01)
     try:
         with pytest.raises(RedisDown):
             await link.run(lambda r: r.ping())  # only the timeout ends it
         assert (link.state, link.stats.failures) == ("degraded", 1)
 
-        now[0] += link.backoff_s  # the rest is over: the next call may try again
-        calls = [asyncio.ensure_future(link.run(lambda r: r.ping())) for _ in range(5)]
-        await asyncio.sleep(0)  # one step each: a skipped call ends in its first
-        probe, *others = calls
-        assert not probe.done()  # still waiting for the silent Redis
-        assert all(call.done() for call in others)
-        for call in calls:
-            with pytest.raises(RedisDown):
-                await call
-        assert (link.stats.failures, link.stats.skipped) == (2, 4)
+        # However long Redis stays silent, the calls end at once: the probe waits for it.
+        for _ in range(3):
+            await asyncio.sleep(0.05)  # past a backoff: the probe has tried again
+            calls = [asyncio.ensure_future(link.run(lambda r: r.ping())) for _ in range(5)]
+            await asyncio.sleep(0)  # one step each
+            assert all(call.done() for call in calls)
+            for call in calls:
+                with pytest.raises(RedisDown):
+                    await call
+        assert link.stats.skipped == 15
+        assert link.stats.failures >= 2  # the probe's
     finally:
         await link.aclose()
         for writer in accepted:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_probe_brings_the_link_back_when_redis_returns_without_any_call(
+    redis_server: RunningRedis,
+) -> None:
+    link = RedisLink(redis_server.url, backoff_initial_s=0.01, backoff_max_s=0.05)
+    back = asyncio.Event()
+    link.on_recovered(back.set)
+    try:
+        await link.run(lambda r: r.ping())
+        await redis_server.stop()
+        with pytest.raises(RedisDown):
+            await link.run(lambda r: r.ping())
+        assert link.state == "degraded"
+        await redis_server.start()
+        await back.wait()  # no call was made: the probe found Redis
+        assert link.state == "ok"
+        assert await link.run(lambda r: r.ping())
+        assert link.stats.recovered == 1
+    finally:
+        await link.aclose()
 
 
 async def test_a_replica_started_while_redis_refuses_starts_at_once(

@@ -2,20 +2,21 @@
 
 Everything shared across replicas (the V3 page cache, the event fan-out, the V3 tokens)
 goes through one `RedisLink`. Redis is an optimisation, never a dependency of an answer:
-`run()` raises `RedisDown` when Redis fails or is resting after a failure, and every caller
+`run()` raises `RedisDown` when Redis fails or the link is degraded, and every caller
 then carries on alone (upstreams, the in-process cache, the local event bus).
 
-After a failure the link is *degraded*: it lets a call through again only after a backoff
-(doubling up to `backoff_max_s`), and only one at a time (the probe: calls made while it
-runs are skipped), so a Redis that is away or silent costs one failure per backoff, not a
-timeout per request. The first call that succeeds again ends the degraded state and runs
-the `on_recovered` callbacks (what a replica may have missed while alone).
+After a failure the link is *degraded*: calls are not tried (`RedisDown` at once) and a
+background probe pings Redis after each backoff (doubling up to `backoff_max_s`). So no
+request waits on a Redis that is away or that accepts and never answers, however long that
+lasts. The first success (the probe's, or a reconnect loop's) ends the degraded state and
+runs the `on_recovered` callbacks (what a replica may have missed while alone).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -31,7 +32,7 @@ T = TypeVar("T")
 
 
 class RedisDown(Exception):
-    """Redis did not answer (or is resting after a failure): carry on without it."""
+    """Redis did not answer (or the link is degraded): carry on without it."""
 
 
 @dataclass(slots=True)
@@ -39,7 +40,7 @@ class RedisStats:
     """What the link saw, for `/readyz` and metrics."""
 
     failures: int = 0  # Redis calls that failed
-    skipped: int = 0  # calls not tried while resting after a failure or while a probe runs
+    skipped: int = 0  # calls not tried while degraded
     degraded: int = 0  # times the link went from ok to degraded
     recovered: int = 0  # times it came back
 
@@ -55,7 +56,6 @@ class RedisLink:
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
         prefix: str = "gateway:",
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -68,12 +68,11 @@ class RedisLink:
             retry=Retry(NoBackoff(), 0),
         )
         self.stats = RedisStats()
-        self._clock = clock
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._backoff_s = backoff_initial_s
-        self._resting_until: float | None = None  # set while degraded
-        self._probing = False  # a call is trying Redis again while degraded
+        self._degraded = False
+        self._probe: asyncio.Task[None] | None = None  # pings Redis while degraded
         self._on_recovered: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
@@ -82,7 +81,7 @@ class RedisLink:
     @property
     def state(self) -> str:
         """`ok`, or `degraded` after a failure until a call succeeds again."""
-        return "ok" if self._resting_until is None else "degraded"
+        return "degraded" if self._degraded else "ok"
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -92,22 +91,11 @@ class RedisLink:
         self._on_recovered.append(callback)
 
     async def run(self, action: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
-        """`action(client)`, or `RedisDown` if Redis fails, is resting after a failure, or
-        is being probed by another call."""
-        if self._resting_until is None:
-            return await self._attempt(action)
-        if self._probing or self._clock() < self._resting_until:
+        """`action(client)`, or `RedisDown` if Redis fails or the link is degraded."""
+        if self._degraded:
             self.stats.skipped += 1
-            raise RedisDown("resting after a failure")
-        # Degraded: this call is the probe. The calls made while it waits for an answer (or
-        # for the timeout, from a Redis that accepts and never answers) do not wait too.
-        self._probing = True
-        try:
-            return await self._attempt(action)
-        finally:
-            self._probing = False
-
-    async def _attempt(self, action: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+            self._start_probe()  # in case the failure was reported where no loop ran
+            raise RedisDown("Redis is unavailable; a background probe tries it again")
         try:
             result = await action(self.client)
         except (RedisError, OSError, TimeoutError) as exc:
@@ -117,20 +105,44 @@ class RedisLink:
         return result
 
     def failed(self, exc: BaseException) -> None:
-        """Count a failure and rest for the backoff (also for calls made outside `run`)."""
+        """Count a failure (also one of a call made outside `run`): the link is degraded,
+        and each further failure doubles the backoff."""
         self.stats.failures += 1
-        if self._resting_until is None:
+        if not self._degraded:
+            self._degraded = True
             self.stats.degraded += 1
             self._backoff_s = self._backoff_initial_s
             log.warning("Redis is unavailable (%s): carrying on without sharing", exc)
         else:
             self._backoff_s = min(self._backoff_s * 2, self._backoff_max_s)
-        self._resting_until = self._clock() + self._backoff_s
+        self._start_probe()
+
+    def _start_probe(self) -> None:
+        if self._probe is not None and not self._probe.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # the next call made in a loop starts it
+        self._probe = loop.create_task(self._probe_until_recovered(), name="redis-probe")
+
+    async def _probe_until_recovered(self) -> None:
+        # A request never pays for finding Redis still away: this task does, once per backoff.
+        while self._degraded:
+            await asyncio.sleep(self._backoff_s)
+            if not self._degraded:
+                return  # a reconnect loop found Redis meanwhile
+            try:
+                await self.client.ping()
+            except (RedisError, OSError, TimeoutError) as exc:
+                self.failed(exc)
+            else:
+                self.succeeded()
 
     def succeeded(self) -> None:
-        if self._resting_until is None:
+        if not self._degraded:
             return
-        self._resting_until = None
+        self._degraded = False
         self._backoff_s = self._backoff_initial_s
         self.stats.recovered += 1
         log.info("Redis answers again: sharing resumes")
@@ -143,4 +155,8 @@ class RedisLink:
         return self._backoff_s
 
     async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
         await self.client.aclose()
