@@ -80,7 +80,8 @@ class RedisLink:
 
     @property
     def state(self) -> str:
-        """`ok`, or `degraded` after a failure until a call succeeds again."""
+        """`ok`, or `degraded` after a failure until Redis answers again (the probe, or a
+        reconnect loop)."""
         return "degraded" if self._degraded else "ok"
 
     def key(self, *parts: str) -> str:
