@@ -217,6 +217,14 @@ async def open_runtime(
                 await _unsubscribe(webhooks)
 
 
+async def _first_attempt(link: RedisLink, tried: asyncio.Event) -> None:
+    """Wait until a Redis listener's first attempt has ended, subscribed or not: a Redis that
+    is away must not hold up the start (the listener keeps trying in the background)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(link.op_timeout_s * 4):
+            await tried.wait()
+
+
 @asynccontextmanager
 async def _shared_bus(
     link: RedisLink, local: LocalEventBus, cache: PageCache[Any]
@@ -228,11 +236,7 @@ async def _shared_bus(
         link, local=local, cache=cache if isinstance(cache, SharedPageCache) else None
     )
     bus.start()
-    # A Redis that is away must not hold up the start: after its first attempt, subscribed or
-    # refused, the listener keeps trying in the background.
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(link.op_timeout_s * 4):
-            await bus.tried.wait()
+    await _first_attempt(link, bus.tried)
     try:
         yield bus
     finally:
@@ -271,13 +275,10 @@ async def _change_feed(
         marks=marks,
         max_queue=settings.event_queue_size,
     )
+    # When the event listener has just found Redis away, the reader does not get a second
+    # timeout to find the same.
     if link is not None and tried is not None and link.state == "ok":
-        # A Redis that is away must not hold up the start: after its first attempt the reader
-        # keeps trying in the background (and when the event listener has just found Redis
-        # away, the reader does not get a second timeout to find the same).
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(link.op_timeout_s * 4):
-                await tried.wait()
+        await _first_attempt(link, tried)
     try:
         yield feed
     finally:

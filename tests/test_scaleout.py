@@ -181,65 +181,62 @@ async def test_after_a_401_one_replica_renews_and_the_other_picks_the_token_up(
         assert one.calls("token") == 2  # replica 2 took the renewed one from Redis
 
 
+@asynccontextmanager
+async def silent_redis(tmp_path: Path) -> AsyncIterator[tuple[str, list[asyncio.StreamWriter]]]:
+    """A Redis URL on a socket that accepts and never replies (only a timeout ends a call to
+    it), and the connections it accepted."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    path = tmp_path / "silent.sock"
+    server = await asyncio.start_unix_server(silent, path=str(path))
+    try:
+        yield f"unix://{path}", accepted
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_redis_that_never_answers_counts_as_down_after_the_redis_timeout(
     simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    # A socket that accepts and never replies: only the timeout ends a call to it.
-    accepted: list[asyncio.StreamWriter] = []
-
-    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(writer)
-
-    path = tmp_path / "silent.sock"
-    server = await asyncio.start_unix_server(silent, path=str(path))
-    try:
-        async with run_gateway(
-            simulator, redis_url=f"unix://{path}", redis_timeout_s=0.05
-        ) as gateway:
-            assert link_of(gateway).op_timeout_s == 0.05
-            assert (await latest(gateway, classified_of(gateway)))["status"]
-            assert accepted, "the gateway did try Redis"
-            ready = await gateway.client.get("/readyz")
-            assert ready.status_code == 200
-            assert ready.json()["redis"] == "degraded"
-    finally:
-        for writer in accepted:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+    async with (
+        silent_redis(tmp_path) as (url, accepted),
+        run_gateway(simulator, redis_url=url, redis_timeout_s=0.05) as gateway,
+    ):
+        assert link_of(gateway).op_timeout_s == 0.05
+        assert (await latest(gateway, classified_of(gateway)))["status"]
+        assert accepted, "the gateway did try Redis"
+        ready = await gateway.client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["redis"] == "degraded"
 
 
 async def test_while_redis_is_silent_no_call_waits_for_it(tmp_path: Path) -> None:
-    accepted: list[asyncio.StreamWriter] = []
+    async with silent_redis(tmp_path) as (url, _):
+        link = RedisLink(url, op_timeout_s=0.05, backoff_initial_s=0.01)
+        try:
+            with pytest.raises(RedisDown):
+                await link.run(lambda r: r.ping())  # only the timeout ends it
+            assert (link.state, link.stats.failures) == ("degraded", 1)
 
-    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(writer)
-
-    path = tmp_path / "silent.sock"
-    server = await asyncio.start_unix_server(silent, path=str(path))
-    link = RedisLink(f"unix://{path}", op_timeout_s=0.05, backoff_initial_s=0.01)
-    try:
-        with pytest.raises(RedisDown):
-            await link.run(lambda r: r.ping())  # only the timeout ends it
-        assert (link.state, link.stats.failures) == ("degraded", 1)
-
-        # However long Redis stays silent, the calls end at once: the probe waits for it.
-        for _ in range(3):
-            await asyncio.sleep(0.05)  # past a backoff: the probe has tried again
-            calls = [asyncio.ensure_future(link.run(lambda r: r.ping())) for _ in range(5)]
-            await asyncio.sleep(0)  # one step each
-            assert all(call.done() for call in calls)
-            for call in calls:
-                with pytest.raises(RedisDown):
-                    await call
-        assert link.stats.skipped == 15
-        assert link.stats.failures >= 2  # the probe's
-    finally:
-        await link.aclose()
-        for writer in accepted:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+            # However long Redis stays silent, the calls end at once: the probe waits for it.
+            for _ in range(3):
+                await asyncio.sleep(0.05)  # past a backoff: the probe has tried again
+                calls = [asyncio.ensure_future(link.run(lambda r: r.ping())) for _ in range(5)]
+                await asyncio.sleep(0)  # one step each
+                assert all(call.done() for call in calls)
+                for call in calls:
+                    with pytest.raises(RedisDown):
+                        await call
+            assert link.stats.skipped == 15
+            assert link.stats.failures >= 2  # the probe's
+        finally:
+            await link.aclose()
 
 
 async def test_a_probe_brings_the_link_back_when_redis_returns_without_any_call(
