@@ -234,29 +234,78 @@ def _excerpt(body: bytes) -> str:
     return body[:_LOGGED_BODY_CHARS].decode("utf-8", errors="replace")
 
 
+class _Call:
+    """One operation as `request()` was asked for it: what each of its attempts sends, and
+    how its answer is read. Built once per operation, so the layers below take one object
+    instead of the same dozen arguments each."""
+
+    __slots__ = (
+        "endpoint",
+        "expect_json",
+        "guard",
+        "headers",
+        "json",
+        "label",
+        "log_body",
+        "max_body_bytes",
+        "method",
+        "policy",
+        "retry",
+        "session",
+        "upstream",
+        "url",
+    )
+
+    def __init__(
+        self,
+        session: Pool,
+        method: str,
+        url: yarl.URL,
+        *,
+        upstream: UpstreamName,
+        endpoint: str,
+        headers: Mapping[str, str] | None,
+        json: object,
+        retry: bool,
+        expect_json: bool,
+        policy: RetryPolicy,
+        log_body: bool,
+        max_body_bytes: int,
+        guard: UpstreamGuard | None,
+    ) -> None:
+        self.session = session
+        self.method = method
+        self.url = url
+        self.upstream = upstream
+        self.endpoint = endpoint
+        self.label = _label(upstream, endpoint)
+        self.headers = headers
+        self.json = json
+        self.retry = retry
+        self.expect_json = expect_json
+        self.policy = policy
+        self.log_body = log_body
+        self.max_body_bytes = max_body_bytes
+        self.guard = guard
+
+
 async def _exchange(
-    session: Pool,
-    method: str,
-    url: yarl.URL,
-    *,
-    upstream: UpstreamName,
-    endpoint: str,
+    call: _Call,
     headers: Mapping[str, str],
     data: bytes | None,
     budget: float,
-    expect_json: bool,
-    log_body: bool,
-    max_body_bytes: int,
-    guard: UpstreamGuard | None,
-    span: trace.Span | None = None,
+    span: trace.Span | None,
 ) -> Any:
-    label = _label(upstream, endpoint)
+    """One attempt: sent, answered within `budget`, and its answer read or classified."""
+    label, upstream, guard, session = call.label, call.upstream, call.guard, call.session
     loop = asyncio.get_running_loop()
     started = loop.time()
     outcome = "connection_error"
     try:
         async with asyncio.timeout(min(budget, session.attempt_cap_s)):
-            answer = await session.request(method, url, headers, data, max_bytes=max_body_bytes)
+            answer = await session.request(
+                call.method, call.url, headers, data, max_bytes=call.max_body_bytes
+            )
         status = answer.status
         outcome = str(status)
         body: bytes | None = answer.body
@@ -283,7 +332,7 @@ async def _exchange(
         raise
     finally:
         if guard is not None:
-            guard.observer.attempt(upstream, endpoint, outcome, loop.time() - started)
+            guard.observer.attempt(upstream, call.endpoint, outcome, loop.time() - started)
             # On the call's own span only: without one, the current span is the caller's,
             # which a shared load may outlive.
             if span is not None and outcome.isdigit():
@@ -292,16 +341,16 @@ async def _exchange(
     if body is None:
         raise UpstreamUnavailable(f"{label}: response too large", upstream=upstream, status=status)
     if not 200 <= status < 300:
-        if log_body:
+        if call.log_body:
             log.debug("%s answered HTTP %s: %s", label, status, _excerpt(body))
-        failure = _status_error(upstream, endpoint, status, retry_after)
+        failure = _status_error(upstream, call.endpoint, status, retry_after)
         raise failure
-    if not expect_json:
+    if not call.expect_json:
         return None
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        if log_body:
+        if call.log_body:
             log.debug("%s sent a malformed body: %s", label, _excerpt(body))
         raise UpstreamUnavailable(
             f"{label}: malformed response body (HTTP {status})", upstream=upstream, status=status
@@ -338,33 +387,29 @@ async def request(
     `UpstreamUnavailable(reason="circuit_open")`. A `policy` (from the settings) takes the
     place of `max_retries` and `backoff_s`. Raises the `gateway.domain.errors` tree only.
     """
-    if policy is None:
-        policy = RetryPolicy(max_retries=max_retries, backoff_s=backoff_s)
+    call = _Call(
+        session,
+        method,
+        url,
+        upstream=upstream,
+        endpoint=endpoint,
+        headers=headers,
+        json=json,
+        retry=retry,
+        expect_json=expect_json,
+        policy=policy or RetryPolicy(max_retries=max_retries, backoff_s=backoff_s),
+        log_body=log_body,
+        max_body_bytes=max_body_bytes,
+        guard=guard,
+    )
     if guard is None:
-        return await _operation(
-            session,
-            method,
-            url,
-            upstream=upstream,
-            endpoint=endpoint,
-            deadline=deadline,
-            headers=headers,
-            json=json,
-            retry=retry,
-            expect_json=expect_json,
-            policy=policy,
-            log_body=log_body,
-            max_body_bytes=max_body_bytes,
-            guard=None,
-            span=None,
-        )
-    label = _label(upstream, endpoint)
+        return await _operation(call, deadline, None)
     try:
         trial = guard.breaker.acquire()
     except CircuitOpen as exc:
         guard.observer.refused(upstream, endpoint, "circuit_open")
         raise UpstreamUnavailable(
-            f"{label}: not called, the circuit is open after repeated failures",
+            f"{call.label}: not called, the circuit is open after repeated failures",
             upstream=upstream,
             reason="circuit_open",
             retry_after=exc.retry_in,
@@ -375,122 +420,45 @@ async def request(
         guard.breaker.release(trial=trial)
         guard.observer.refused(upstream, endpoint, "concurrency_limit")
         raise UpstreamUnavailable(
-            f"{label}: too many calls in flight, none finished in time",
+            f"{call.label}: too many calls in flight, none finished in time",
             upstream=upstream,
             reason="concurrency_limit",
         )
     try:
-        return await _guarded(
-            session,
-            method,
-            url,
-            upstream=upstream,
-            endpoint=endpoint,
-            deadline=deadline,
-            headers=headers,
-            json=json,
-            retry=retry,
-            expect_json=expect_json,
-            policy=policy,
-            log_body=log_body,
-            max_body_bytes=max_body_bytes,
-            guard=guard,
-            trial=trial,
-        )
+        return await _guarded(call, guard, deadline, trial)
     finally:
         guard.give_slot()
 
 
-async def _guarded(
-    session: Pool,
-    method: str,
-    url: yarl.URL,
-    *,
-    upstream: UpstreamName,
-    endpoint: str,
-    deadline: Deadline,
-    headers: Mapping[str, str] | None,
-    json: object,
-    retry: bool,
-    expect_json: bool,
-    policy: RetryPolicy,
-    log_body: bool,
-    max_body_bytes: int,
-    guard: UpstreamGuard,
-    trial: bool,
-) -> Any:
-    """One operation admitted by the breaker: traced, and its outcome recorded."""
+async def _guarded(call: _Call, guard: UpstreamGuard, deadline: Deadline, trial: bool) -> Any:
+    """One operation admitted by the breaker: traced when spans are recorded, and its
+    outcome recorded."""
     guard.budget.deposit()
     if not guard.traced:
-        return await _recorded(
-            _operation(
-                session,
-                method,
-                url,
-                upstream=upstream,
-                endpoint=endpoint,
-                deadline=deadline,
-                headers=headers,
-                json=json,
-                retry=retry,
-                expect_json=expect_json,
-                policy=policy,
-                log_body=log_body,
-                max_body_bytes=max_body_bytes,
-                guard=guard,
-                span=None,
-            ),
-            guard,
-            trial,
-        )
-    ok: bool | None = None
+        return await _recorded(_operation(call, deadline, None), guard, trial)
     parent = None
+    headers = call.headers
     if headers and "traceparent" in headers and not trace.get_current_span().is_recording():
         # No span of ours is active (e.g. a gRPC call): continue the trace the client chose.
         parent = _W3C.extract(headers)
     with guard.tracer.start_as_current_span(
-        f"{method} {upstream} {endpoint}",
+        f"{call.method} {call.upstream} {call.endpoint}",
         context=parent,
         kind=SpanKind.CLIENT,
-        attributes={"gateway.upstream": upstream, "gateway.endpoint": endpoint},
+        attributes={"gateway.upstream": call.upstream, "gateway.endpoint": call.endpoint},
         record_exception=False,
         set_status_on_exception=False,
     ) as span:
         try:
-            result = await _operation(
-                session,
-                method,
-                url,
-                upstream=upstream,
-                endpoint=endpoint,
-                deadline=deadline,
-                headers=headers,
-                json=json,
-                retry=retry,
-                expect_json=expect_json,
-                policy=policy,
-                log_body=log_body,
-                max_body_bytes=max_body_bytes,
-                guard=guard,
-                span=span,
-            )
-            ok = True
-            return result
+            return await _recorded(_operation(call, deadline, span), guard, trial)
         except UpstreamError as exc:
             span.set_status(Status(StatusCode.ERROR, exc.code))
-            if exc.reason is None:
-                # An answer the upstream chose to give (404, 4xx) shows it is up.
-                ok = not isinstance(exc, UpstreamUnavailable)
             raise
-        finally:
-            if ok is None:
-                guard.breaker.release(trial=trial)
-            else:
-                guard.breaker.record(ok=ok, trial=trial)
 
 
 async def _recorded(operation: Awaitable[Any], guard: UpstreamGuard, trial: bool) -> Any:
-    """The outcome of an untraced operation, recorded by the breaker as `_guarded` does."""
+    """The outcome of `operation`, recorded by the circuit breaker: a success, a failure,
+    or neither (the caller gave up, or ran out of its own time)."""
     ok: bool | None = None
     try:
         result = await operation
@@ -508,29 +476,13 @@ async def _recorded(operation: Awaitable[Any], guard: UpstreamGuard, trial: bool
             guard.breaker.record(ok=ok, trial=trial)
 
 
-async def _operation(
-    session: Pool,
-    method: str,
-    url: yarl.URL,
-    *,
-    upstream: UpstreamName,
-    endpoint: str,
-    deadline: Deadline,
-    headers: Mapping[str, str] | None,
-    json: object,
-    retry: bool,
-    expect_json: bool,
-    policy: RetryPolicy,
-    log_body: bool,
-    max_body_bytes: int,
-    guard: UpstreamGuard | None,
-    span: trace.Span | None,
-) -> Any:
-    label = _label(upstream, endpoint)
-    all_headers = dict(headers) if headers else {}
+async def _operation(call: _Call, deadline: Deadline, span: trace.Span | None) -> Any:
+    """The attempts of one operation, retried as its policy allows within `deadline`."""
+    label, upstream, guard, policy = call.label, call.upstream, call.guard, call.policy
+    all_headers = dict(call.headers) if call.headers else {}
     data: bytes | None = None
-    if json is not None:
-        data = orjson.dumps(json)
+    if call.json is not None:
+        data = orjson.dumps(call.json)
         all_headers.setdefault("Content-Type", "application/json")
     all_headers.setdefault("Accept", "application/json")
     if span is not None:
@@ -540,7 +492,7 @@ async def _operation(
     elif trace.get_current_span().get_span_context().is_valid:
         # No client span is recorded: the request's own span is the parent the upstream sees.
         _W3C.inject(all_headers)
-    attempts = 1 + (policy.max_retries if retry else 0)
+    attempts = 1 + (policy.max_retries if call.retry else 0)
     attempt = 0
     try:
         while True:
@@ -553,19 +505,7 @@ async def _operation(
             last = attempt >= attempts
             try:
                 return await _exchange(
-                    session,
-                    method,
-                    url,
-                    upstream=upstream,
-                    endpoint=endpoint,
-                    headers=all_headers,
-                    data=data,
-                    budget=remaining if last else remaining * 0.5,
-                    expect_json=expect_json,
-                    log_body=log_body,
-                    max_body_bytes=max_body_bytes,
-                    guard=guard,
-                    span=span,
+                    call, all_headers, data, remaining if last else remaining * 0.5, span
                 )
             except _RetryableFailure as failure:
                 error = failure.error
@@ -590,7 +530,7 @@ async def _operation(
                 # The budget is asked last, so a retry is taken from it only when nothing
                 # else stops it.
                 if guard is not None and not guard.budget.withdraw():
-                    guard.observer.refused(upstream, endpoint, "retry_budget")
+                    guard.observer.refused(upstream, call.endpoint, "retry_budget")
                     raise error from failure.__cause__
                 log.info(
                     "%s: attempt %d failed (%s); retrying in %.2fs",
@@ -600,7 +540,7 @@ async def _operation(
                     wait,
                 )
                 if guard is not None:
-                    guard.observer.retry(upstream, endpoint)
+                    guard.observer.retry(upstream, call.endpoint)
                 await policy.sleep(wait)
     finally:
         if span is not None:
