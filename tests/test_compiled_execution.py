@@ -3,10 +3,16 @@ setting switches it off without changing an answer."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
+
+from graphql import get_operation_ast, parse
 
 from gateway.domain import ids
 from gateway.domain.models import LegacyAdKey, ListingRef
+from gateway.graphql.compiler import compile_operation
+from gateway.graphql.schema import build_schema
+from gateway.graphql.variables import coerce_variables
 from gateway.simulator import RunningSimulator
 
 from gateway_harness import RunningGateway, run_gateway
@@ -87,3 +93,51 @@ async def test_switched_off_graphql_core_gives_the_same_answer(
     assert {e["extensions"]["code"] for e in on["errors"]} == {
         "UPSTREAM_REJECTED",
     }
+
+
+PORTALS_ONLY = "query { listings(refs: []) { id: __typename portals { portal provider state } } }"
+
+
+def _portal(provider: str | None) -> SimpleNamespace:
+    return SimpleNamespace(portal="SL", provider=provider, state="ONLINE")
+
+
+def _compiled_from_errors(project: Any) -> set[str]:
+    """The generated functions of `project`'s operation compiled from its careful source."""
+    return {
+        name
+        for name, value in project.__globals__.items()
+        if getattr(getattr(value, "__code__", None), "co_filename", "").endswith("errors>")
+    }
+
+
+def test_the_careful_functions_are_compiled_when_a_fast_check_first_fails() -> None:
+    schema = build_schema()._schema
+    operation = get_operation_ast(parse(PORTALS_ONLY))
+    assert operation is not None
+    compiled = compile_operation(schema, operation, {}, coerce_variables(schema, operation, {}))
+    assert compiled is not None
+    listing = SimpleNamespace(ref=None, portals=[_portal("LEGACY"), _portal("V3")])
+    errors: list[Any] = []
+    # Well-formed objects take the fast functions only: nothing more is compiled.
+    assert compiled.project([[listing]], [], errors) == {
+        "listings": [{"id": "Listing", "portals": [
+            {"portal": "SL", "provider": "LEGACY", "state": "ONLINE"},
+            {"portal": "SL", "provider": "V3", "state": "ONLINE"},
+        ]}]
+    }  # fmt: skip
+    assert errors == []
+    assert _compiled_from_errors(compiled.project) == set()
+    # A null in a non-null leaf: the careful function is compiled, and it locates the
+    # error and nulls the nearest nullable parent as graphql-core does.
+    broken = SimpleNamespace(ref=None, portals=[_portal("LEGACY"), _portal(None)])
+    assert compiled.project([[broken]], [], errors) == {
+        "listings": [{"id": "Listing", "portals": None}]
+    }
+    assert [(error.message, error.path) for error in errors] == [
+        (
+            "Cannot return null for non-nullable field PortalStatus.provider.",
+            ["listings", 0, "portals", 1, "provider"],
+        )
+    ]
+    assert len(_compiled_from_errors(compiled.project)) == 1

@@ -243,7 +243,9 @@ class CompiledOperation:
     roots: tuple[RootField, ...]
     sites: tuple[ArgumentSite, ...]
     project: Projector
-    source: str  # the generated code, for debugging and tests
+    # The generated code, for debugging and tests; the careful functions at its end are
+    # compiled when first called.
+    source: str
 
 
 class NotCompilable(Exception):
@@ -357,6 +359,9 @@ class _Generator:
     fragments: Mapping[str, FragmentDefinitionNode]
     variables: VariableValues
     lines: list[str] = field(default_factory=list)
+    # Careful functions that a fast function stands in front of: compiled on first use.
+    deferred: list[str] = field(default_factory=list)
+    deferred_names: list[str] = field(default_factory=list)
     constants: list[Any] = field(default_factory=list)
     sites: list[ArgumentSite] = field(default_factory=list)
     counter: int = 0
@@ -406,6 +411,10 @@ class _Generator:
         source = "\n".join([*self.lines, *body]) + "\n"
         namespace: dict[str, Any] = {**_RUNTIME, "K": self.constants}
         exec(compile(source, "<compiled graphql operation>", "exec"), namespace)
+        if self.deferred:
+            careful = "\n".join(self.deferred) + "\n"
+            namespace.update(_on_first_use(namespace, careful, self.deferred_names))
+            source += "\n" + careful
         return CompiledOperation(tuple(roots), tuple(self.sites), namespace["project"], source)
 
     def object_function(self, object_type: GraphQLObjectType, nodes: list[FieldNode]) -> str:
@@ -459,9 +468,15 @@ class _Generator:
                 ),
             ]
         body.append("    return r")
-        self.lines += [*body, ""]
         fast = self.fast_function(object_type, fields, name)
-        return fast or name
+        if fast is None:
+            self.lines += [*body, ""]
+            return name
+        # Only a failed check of the fast function calls this one: most operations never
+        # do, so it is compiled then (it calls no generated function, only the runtime's).
+        self.deferred += [*body, ""]
+        self.deferred_names.append(name)
+        return fast
 
     def fast_function(
         self, object_type: GraphQLObjectType, fields: Mapping[str, list[FieldNode]], careful: str
@@ -619,6 +634,23 @@ class _Generator:
             # String enums whose names are their values: orjson writes the member's value.
             return value
         raise NotCompilable(str(type_))
+
+
+def _on_first_use(
+    namespace: dict[str, Any], source: str, names: Sequence[str]
+) -> dict[str, Callable[..., Any]]:
+    """Stand-ins for the functions `source` defines in `namespace`: the first call of any
+    compiles them all over the stand-ins, then calls the real one."""
+
+    def stand_in(name: str) -> Callable[..., Any]:
+        def first_call(d: Any, p: Any, a: Any, e: list[GraphQLError]) -> Any:
+            if namespace[name] is first_call:
+                exec(compile(source, "<compiled graphql operation, errors>", "exec"), namespace)
+            return namespace[name](d, p, a, e)
+
+        return first_call
+
+    return {name: stand_in(name) for name in names}
 
 
 def _identity(type_: Any) -> bool:
