@@ -136,6 +136,19 @@ def test_the_domain_and_the_service_import_no_framework() -> None:
             assert not roots & FRAMEWORKS, f"{path.relative_to(ROOT.parent)} imports a framework"
 
 
+def test_only_the_simulator_imports_aiohttp() -> None:
+    # Upstream calls go through the gateway's own HTTP/1.1 pool (gateway/upstreams/wire.py);
+    # aiohttp serves the simulator. Imported anywhere else, it would cost every gateway
+    # process and worker ~0.1 s of CPU at start for nothing.
+    importers = sorted(
+        str(path.relative_to(ROOT.parent))
+        for path in ROOT.rglob("*.py")
+        if path.relative_to(ROOT).parts[0] != "simulator"
+        and any(name.split(".")[0] == "aiohttp" for name in _imports(path))
+    )
+    assert importers == []
+
+
 def test_the_check_sees_imports_that_would_break_a_rule() -> None:
     # The reader of imports must see all three forms used in the tree, or the rules above
     # could pass on a tree that breaks them.

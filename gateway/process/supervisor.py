@@ -3,9 +3,9 @@
 The parent reserves the HTTP and gRPC ports once with SO_REUSEPORT (bound, not listening, so
 port 0 and the banner work as with one process); then it starts N workers with
 multiprocessing's *forkserver* method. The fork server is a fresh interpreter that imports
-the libraries every worker needs once (`PRELOAD`: aiohttp, pydantic, graphql-core,
-strawberry, uvicorn, ~1.7 s of CPU), then forks each worker from that state; a worker imports
-the rest (~0.3 s, gRPC among it) and builds its own app (runtime, sessions, tracer provider,
+the libraries every worker needs once (`PRELOAD`: pydantic, graphql-core, strawberry,
+uvicorn, ~0.5 s of CPU with bytecode compiled), then forks each worker from that state; a
+worker imports the rest (~0.1 s, gRPC among it) and builds its own app (runtime, sessions, tracer provider,
 gRPC server). Nothing that holds threads or sockets exists before the fork: gRPC must not
 be loaded in a process that forks (its own guidance), and OpenTelemetry's exporters and
 the app are made in the worker. So N workers import once, not N times, and a worker that
