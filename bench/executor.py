@@ -18,10 +18,10 @@ import cProfile
 import multiprocessing
 import os
 import pstats
-import socket
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
@@ -39,12 +39,6 @@ QUERIES = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _simulator(listings: int) -> Any:
     """The seeded simulator, with copies of real histories so one tenant has `listings`."""
     from gateway.simulator import Simulator
@@ -60,13 +54,30 @@ def _simulator(listings: int) -> Any:
     return sim
 
 
-def _run_simulator(port: int, listings: int, ready: Any) -> None:
+def _run_simulator(listings: int, report: Connection) -> None:
     async def main() -> None:
-        async with _simulator(listings).serve(port=port):
-            ready.set()
+        async with _simulator(listings).serve() as running:
+            report.send(running.port)
             await asyncio.Event().wait()
 
     asyncio.run(main())
+
+
+@contextmanager
+def simulator_process(listings: int) -> Iterator[int]:
+    """The seeded simulator in a child process, so its CPU is not counted; yields its port,
+    one the child chose itself (port 0) and holds."""
+    receiving, sending = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.Process(target=_run_simulator, args=(listings, sending), daemon=True)
+    child.start()
+    sending.close()
+    try:
+        if not receiving.poll(60):
+            raise SystemExit("the simulator did not start within 60 s")
+        yield int(receiving.recv())
+    finally:
+        child.terminate()
+        child.join()
 
 
 Call = Callable[[bytes], Awaitable[tuple[int, bytes]]]
@@ -177,24 +188,13 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--cold", action="store_true", help="no V3 page cache")
     args = parser.parse_args()
-    sim_port = _free_port()
-    ready = multiprocessing.Event()
-    simulator = multiprocessing.Process(
-        target=_run_simulator, args=(sim_port, args.listings, ready), daemon=True
-    )
-    simulator.start()
-    try:
-        if not ready.wait(60):
-            raise SystemExit("the simulator did not start")
+    with simulator_process(args.listings) as sim_port:
         results = {
             compiled: asyncio.run(
                 measure(sim_port, compiled, args.listings, args.repeat, args.profile, args.cold)
             )
             for compiled in (True, False)
         }
-    finally:
-        simulator.terminate()
-        simulator.join()
     kind = "cache-cold" if args.cold else "warm"
     print(f"CPU per {kind} request, {args.listings} listings, {args.repeat} requests each (ms):")
     print(f"{'workload':<14}{'compiled':>10}{'graphql-core':>14}{'ratio':>8}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import multiprocessing
 import os
 import pstats
 import time
@@ -27,7 +26,7 @@ import aiohttp
 import orjson
 import yarl
 
-from .executor import TENANT, _free_port, _run_simulator, _simulator
+from .executor import TENANT, _simulator, simulator_process
 
 Read = Callable[[str], Awaitable[object]]
 
@@ -126,18 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.calls < 1 or args.concurrency < 1:
         parser.error("--calls and --concurrency must be at least 1")
-    port = _free_port()
-    ready = multiprocessing.Event()
-    simulator = multiprocessing.Process(target=_run_simulator, args=(port, 50, ready), daemon=True)
-    simulator.start()
-    try:
-        if not ready.wait(60):
-            print("the simulator did not start within 60 s")
-            return 1
+    with simulator_process(50) as port:
         figures = asyncio.run(measure(port, args.calls, args.concurrency, args.profile))
-    finally:
-        simulator.terminate()
-        simulator.join()
     bare = figures["bare aiohttp + orjson"]
     print(
         f"CPU per V3 status read, {args.calls} reads, {args.concurrency} at a time "

@@ -8,7 +8,7 @@ counts, not durations.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -271,10 +271,13 @@ async def test_retries_stay_within_the_budget(simulator: RunningSimulator) -> No
     assert simulator.sim.state.calls("v3") == 9 + 10
 
 
-def _closed_port() -> int:
+@pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound and held for the test, never
+    listening, so no other test can take it meanwhile."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        yield int(sock.getsockname()[1])
 
 
 FAULTS = ["error", "rate_limit", "timeout", "refused", "malformed", "slow"]
@@ -283,11 +286,11 @@ FAULTS = ["error", "rate_limit", "timeout", "refused", "malformed", "slow"]
 @pytest.mark.parametrize("failing", [V3, LEGACY])
 @pytest.mark.parametrize("fault", FAULTS)
 async def test_each_fault_of_one_upstream_leaves_the_other_resolving(
-    simulator: RunningSimulator, failing: str, fault: str
+    simulator: RunningSimulator, refusing_port: int, failing: str, fault: str
 ) -> None:
     overrides: dict[str, Any] = {"upstream_timeout_s": 0.5}
     if fault == "refused":
-        dead = f"http://127.0.0.1:{_closed_port()}"
+        dead = f"http://127.0.0.1:{refusing_port}"
         overrides["v3_url" if failing == V3 else "legacy_url"] = dead + (
             "/v3" if failing == V3 else "/legacy"
         )
