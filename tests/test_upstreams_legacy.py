@@ -9,7 +9,7 @@ import asyncio
 import logging
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -23,10 +23,11 @@ from gateway.domain.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from gateway.domain.models import Portal
+from gateway.domain.models import Portal, PublicationState
+from gateway.domain.state import legacy_portal_states
 from gateway.simulator import SIM_LEGACY_API_KEY, RunningSimulator
 from gateway.upstreams import UNKNOWN_VALUES, LegacyClient, create_session
-from gateway.upstreams.legacy import AMSTERDAM, parse_legacy_date
+from gateway.upstreams.legacy import AMSTERDAM, parse_ad, parse_legacy_date
 from gateway.upstreams.wire import Pool
 
 from gateway_harness import NO_PAUSE
@@ -396,6 +397,24 @@ async def test_hang_is_cut_at_the_deadline(simulator: RunningSimulator, session:
         ([{"code": 400, "message": "Advertisement 1 not found"}], UpstreamRejected, 400),
         ([{"code": 500, "message": "database down"}], UpstreamUnavailable, None),
         ([{"code": 403, "message": "not your ad"}], UpstreamRejected, 403),
+        ([{"code": 429, "message": "slow down"}], UpstreamUnavailable, 429),
+        # An ad not found beside another refusal: the call failed, not only that ad.
+        (
+            [
+                {"code": 404, "message": "Advertisement 2 not found"},
+                {"code": 400, "message": "itemsPerPage: invalid value"},
+            ],
+            UpstreamRejected,
+            400,
+        ),
+        (
+            [
+                {"code": 404, "message": "Advertisement 2 not found"},
+                {"code": 429, "message": "slow down"},
+            ],
+            UpstreamUnavailable,
+            429,
+        ),
         (["something went wrong"], UpstreamRejected, None),
         ([], UpstreamRejected, None),
     ],
@@ -613,13 +632,28 @@ async def test_get_answer_without_the_ad_is_not_found(fake: Any) -> None:
         ("2021-06-24 11:50:12", datetime(2021, 6, 24, 11, 50, 12, tzinfo=AMSTERDAM)),
         ("2021-06-24T11:50:12", datetime(2021, 6, 24, 11, 50, 12, tzinfo=AMSTERDAM)),
         (" 2024-01-15 08:00:00 ", datetime(2024, 1, 15, 8, 0, tzinfo=AMSTERDAM)),
+        ("2021-08-24 24:00:00", None),
+        # Other ISO 8601 forms are dates the upstream set, not "not set".
+        ("2021-08-24 11:50:12.250", datetime(2021, 8, 24, 11, 50, 12, 250000, tzinfo=AMSTERDAM)),
+        ("2021-08-24", datetime(2021, 8, 24, tzinfo=AMSTERDAM)),
+        ("2021-08-24T11:50:12+02:00", datetime(2021, 8, 24, 9, 50, 12, tzinfo=UTC)),
+        ("2021-08-24T11:50:12Z", datetime(2021, 8, 24, 11, 50, 12, tzinfo=UTC)),
+        ("12345", None),
     ],
 )
 def test_legacy_dates(raw: object, expected: datetime | None) -> None:
     parsed = parse_legacy_date(raw)
     assert parsed == expected
-    if parsed is not None:
-        assert parsed.tzinfo is AMSTERDAM
+    if parsed is not None and isinstance(raw, str) and raw.strip()[19:] in ("", ".250"):
+        assert parsed.tzinfo is AMSTERDAM  # no zone named: Amsterdam time, not an offset
+
+
+def test_an_offline_ad_whose_close_date_has_another_form_stays_offline() -> None:
+    for close_date in ("2021-08-24 11:50:12", "2021-08-24 11:50:12.000", "2021-08-24"):
+        ad = parse_ad(7, {"adId": 1, "portals": [{"portal": "marktplaats",
+                      "publish": {"active": False, "online": False, "closeDate": close_date}}]})  # fmt: skip
+        assert ad is not None
+        assert legacy_portal_states(ad)[0].state is PublicationState.OFFLINE, close_date
 
 
 def test_legacy_dates_follow_amsterdam_daylight_saving() -> None:

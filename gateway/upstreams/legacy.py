@@ -95,15 +95,23 @@ def _amsterdam(value: str) -> datetime | None:
     # Never hand the sentinel to a date parser (docs/upstreams.md, "Loose payloads").
     if not text or text.startswith(_NOT_SET):
         return None
-    # The pattern admits only what strptime("%Y-%m-%d %H:%M:%S") would read (with a space or
-    # a T); fromisoformat then reads it in C, ~100 times faster than strptime.
+    # The documented form (with a space or a T), read in C by fromisoformat.
     if _DATE.match(text) and text[11:13] != "24":
         try:
             naive = datetime.fromisoformat(text)
         except ValueError:
             return None
         return naive.replace(tzinfo=AMSTERDAM)
-    return None
+    # Any other ISO 8601 form is still a date the upstream set (fractions of a second, a
+    # day alone, a zone): read as "not set", a real closeDate would make an OFFLINE ad
+    # NOT_PUBLISHED. A zone it names is kept; without one it is Amsterdam time.
+    if len(text) < 10 or not text[:4].isdigit():
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=AMSTERDAM)
 
 
 def _flag(value: object) -> bool:
@@ -338,12 +346,17 @@ def _envelope(body: Any, endpoint: str, asked: Collection[int] = ()) -> tuple[ob
 def _refusal(label: str, codes: list[int | None]) -> UpstreamError:
     """The error for `result:false` with a 2xx status, chosen from the `errors` codes."""
     message = f"{label}: the upstream refused the request (result false)"
-    # A server error says more about the call than any ad it names as not found.
-    if any(code is not None and code >= 500 for code in codes):
-        return UpstreamUnavailable(message, upstream=UPSTREAM)
-    if 404 in codes:
+    # A server error or a rate limit says more about the call than any ad it names as not
+    # found, and passes; then a refusal of the request itself. Only when all it reports is
+    # "not found" is the call's answer NOT_FOUND: with another error beside it, ads that
+    # exist would be reported missing.
+    if any(code is not None and (code >= 500 or code == 429) for code in codes):
+        return UpstreamUnavailable(message, upstream=UPSTREAM, status=429 if 429 in codes else None)
+    status = next(
+        (code for code in codes if code is not None and 400 <= code < 500 and code != 404), None
+    )
+    if status is None and 404 in codes:
         return UpstreamNotFound(message, upstream=UPSTREAM, status=404)
-    status = next((code for code in codes if code is not None and 400 <= code < 500), None)
     return UpstreamRejected(message, upstream=UPSTREAM, status=status)
 
 
