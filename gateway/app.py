@@ -31,7 +31,7 @@ from gateway.access.client_tokens import ClientTokens
 from gateway.collectors import RedisCollector, RuntimeCollector
 from gateway.config import Settings
 from gateway.graphql.executor import execution_stats
-from gateway.graphql.persisted import PersistedDocuments, load_manifest
+from gateway.graphql.persisted import PersistedDocuments, load_manifest, operation_names
 from gateway.graphql.schema import build_schema
 from gateway.graphql.view import GatewayGraphQL
 from gateway.grpc.server import SERVICE_NAME, serve_grpc
@@ -166,7 +166,14 @@ def create_app(
     (exporting over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set). `clock` drives the
     circuit breakers; tests inject one to move time without sleeping.
     """
-    metrics = Metrics()
+    documents = PersistedDocuments(
+        max_bytes=settings.apq_max_bytes,
+        trusted=load_manifest(settings.trusted_documents) if settings.trusted_documents else None,
+    )
+    metrics = Metrics(
+        max_operations=settings.metrics_max_operations,
+        trusted_operations=operation_names((documents.trusted or {}).values()),
+    )
     admission = AdmissionControl(
         max_concurrent=settings.max_concurrent_requests,
         min_concurrent=settings.min_concurrent_requests,
@@ -192,10 +199,6 @@ def create_app(
         introspection=settings.introspection,
         compiled_execution=settings.compiled_execution,
         parse_cache_bytes=settings.parse_cache_bytes,
-    )
-    documents = PersistedDocuments(
-        max_bytes=settings.apq_max_bytes,
-        trusted=load_manifest(settings.trusted_documents) if settings.trusted_documents else None,
     )
 
     @asynccontextmanager

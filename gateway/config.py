@@ -245,6 +245,13 @@ class Settings(BaseSettings):
         description="GraphQL WebSockets one process holds open; one more is accepted and "
         "closed with 1013 (try again later)",
     )
+    metrics_max_operations: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="distinct operation names, beyond those of the trusted documents, that "
+        "become a metric label; the rest count as `other`",
+    )
     request_timeout_s: float = Field(
         default=15.0,
         gt=0,

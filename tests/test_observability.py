@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pythonjsonlogger.json import JsonFormatter
 
 from gateway.app import create_app
+from gateway.graphql.persisted import sha256_hex
 from gateway.observability.logs import ACCESS_LOGGER, configure_logging
 from gateway.simulator import SIM_CLIENT_SECRET, SIM_LEGACY_API_KEY, RunningSimulator, Simulator
 from gateway.simulator.data import Listing
@@ -100,6 +102,39 @@ async def test_every_metric_moves(simulator: RunningSimulator) -> None:
     )
     assert ("gateway_admission_queue_depth", frozenset()) in found
     assert value(found, "gateway_event_loop_lag_seconds_distribution_count") > 0
+
+
+async def test_operation_names_past_the_bound_count_as_other(
+    simulator: RunningSimulator,
+) -> None:
+    async with gateway(simulator, metrics_max_operations=2) as client:
+        for name in ("A", "B", "C", "D", "A"):
+            answer = await client.post("/graphql", json={"query": f"query {name} {{ __typename }}"})
+            assert answer.status_code == 200
+        found = samples((await client.get("/metrics")).text)
+    operations = {
+        dict(labels)["operation"]: count
+        for (metric, labels), count in found.items()
+        if metric == "gateway_requests_total"
+    }
+    assert operations == {"A": 2, "B": 1, "other": 2}
+
+
+async def test_the_trusted_documents_operations_always_have_a_label_of_their_own(
+    simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    documents = [f"query Trusted{index} {{ __typename }}" for index in range(3)]
+    manifest = tmp_path / "persisted-documents.json"
+    manifest.write_text(json.dumps({sha256_hex(text): text for text in documents}))
+    async with gateway(
+        simulator, metrics_max_operations=1, trusted_documents=str(manifest)
+    ) as client:
+        for text in documents:
+            assert (await client.post("/graphql", json={"query": text})).status_code == 200
+        found = samples((await client.get("/metrics")).text)
+    for index in range(3):
+        operation = f"Trusted{index}"
+        assert value(found, "gateway_requests_total", operation=operation, outcome="ok") == 1
 
 
 async def test_breaker_and_refusals_show_in_metrics(simulator: RunningSimulator) -> None:

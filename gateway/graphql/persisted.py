@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from cachetools import LRUCache
+from graphql import GraphQLError, OperationDefinitionNode, parse
 
 from gateway.graphql.request import RequestRefused
 
@@ -76,6 +77,23 @@ def load_manifest(path: str | Path) -> dict[str, str]:
             raise ManifestError(f"manifest entry {digest} does not hash to its document")
         documents[digest] = body
     return documents
+
+
+def operation_names(documents: Iterable[str]) -> frozenset[str]:
+    """The names of the operations `documents` define; one that does not parse names none
+    (it is refused when asked for, as any invalid document)."""
+    names: set[str] = set()
+    for text in documents:
+        try:
+            document = parse(text, no_location=True)
+        except GraphQLError:
+            continue
+        names.update(
+            definition.name.value
+            for definition in document.definitions
+            if isinstance(definition, OperationDefinitionNode) and definition.name is not None
+        )
+    return frozenset(names)
 
 
 class PersistedDocuments:

@@ -28,9 +28,9 @@ from gateway.observability.record import current_record
 
 __all__ = ["Metrics", "stat_counts"]
 
-# Operation names come from callers: past this many distinct ones, the rest share a label.
-_MAX_OPERATIONS: Final = 100
-_OTHER: Final = "<other>"
+# Operation names come from callers: past a bound of distinct ones, the rest share a label.
+DEFAULT_MAX_OPERATIONS: Final = 100
+OTHER_OPERATIONS: Final = "other"
 _LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _BATCH_BUCKETS: Final = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 
@@ -38,7 +38,16 @@ _BATCH_BUCKETS: Final = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 class Metrics:
     """Every metric of one app, and the `UpstreamObserver` that feeds the upstream ones."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        max_operations: int = DEFAULT_MAX_OPERATIONS,
+        trusted_operations: Iterable[str] = (),
+    ) -> None:
+        """`max_operations` distinct operation names become labels (GATEWAY_METRICS_MAX_OPERATIONS),
+        besides `trusted_operations`, the names the trusted documents give, which always do."""
+        self.max_operations = max_operations
+        self.trusted_operations = frozenset(trusted_operations)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -156,10 +165,10 @@ class Metrics:
     # --- requests ------------------------------------------------------------------------
 
     def operation_label(self, name: str) -> str:
-        if name in self._operations:
+        if name in self._operations or name in self.trusted_operations:
             return name
-        if len(self._operations) >= _MAX_OPERATIONS:
-            return _OTHER
+        if len(self._operations) >= self.max_operations:
+            return OTHER_OPERATIONS
         self._operations.add(name)
         return name
 
@@ -170,7 +179,7 @@ class Metrics:
         if children is None:
             label = self.operation_label(operation)
             children = (self.requests.labels(label, outcome), self.request_seconds.labels(label))
-            if label != _OTHER:  # operation names beyond the bound are not kept
+            if label != OTHER_OPERATIONS:  # operation names beyond the bound are not kept
                 self._request_children[(operation, outcome)] = children
         children[0].inc()
         children[1].observe(seconds)
