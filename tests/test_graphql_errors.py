@@ -364,7 +364,7 @@ async def bad_input_case(
     if case == "media first: 0":
         media = {"ref": ref, "media": gw.sim.data.media_of(listing.classified_id)[0]}
         return MEDIA, {**media, "first": 0}, {**media, "first": 5}
-    if case in ("edge cursor as after", "empty after"):
+    if case in ("a cursor the gateway never gave", "empty after"):
         page = await post(
             gw,
             """query($id: ID!) { listing(ref: {classifiedId: $id}) { classified {
@@ -374,8 +374,9 @@ async def bad_input_case(
         statuses = page["data"]["listing"]["classified"]["statuses"]
         end_cursor = statuses["pageInfo"]["endCursor"]
         assert end_cursor, "the classified must have a second page"
-        bad_after = statuses["edges"][-1]["cursor"] if case == "edge cursor as after" else ""
-        assert bad_after != end_cursor
+        # A keyset position whose date does not parse: "ks:not-a-date|id".
+        forged = "a3M6bm90LWEtZGF0ZXxpZA"
+        bad_after = forged if case == "a cursor the gateway never gave" else ""
         return STATUSES_AFTER, {"ref": ref, "after": bad_after}, {"ref": ref, "after": end_cursor}
     if case in ("bad node id", "node id of nothing"):
         found = await post(gw, LISTING_STATE.replace("state legacy { adId }", "id"), {"ref": ref})
@@ -394,7 +395,7 @@ BAD_INPUT_CASES = [
     "first: 0",
     "first: 101",
     "media first: 0",
-    "edge cursor as after",
+    "a cursor the gateway never gave",
     "empty after",
     "bad node id",
     "node id of nothing",

@@ -34,13 +34,13 @@ async def read_all(
             n["id"] for n in connection["nodes"]
         ]
         # Relay's PageInfo, forward paging: a page after a cursor has a previous page, and
-        # starts at its first edge.
+        # starts at its first edge and ends at its last, the last page too.
         edges = connection["edges"]
         assert connection["pageInfo"]["hasPreviousPage"] is (after is not None)
         assert connection["pageInfo"]["startCursor"] == (edges[0]["cursor"] if edges else None)
+        assert connection["pageInfo"]["endCursor"] == (edges[-1]["cursor"] if edges else None)
         nodes += connection["nodes"]
         if not connection["pageInfo"]["hasNextPage"]:
-            assert connection["pageInfo"]["endCursor"] is None
             return nodes
         after = connection["pageInfo"]["endCursor"]
     raise AssertionError("pagination did not end")
@@ -81,16 +81,24 @@ async def test_small_pages_and_filters_map_to_upstream_parameters(gateway: Runni
     )
 
 
-async def test_edge_cursors_are_opaque_and_distinct_from_end_cursors(
-    gateway: RunningGateway,
-) -> None:
+async def test_every_edge_cursor_pages_on_from_its_status(gateway: RunningGateway) -> None:
     classified_id = gateway.sim.data.multi_page[0]
     tenant = {"x-intermediary-id": gateway.sim.data.tenant_of(classified_id)}
     body = await gateway.query(STATUSES, {"id": classified_id, "first": 5}, headers=tenant)
     connection = body["data"]["listing"]["classified"]["statuses"]
     cursors = [edge["cursor"] for edge in connection["edges"]]
+    ids = [node["id"] for node in connection["nodes"]]
     assert len(set(cursors)) == 5
-    assert connection["pageInfo"]["endCursor"] not in cursors
+    # The last edge's cursor is the endCursor: V3's next page, one call away.
+    assert connection["pageInfo"]["endCursor"] == cursors[-1]
+    for index in (0, 2):
+        after = await gateway.query(
+            STATUSES, {"id": classified_id, "first": 2, "after": cursors[index]}, headers=tenant
+        )
+        assert "errors" not in after, after
+        page = after["data"]["listing"]["classified"]["statuses"]
+        assert [node["id"] for node in page["nodes"]] == ids[index + 1 : index + 3]
+        assert page["pageInfo"]["hasPreviousPage"] is True
 
 
 async def test_media_statuses_page_and_latest(gateway: RunningGateway) -> None:

@@ -403,13 +403,17 @@ const resolvers = {
   },
   Classified: {
     latestStatus: ({ items }) => items[0] ?? null,
-    statuses: ({ items }, { first }) => ({
-      nodes: items.slice(0, first),
-      pageInfo: {
-        hasNextPage: items.length > first,
-        endCursor: items.length > first ? keysetCursor(items[first - 1]) : null,
-      },
-    }),
+    statuses: ({ items }, { first }) => {
+      const nodes = items.slice(0, first);
+      return {
+        nodes,
+        pageInfo: {
+          hasNextPage: items.length > first,
+          // The last edge's cursor, on the last page too (the Relay spec, as the gateway).
+          endCursor: nodes.length ? keysetCursor(nodes[nodes.length - 1]) : null,
+        },
+      };
+    },
   },
 };
 

@@ -15,7 +15,6 @@ from gateway.domain.errors import InvalidInput
 from gateway.domain.models import ClassifiedStatusItem, LegacyAdKey, ListingRef, MediaStatusItem
 
 _LISTING_PREFIX = "Listing:"
-EDGE_CURSOR_PREFIX = "e:"
 
 
 def _b64encode(text: str) -> str:
@@ -68,8 +67,3 @@ def derived_status_id(owner_id: str, date: datetime, status: str) -> str:
 def status_item_id(owner_id: str, item: ClassifiedStatusItem | MediaStatusItem) -> str:
     """The public id of a status item of a classified or media named `owner_id`."""
     return item.status_id or derived_status_id(owner_id, item.status_date, item.raw_status)
-
-
-def edge_cursor(item_id: str) -> str:
-    """An opaque per-edge cursor; only `pageInfo.endCursor` is accepted as `after`."""
-    return EDGE_CURSOR_PREFIX + _b64encode(item_id)

@@ -54,7 +54,7 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues
 
-from gateway.domain import ids
+from gateway.domain import cursors, ids
 from gateway.domain.errors import GatewayError
 from gateway.graphql.selections import included
 
@@ -127,9 +127,9 @@ PROJECTIONS: dict[tuple[str, str], Projection] = {
         "d[1].",
     ),
     ("PageInfo", "hasNextPage"): Projection("d.has_next_page"),
-    ("PageInfo", "endCursor"): Projection("d.end_cursor"),
+    ("PageInfo", "endCursor"): Projection("_end_cursor(d)"),
     ("PageInfo", "hasPreviousPage"): Projection("d.has_previous_page"),
-    ("PageInfo", "startCursor"): Projection("(_edge_cursor(d.ids[0]) if d.ids else None)"),
+    ("PageInfo", "startCursor"): Projection("_start_cursor(d)"),
     **_attrs("LegacyAd", {"userId": "user_id", "adId": "ad_id"}),
     ("LegacyAd", "portals"): Projection("[e for e in d.portals if e.portal is not None]"),
     **_attrs(
@@ -143,9 +143,9 @@ PROJECTIONS: dict[tuple[str, str], Projection] = {
 }
 for _kind in ("ClassifiedStatus", "MediaStatus"):
     PROJECTIONS[(f"{_kind}Connection", "nodes")] = Projection("zip(d.ids, d.items)")
-    PROJECTIONS[(f"{_kind}Connection", "edges")] = Projection("zip(d.ids, d.items)")
+    PROJECTIONS[(f"{_kind}Connection", "edges")] = Projection("_edges(d)")
     PROJECTIONS[(f"{_kind}Connection", "pageInfo")] = Projection("d")
-    PROJECTIONS[(f"{_kind}Edge", "cursor")] = Projection("_edge_cursor(d[0])")
+    PROJECTIONS[(f"{_kind}Edge", "cursor")] = Projection("_edge_cursor(d[2], d[3])")
     PROJECTIONS[(f"{_kind}Edge", "node")] = Projection("d")
 
 # Root fields answered by `ListingRequest.listings`: their value is the gathered list.
@@ -205,7 +205,10 @@ _RUNTIME: dict[str, Any] = {
     "_value": _value,
     "_latest": _latest,
     "_listing_id": ids.listing_id,
-    "_edge_cursor": ids.edge_cursor,
+    "_edge_cursor": cursors.edge_cursor,
+    "_start_cursor": cursors.start_cursor,
+    "_end_cursor": cursors.end_cursor,
+    "_edges": cursors.edges,
     "_int": GraphQLInt.serialize,
     "_listed": _listed,
     "_raise": _raise,

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Generic, Protocol, TypeVar
 import strawberry
 from strawberry import UNSET, Private
 
-from gateway.domain import ids, models
+from gateway.domain import cursors, ids, models
 from gateway.domain.errors import GatewayError
 from gateway.live.webhooks import WebhookRegistration
 from gateway.service.checks import DEFAULT_PAGE_SIZE
@@ -165,13 +165,14 @@ class MediaStatus:
 class PageInfo:
     has_next_page: bool = strawberry.field(description="True when a further page exists.")
     end_cursor: str | None = strawberry.field(
-        description="Pass as `after` to get the next page (opaque)."
+        description="The last edge's cursor (opaque); pass it as `after` for the next page. "
+        "Null on an empty page with no next page."
     )
     has_previous_page: bool = strawberry.field(
         description="True when this page was asked for `after` a cursor, so earlier items exist."
     )
     start_cursor: str | None = strawberry.field(
-        description="The first edge's cursor; null on an empty page. Not accepted as `after`."
+        description="The first edge's cursor; null on an empty page."
     )
 
 
@@ -186,7 +187,9 @@ N = TypeVar("N", bound=_Identified)
 # MediaStatusConnection and so on.
 @strawberry.type(description="A status and its cursor.")
 class Edge(Generic[N]):
-    cursor: str = strawberry.field(description="Opaque; not accepted as `after`.")
+    cursor: str = strawberry.field(
+        description="Opaque; as `after`, the page that follows this edge's status."
+    )
     node: N
 
 
@@ -198,15 +201,18 @@ class Connection(Generic[N]):
 
     @classmethod
     def of(cls, nodes: list[N], page: models.StatusSlice[Any]) -> Connection[N]:
-        edges = [Edge(cursor=ids.edge_cursor(node.id), node=node) for node in nodes]
+        edges = [
+            Edge(cursor=cursors.edge_cursor(page, index), node=node)
+            for index, node in enumerate(nodes)
+        ]
         return cls(
             nodes=nodes,
             edges=edges,
             page_info=PageInfo(
                 has_next_page=page.has_next_page,
-                end_cursor=page.end_cursor,
+                end_cursor=cursors.end_cursor(page),
                 has_previous_page=page.has_previous_page,
-                start_cursor=edges[0].cursor if edges else None,
+                start_cursor=cursors.start_cursor(page),
             ),
         )
 
