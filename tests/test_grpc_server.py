@@ -85,6 +85,17 @@ async def test_whole_call_failures_map_to_status_codes(
     assert down.value.code() == grpc.StatusCode.UNAVAILABLE
     assert ("gateway-code", "UPSTREAM_UNAVAILABLE") in tuple(down.value.trailing_metadata() or ())
     assert "Traceback" not in (down.value.details() or "")
+    # An upstream refusal other than of the credentials: the request as asked will not do.
+    gw.sim.state.clear_faults()
+    gw.sim.state.add_fault("legacy", "error", status=400)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.GetListing(
+            pb.GetListingRequest(
+                ref=pb.ListingRef(legacy=pb.LegacyAdRef(user_id=user_id, ad_id=ad_id))
+            )
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("gateway-code", "UPSTREAM_REJECTED") in tuple(refused.value.trailing_metadata() or ())
 
 
 async def test_passthrough_without_credentials_is_unauthenticated(

@@ -7,7 +7,7 @@
     Overloaded (admission)            -> RESOURCE_EXHAUSTED (retry after `gateway-retry-after` s)
     NotFound, UpstreamNotFound        -> NOT_FOUND
     UpstreamRejected 401/403          -> UNAUTHENTICATED    (the credentials were refused)
-    UpstreamRejected, other           -> FAILED_PRECONDITION (retrying unchanged will not help)
+    UpstreamRejected, other           -> INVALID_ARGUMENT   (retrying unchanged will not help)
     UpstreamUnavailable               -> UNAVAILABLE        (safe to retry later)
       DeadlineExceeded                   -> DEADLINE_EXCEEDED (the caller's deadline ran out)
     the caller's deadline ran out     -> DEADLINE_EXCEEDED
@@ -59,7 +59,9 @@ _CODES: dict[type[GatewayError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     # Listed: along its MRO UpstreamError comes before NotFound.
     UpstreamNotFound: grpc.StatusCode.NOT_FOUND,
-    UpstreamRejected: grpc.StatusCode.FAILED_PRECONDITION,
+    # The design's four whole-call codes: a refusal of the request as asked is its
+    # INVALID_ARGUMENT; `gateway-code: UPSTREAM_REJECTED` tells it from the gateway's own.
+    UpstreamRejected: grpc.StatusCode.INVALID_ARGUMENT,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     UpstreamError: grpc.StatusCode.UNAVAILABLE,
     GatewayError: grpc.StatusCode.INTERNAL,
