@@ -308,6 +308,31 @@ async def test_hanging_upstream_respects_the_deadline(serve: Any, session: Pool)
     assert_clean(caught.value)
 
 
+async def test_time_running_out_during_a_backoff_names_the_attempt_that_failed(
+    serve: Any, session: Pool
+) -> None:
+    async def hang(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(10)
+        return web.json_response({})
+
+    upstream = await serve(hang)
+    loop = asyncio.get_running_loop()
+    deadline = Deadline.after(0.2)
+
+    async def overslept(seconds: float) -> None:
+        # A loaded machine: the pause before the retry ends past the operation's deadline.
+        await asyncio.sleep(deadline.at - loop.time() + 0.01)
+
+    with pytest.raises(UpstreamUnavailable, match="no answer within") as caught:
+        await request(
+            session, "GET", upstream.url(), upstream="classifieds-v3",
+            endpoint="classified_statuses", deadline=deadline, retry=True,
+            policy=RetryPolicy(backoff_s=0.001, sleep=overslept),
+        )  # fmt: skip
+    assert upstream.calls == 1
+    assert isinstance(caught.value.__cause__, TimeoutError)
+
+
 async def test_a_timed_out_attempt_is_retried(serve: Any, session: Pool) -> None:
     async def slow_once(request: web.Request) -> web.StreamResponse:
         if upstream.calls == 1:

@@ -494,12 +494,14 @@ async def _operation(call: _Call, deadline: Deadline, span: trace.Span | None) -
         _W3C.inject(all_headers)
     attempts = 1 + (policy.max_retries if call.retry else 0)
     attempt = 0
+    # What ended the previous attempt, if one failed: the cause of running out of time.
+    cause: BaseException | None = None
     try:
         while True:
             attempt += 1
             remaining = deadline.remaining()
             if remaining <= 0:
-                raise _out_of_time(label, upstream, deadline)
+                raise _out_of_time(label, upstream, deadline) from cause
             # An attempt that hangs must leave room for the retries still allowed, so it
             # gets half of the time left unless it is the last one.
             last = attempt >= attempts
@@ -541,6 +543,7 @@ async def _operation(call: _Call, deadline: Deadline, span: trace.Span | None) -
                 )
                 if guard is not None:
                     guard.observer.retry(upstream, call.endpoint)
+                cause = failure.__cause__
                 await policy.sleep(wait)
     finally:
         if span is not None:
