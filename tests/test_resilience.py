@@ -288,7 +288,8 @@ FAULTS = ["error", "rate_limit", "timeout", "refused", "malformed", "slow"]
 async def test_each_fault_of_one_upstream_leaves_the_other_resolving(
     simulator: RunningSimulator, refusing_port: int, failing: str, fault: str
 ) -> None:
-    overrides: dict[str, Any] = {"upstream_timeout_s": 0.5}
+    # Short, so the timeouts end quickly; "slow" must end well inside it, loaded machine or not.
+    overrides: dict[str, Any] = {"upstream_timeout_s": 2.0 if fault == "slow" else 0.5}
     if fault == "refused":
         dead = f"http://127.0.0.1:{refusing_port}"
         overrides["v3_url" if failing == V3 else "legacy_url"] = dead + (
