@@ -5,10 +5,10 @@ position in a history the gateway has already read (the statusDate and id of the
 item handed out). A keyset page is cut from the history without asking V3 for it, and
 it continues correctly when newer statuses arrived in between: they sort before the
 position, never after it. Every edge of a page has a cursor too (`edge_cursor`), and the
-last edge's is the page's `pageInfo.endCursor`. Callers see only an opaque string; anything that does not
-decode is `InvalidInput`, refused before any upstream call. That includes a keyset date
-without a UTC offset: the gateway never writes one, and it could not be compared with the
-history's dates (which all carry one).
+last edge's is the page's `pageInfo.endCursor`. Callers see only an opaque string;
+anything that does not decode is `InvalidInput`, refused before any upstream call. That
+includes a keyset date without a UTC offset: the gateway never writes one, and it could
+not be compared with the history's dates (which all carry one).
 """
 
 from __future__ import annotations
