@@ -33,6 +33,7 @@ from gateway.upstreams import (
     Deadline,
     OAuthCredentials,
     PassthroughCredentials,
+    RetryPolicy,
     StaticCredentials,
     build_credentials,
     create_session,
@@ -292,14 +293,19 @@ async def test_a_renewal_ends_with_the_operation_that_asked_for_it(
     """401 -> renew -> retry fits in one deadline: a slow token endpoint cannot stretch it."""
     state = simulator.sim.state
     credentials = oauth(simulator, session)
-    v3 = ClassifiedsV3Client(session, simulator.v3_url, credentials, USER_AGENT, 1.0)
+    # No retries: the one attempt has the operation's whole second, not half of it, so a
+    # loaded machine cannot make the 401 come too late (it did once, with half).
+    v3 = ClassifiedsV3Client(
+        session, simulator.v3_url, credentials, USER_AGENT, 1.0,
+        retry_policy=RetryPolicy(max_retries=0),
+    )  # fmt: skip
     classified = classified_of(simulator, "agency-1")
     await v3.classified_statuses(Caller(), classified)
     state.revoke_tokens()
     state.reset_counters()
-    # The 401 comes after 0.2 s of the operation's 1 s (its first attempt may take 0.5 s,
-    # room for a loaded machine); the token no sooner than 1.1 s. A renewal given time of
-    # its own would get it, and the retry would then fail on V3's side or succeed.
+    # The 401 comes after 0.2 s of the operation's 1 s; the token no sooner than 1.1 s. A
+    # renewal given time of its own would get it, and the retry would then fail on V3's
+    # side or succeed.
     state.set_latency("v3", 200)
     state.add_fault("token", "timeout", delay_s=0.9, count=1)
     with pytest.raises(UpstreamUnavailable) as caught:
