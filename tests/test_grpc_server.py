@@ -72,16 +72,15 @@ async def test_whole_call_failures_map_to_status_codes(
 ) -> None:
     stub = pb_grpc.ListingStatusServiceStub(channel)
     _, user_id, ad_id = a_listing(gw)
+    by_legacy = pb.GetListingRequest(
+        ref=pb.ListingRef(legacy=pb.LegacyAdRef(user_id=user_id, ad_id=ad_id))
+    )
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await stub.GetListing(pb.GetListingRequest(ref=pb.ListingRef(classified_id="no-such-id")))
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     gw.sim.state.add_fault("legacy", "error", status=503)
     with pytest.raises(grpc.aio.AioRpcError) as down:
-        await stub.GetListing(
-            pb.GetListingRequest(
-                ref=pb.ListingRef(legacy=pb.LegacyAdRef(user_id=user_id, ad_id=ad_id))
-            )
-        )
+        await stub.GetListing(by_legacy)
     assert down.value.code() == grpc.StatusCode.UNAVAILABLE
     assert ("gateway-code", "UPSTREAM_UNAVAILABLE") in tuple(down.value.trailing_metadata() or ())
     assert "Traceback" not in (down.value.details() or "")
@@ -89,11 +88,7 @@ async def test_whole_call_failures_map_to_status_codes(
     gw.sim.state.clear_faults()
     gw.sim.state.add_fault("legacy", "error", status=400)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await stub.GetListing(
-            pb.GetListingRequest(
-                ref=pb.ListingRef(legacy=pb.LegacyAdRef(user_id=user_id, ad_id=ad_id))
-            )
-        )
+        await stub.GetListing(by_legacy)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert ("gateway-code", "UPSTREAM_REJECTED") in tuple(refused.value.trailing_metadata() or ())
 

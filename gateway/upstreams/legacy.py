@@ -65,7 +65,6 @@ FORCE_TIMEOUT_FACTOR: Final = 3.0
 _MAX_PAGES_PER_CHUNK: Final = 20
 AMSTERDAM: Final = ZoneInfo("Europe/Amsterdam")
 _NOT_SET: Final = "0000-00-00"
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}$")
 _TRUE_STRINGS: Final = frozenset({"1", "true", "yes"})
 # "Advertisement 659599 not found for user 12311" (docs/upstreams.md), also as "ad 659599".
 _NAMED_AD = re.compile(r"(?:advertisement|\bad(?:id)?)\D{0,3}?(\d+)", re.IGNORECASE)
@@ -95,16 +94,9 @@ def _amsterdam(value: str) -> datetime | None:
     # Never hand the sentinel to a date parser (docs/upstreams.md, "Loose payloads").
     if not text or text.startswith(_NOT_SET):
         return None
-    # The documented form (with a space or a T), read in C by fromisoformat.
-    if _DATE.match(text) and text[11:13] != "24":
-        try:
-            naive = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        return naive.replace(tzinfo=AMSTERDAM)
-    # Any other ISO 8601 form is still a date the upstream set (fractions of a second, a
-    # day alone, a zone): read as "not set", a real closeDate would make an OFFLINE ad
-    # NOT_PUBLISHED. A zone it names is kept; without one it is Amsterdam time.
+    # The documented form has no zone and is Amsterdam time. Any other ISO 8601 form is
+    # still a date the upstream set (fractions of a second, a day alone, a zone of its own):
+    # read as "not set", a real closeDate would make an OFFLINE ad NOT_PUBLISHED.
     if len(text) < 10 or not text[:4].isdigit():
         return None
     try:
