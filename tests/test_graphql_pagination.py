@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from gateway_harness import RunningGateway
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from gateway.service import histories
+from gateway.simulator import RunningSimulator
+
+from gateway_harness import RunningGateway, run_gateway
 
 STATUSES = """query($id: ID!, $first: Int, $after: String, $status: [ClassifiedStatusCode!], $portal: [Portal!]) {
   listing(ref: {classifiedId: $id}) { classified {
@@ -127,3 +134,55 @@ async def test_media_statuses_page_and_latest(gateway: RunningGateway) -> None:
     assert record is not None
     assert len(seen) == len(record.media[media_id])
     assert latest is not None and latest["date"] == max(node["date"] for node in seen)
+
+
+LATEST_AND_PAGE = """query($id: ID!) { listing(ref: {classifiedId: $id}) { classified {
+  latestStatus { status date }
+  statuses(first: 2) { nodes { status } }
+} } }"""
+
+
+async def test_a_history_cut_at_its_page_cap_takes_the_latest_status_from_v3(
+    simulator: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """V3 promises no order, so the pages read before a history's cap may lack its newest
+    status: `latestStatus` then comes from V3's latest filter, not from those pages."""
+    dates = [f"2024-03-0{day}T10:00:00.000Z" for day in range(1, 7)]
+    items = [  # oldest first, two to a page
+        {"portals": ["SL"], "status": status, "message": "m", "statusDate": date}
+        for status, date in zip(
+            ["RECEIVED", "CREATED", "UPDATING", "UPDATED", "UPDATING", "DELETED"],
+            dates,
+            strict=True,
+        )
+    ]
+    asked: list[dict[str, str]] = []
+
+    async def statuses(request: web.Request) -> web.Response:
+        asked.append(dict(request.query))
+        if request.query.get("filter") == "latest":
+            return web.json_response({"items": [items[-1]]})
+        start = int(request.query.get("nextToken", "0"))
+        body: dict[str, object] = {"items": items[start : start + 2]}
+        if start + 2 < len(items):
+            body["nextToken"] = str(start + 2)
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_get("/v3/classifieds/{classifiedId}/statuses", statuses)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    monkeypatch.setattr(histories, "MAX_HISTORY_PAGES", 2)
+    try:
+        async with run_gateway(simulator, v3_url=str(server.make_url("/v3"))) as gw:
+            body = await gw.query(LATEST_AND_PAGE, {"id": "c-long"})
+    finally:
+        await server.close()
+    assert "errors" not in body, body
+    classified = body["data"]["listing"]["classified"]
+    assert classified["latestStatus"] == {"status": "DELETED", "date": "2024-03-06T10:00:00+00:00"}
+    # The two pages the cap allows, then V3's latest; the first page is still cut from
+    # what was read (the newest two of it).
+    assert [query.get("nextToken") for query in asked if "filter" not in query] == [None, "2"]
+    assert [query for query in asked if "filter" in query] == [{"filter": "latest"}]
+    assert [node["status"] for node in classified["statuses"]["nodes"]] == ["UPDATED", "UPDATING"]

@@ -315,7 +315,7 @@ class ListingRequest:
         whole = read if isinstance(read, History) else None
 
         async def latest() -> ClassifiedStatusItem | None:
-            page = await self._classified_page(classified_id, latest=True)
+            page = await self._classified_page(classified_id, latest=True, refresh=refresh)
             return latest_item(page.items)
 
         async def page(args: PageArgs) -> StatusSlice[ClassifiedStatusItem]:
@@ -335,9 +335,11 @@ class ListingRequest:
         if asked.latest:
             if isinstance(read, GatewayError):
                 latest_outcome = read
-            elif whole is not None:
+            elif whole is not None and whole.complete:
                 latest_outcome = whole.latest()
             else:
+                # A history cut at its page bound may lack the newest item (V3's order is
+                # not promised): V3's own latest filter names it.
                 reads["latest"] = latest()
         pages: dict[PageArgs, Outcome[StatusSlice[ClassifiedStatusItem]]] = {}
         for args in asked.pages:

@@ -8,9 +8,10 @@ is an upper bound of the reads `ListingRequest.listings` may plan, ignoring the 
   state or a refresh needs it;
 - each distinct classified costs its V3 reads: a whole-history read (the unified state,
   a refresh, a keyset cursor, or two or more asks of one classified) counts its page cap
-  (`MAX_HISTORY_PAGES`); otherwise `latestStatus` counts 1 and every `statuses` page 1
-  (a page is at most 100 items, so `first:` counts by page), and a page that a history
-  cut cannot answer 1 more;
+  (`MAX_HISTORY_PAGES`), and `latestStatus` and every `statuses` page 1 more (what a
+  history cut at its cap cannot answer is read on its own); otherwise `latestStatus`
+  counts 1 and every `statuses` page 1 (a page is at most 100 items, so `first:` counts by
+  page);
 - each media asked of a classified costs the same way: its whole history (latest status,
   a keyset cursor or two fresh pages) at the page cap, else 1 per page.
 
@@ -43,7 +44,7 @@ def classified_cost(asked: ClassifiedSelection, *, unified: bool, refresh: bool)
         unified or refresh or _keyset(asked.pages) or asked.latest + _fresh(asked.pages) >= 2
     )
     if whole_history:
-        cost = MAX_HISTORY_PAGES + len(asked.pages)
+        cost = MAX_HISTORY_PAGES + int(asked.latest) + len(asked.pages)
     else:
         cost = int(asked.latest) + len(asked.pages)
     return cost + sum(media_cost(media) for media in asked.media)
