@@ -687,3 +687,23 @@ def test_a_remembered_parse_keeps_a_key_of_its_entry_s_size() -> None:
     # The key and the tuple holding it were made on one line.
     assert where is not None
     assert sum(trace.size for trace in kept.traces if trace.traceback == where) < len(key) + 128
+
+
+def test_a_remote_ad_id_that_is_no_integer_is_counted_not_dropped_unseen() -> None:
+    def remote_id(value: object) -> object:
+        portal = {"portal": "marktplaats", "publish": {"active": True, "remoteAdId": value}}
+        ad = parse_ad(1, {"adId": 2, "portals": [portal]})
+        assert ad is not None
+        return ad.portals[0].publish.remote_ad_id
+
+    counted = dict(UNKNOWN_VALUES)
+    assert [remote_id(value) for value in (0, "0", "", False, None, " 42 ", 7.0)] == [
+        None, None, None, None, None, 42, 7,
+    ]  # fmt: skip
+    assert dict(UNKNOWN_VALUES) == counted, "none of these is unknown"
+    text = ("legacy.remote_ad_id", "not an integer (str)")
+    number = ("legacy.remote_ad_id", "not an integer (float)")
+    assert [remote_id(value) for value in ("m-77", "m-78", 1.5)] == [None, None, None]
+    # Counted by kind, not by value: every ad has its own id.
+    assert UNKNOWN_VALUES[text] == counted.get(text, 0) + 2
+    assert UNKNOWN_VALUES[number] == counted.get(number, 0) + 1

@@ -137,6 +137,18 @@ def _id(value: object) -> int | None:
     return number if number else None
 
 
+def _remote_ad_id(value: object) -> int | None:
+    """A portal's own id, documented as an int (`0`, `""`, `false` or null: none). Any
+    other value is shown as none too, but counted as an unknown value, not dropped unseen:
+    by its kind, since every ad has its own id (a label per value would be unbounded)."""
+    number = _int(value)
+    blank = value is None or value is False or (isinstance(value, str) and not value.strip())
+    if number is None and not blank:
+        note_unknown("legacy.remote_ad_id", f"not an integer ({type(value).__name__})")
+        log.debug("remoteAdId %r is not an integer: shown as null", value)
+    return number if number else None
+
+
 class _StatusFields(TypedDict):
     pending: bool
     pending_date: datetime | None
@@ -168,7 +180,7 @@ def _publish(raw: object) -> LegacyPublishStatus:
         **_status_fields(raw),
         online=_flag(raw.get("online")),
         close_date=parse_legacy_date(raw.get("closeDate")),
-        remote_ad_id=_id(raw.get("remoteAdId")),
+        remote_ad_id=_remote_ad_id(raw.get("remoteAdId")),
     )
 
 
