@@ -18,12 +18,20 @@ import httpx
 import pytest
 from redis_harness import RunningRedis
 
+from gateway.app import create_app, server_options
 from gateway.cache.shared import SharedPageCache
 from gateway.infra.redis_link import RedisDown, RedisLink
 from gateway.live.redis_bus import RedisEventBus
 from gateway.simulator import RunningSimulator
 
-from gateway_harness import LOOPBACK_TLS, RunningGateway, run_gateway, serve_env
+from gateway_harness import (
+    LOOPBACK_TLS,
+    RunningGateway,
+    run_gateway,
+    serve_app,
+    serve_env,
+    settings_for,
+)
 
 SECRET = "scaleout-secret"
 LATEST = """
@@ -507,3 +515,50 @@ async def test_an_event_for_the_classified_being_loaded_keeps_its_page_out_of_re
         assert cache_of(one).shared.overtaken == 1
         await latest(two, a)
         assert one.calls("v3", "classified_statuses") == 2
+
+
+class _Clock:
+    """A replica's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_page_read_from_redis_late_in_its_life_is_as_old_here_as_it_is(
+    simulator: RunningSimulator, redis_server: RunningRedis
+) -> None:
+    """Replica 2 reads a page that replica 1 stored 28 s ago (30 s TTL): it is fresh there
+    for 2 s more, not for the in-process layer's 5 s, and stale-if-error counts its true
+    age, up to the TTL and the stale window from when V3 answered it."""
+    shared = {"redis_url": redis_server.url, "cache_ttl_s": 30, "cache_stale_s": 300}
+    clock = _Clock()
+    settings = settings_for(simulator, **shared)
+    async with (
+        run_gateway(simulator, **shared) as one,
+        serve_app(create_app(settings, clock=clock), **server_options(settings)) as url,
+        httpx.AsyncClient(base_url=url, timeout=30, verify=LOOPBACK_TLS) as client,
+    ):
+        two = RunningGateway(url=url, client=client, running_sim=simulator, app=None)
+        classified_id = classified_of(one)
+        first = await latest(one, classified_id)
+        async with redis_server.client() as redis:
+            (name,) = [name async for name in redis.scan_iter("gateway:v3page:*")]
+            await redis.pexpire(name, 2000)  # as if stored 28 s ago
+            assert await latest(two, classified_id) == first  # from Redis
+            assert one.calls("v3", "classified_statuses") == 1
+            await redis.delete(name)
+        simulator.sim.state.add_fault("v3", "malformed")
+
+        clock.now += 3  # 31 s after V3 answered, 3 s after replica 2 read it from Redis
+        stale = await two.query(LATEST, {"id": classified_id})
+        assert stale["data"]["listing"]["classified"]["latestStatus"] == first
+        [marked] = stale["extensions"]["stale"]
+        assert marked["classifiedId"] == classified_id
+        assert 31 <= marked["ageSeconds"] < 40, marked
+
+        clock.now += 300  # 331 s after V3 answered: past the TTL and the stale window
+        gone = await two.query(LATEST, {"id": classified_id})
+        assert [error["extensions"]["code"] for error in gone["errors"]] == ["UPSTREAM_UNAVAILABLE"]

@@ -14,7 +14,8 @@ was dropped or overtaken (by a refresh) does not store what it read.
 
 With `stale_s`, a value is kept `stale_s` past its TTL, for stale-if-error: `stale(key)`
 hands it out (with its age) when a fresh load failed. Each value is stored once, with the
-time it was stored; whether it is fresh is decided when it is read. A drop (a webhook
+time it was read upstream and the time it stays fresh until; whether it is fresh is decided
+when it is read. A drop (a webhook
 event, a refresh) removes it, so a page known to be outdated is never served; keys carry
 the tenant, so neither is a page of another tenant.
 """
@@ -129,7 +130,7 @@ class PageCache(Generic[V]):
         self._ttl_s = ttl_s
         self._stale_s = stale_s if ttl_s > 0 else 0.0
         self._timer = timer
-        # key -> (value, stored at), kept until TTL + stale_s; fresh while within the TTL.
+        # key -> (value, read upstream at, fresh until), kept until TTL + stale_s.
         self._kept: _Entries | None = (
             _Entries(
                 maxsize=max_entries, ttl=ttl_s + self._stale_s, timer=timer, gone=self._unindex
@@ -151,10 +152,11 @@ class PageCache(Generic[V]):
         if self._kept is None:
             return 0
         now = self._timer()
-        return sum(1 for _, stored_at in list(self._kept.values()) if self._fresh(stored_at, now))
+        return sum(1 for _, _, until in list(self._kept.values()) if not until < now)
 
-    def _fresh(self, stored_at: float, now: float) -> bool:
-        return not stored_at + self._ttl_s < now
+    def _stamps(self, key: PageKey, now: float) -> tuple[float, float]:
+        """(when the value `key` just loaded was read upstream, when it stops being fresh)."""
+        return now, now + self._ttl_s
 
     async def get_or_load(
         self, key: PageKey, load: Callable[[], Awaitable[V]], *, refresh: bool = False
@@ -166,7 +168,7 @@ class PageCache(Generic[V]):
         """
         if not refresh and self._kept is not None:
             kept = self._kept.get(key)
-            if kept is not None and self._fresh(kept[1], self._timer()):
+            if kept is not None and not kept[2] < self._timer():
                 self.stats.hits += 1
                 value: V = kept[0]
                 return value
@@ -248,10 +250,11 @@ class PageCache(Generic[V]):
         except BaseException:
             self.stats.loads_failed += 1
             raise
+        read_at, until = self._stamps(flight.key, self._timer())
         if not flight.current:
             self.stats.loads_discarded += 1
         elif self._kept is not None:
-            self._kept[flight.key] = (value, self._timer())
+            self._kept[flight.key] = (value, read_at, until)
         return value
 
     def stale(self, key: PageKey) -> tuple[V, float] | None:
@@ -262,9 +265,12 @@ class PageCache(Generic[V]):
         kept = self._kept.get(key)
         if kept is None:
             return None
-        value, stored_at = kept
+        value, read_at, _ = kept
+        age = self._timer() - read_at
+        if age > self._ttl_s + self._stale_s:
+            return None  # read elsewhere (another replica) long before it was kept here
         self.stats.stale_served += 1
-        return value, max(0.0, self._timer() - stored_at)
+        return value, max(0.0, age)
 
     def _landed(self, flight: _Flight[V]) -> None:
         key = flight.key
@@ -316,7 +322,7 @@ class PageCache(Generic[V]):
                 flight.current = False
             if self._kept is not None:
                 kept = self._kept.pop(key, None)
-                if kept is not None and self._fresh(kept[1], now):
+                if kept is not None and not kept[2] < now:
                     dropped += 1
             self._unindex(key)
         self.stats.invalidated += dropped

@@ -46,15 +46,19 @@ from gateway.infra.redis_link import RedisDown, RedisLink
 
 log = logging.getLogger(__name__)
 
-# How long a replica keeps a page in process: short, so that a page read from Redis late
-# in its life is not kept much past the TTL the first replica gave it.
+# How long a replica keeps a page in process at most: short, so that a page another
+# replica replaced in Redis (a refresh) is not served here for long. A page read from Redis
+# late in its life is kept only until the TTL the first replica gave it.
 LOCAL_TTL_S: Final = 5.0
 
-# Takes a miss's turn in one step: the page if it is there by now, else the lock, else a
-# "someone waits" mark (so the holder's release knows to publish) and the lock's time left.
+# A page and its time left (PTTL), which tells how long ago V3 answered it.
+_READ: Final = "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}"
+# Takes a miss's turn in one step: the page (and its time left) if it is there by now, else
+# the lock, else a "someone waits" mark (so the holder's release knows to publish) and the
+# lock's time left.
 _TAKE_TURN: Final = """
 local page = redis.call('GET', KEYS[3])
-if page then return {2, page} end
+if page then return {2, page, redis.call('PTTL', KEYS[3])} end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1} end
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 return {0, redis.call('PTTL', KEYS[1])}
@@ -121,11 +125,15 @@ class SharedPageCache(PageCache[Any]):
             stale_s=stale_s + max(0.0, ttl_s - local_ttl_s),
         )
         self.link = link
+        self.shared_ttl_s = ttl_s
         self.shared_ttl_ms = max(1, round(ttl_s * 1000))
+        # How long ago V3 answered the page a load just read from Redis, for `_stamps`.
+        self._ages: dict[PageKey, float] = {}
         self.shared = SharedStats()
         self.lock_s = lock_s
         self.fill_channel = link.key("v3filled")
         self._take_turn = link.client.register_script(_TAKE_TURN)
+        self._read_page = link.client.register_script(_READ)
         # page name -> set when the replica holding its lock lets go.
         self._waiting: dict[str, asyncio.Event] = {}
         # classified id -> its loads in flight; a drop marks them, and they do not store.
@@ -170,16 +178,15 @@ class SharedPageCache(PageCache[Any]):
         token = None
         if not refresh:
             try:
-                raw = await self.link.run(lambda r: r.get(name))
+                raw, left_ms = await self._get(name)
             except RedisDown:
                 self.shared.unavailable += 1
-                raw = None
             else:
-                page = self._read(name, raw, adapter)
+                page = self._read(key, name, raw, left_ms, adapter)
                 if page is not None:
                     return page
                 self.shared.misses += 1
-                page, token = await self._miss(name, adapter)
+                page, token = await self._miss(key, name, adapter)
                 if page is not None:
                     return page
         flight = self._begin(key)
@@ -224,8 +231,26 @@ class SharedPageCache(PageCache[Any]):
                 if tenant is None or flight.tenant == tenant:
                     flight.overtaken = True
 
-    def _read(self, name: str, raw: bytes | str | None, adapter: TypeAdapter[Any]) -> Any:
-        """The page in `raw` (counted as a hit), or None."""
+    def _stamps(self, key: PageKey, now: float) -> tuple[float, float]:
+        """A page read from Redis was read from V3 `age` seconds ago (by any replica): it
+        stays fresh here for the in-process TTL at most, and never past the shared TTL."""
+        read_at = now - self._ages.pop(key, 0.0)
+        return read_at, min(now + self._ttl_s, read_at + self.shared_ttl_s)
+
+    async def _get(self, name: str) -> tuple[bytes | None, int]:
+        """The page stored under `name` (None if none) and its time left in ms."""
+        raw, left_ms = await self.link.run(lambda r: self._read_page(keys=[name], client=r))
+        return raw, int(left_ms)
+
+    def _read(
+        self,
+        key: PageKey,
+        name: str,
+        raw: bytes | str | None,
+        left_ms: int,
+        adapter: TypeAdapter[Any],
+    ) -> Any:
+        """The page in `raw` (counted as a hit, its age noted for `_stamps`), or None."""
         if raw is None:
             return None
         try:
@@ -234,9 +259,13 @@ class SharedPageCache(PageCache[Any]):
             log.warning("unreadable page in Redis under %s: loading it again", name)
             return None
         self.shared.hits += 1
+        if left_ms >= 0:  # -1: stored without expiry, by something else than a replica
+            self._ages[key] = max(0, self.shared_ttl_ms - left_ms) / 1000
         return page
 
-    async def _miss(self, name: str, adapter: TypeAdapter[Any]) -> tuple[Any, str | None]:
+    async def _miss(
+        self, key: PageKey, name: str, adapter: TypeAdapter[Any]
+    ) -> tuple[Any, str | None]:
         """After a miss: (the page, None) if another replica stored it meanwhile, (None,
         token) if this replica holds the page's lock now, (None, None) to read V3 alone."""
         token = secrets.token_hex(16)
@@ -258,7 +287,7 @@ class SharedPageCache(PageCache[Any]):
                 self.shared.lock_wins += 1
                 return None, token
             if turn[0] == 2:
-                return self._read(name, turn[1], adapter), None
+                return self._read(key, name, turn[1], int(turn[2]), adapter), None
             self.shared.lock_waits += 1
             lock_left_s = turn[1] / 1000 if turn[1] > 0 else self.lock_s
             with contextlib.suppress(TimeoutError):
@@ -268,11 +297,11 @@ class SharedPageCache(PageCache[Any]):
         finally:
             self._waiting.pop(name, None)
         try:
-            raw = await self.link.run(lambda r: r.get(name))
+            raw, left_ms = await self._get(name)
         except RedisDown:
             self.shared.unavailable += 1
-            raw = None
-        page = self._read(name, raw, adapter)
+            raw, left_ms = None, -2
+        page = self._read(key, name, raw, left_ms, adapter)
         if page is None:
             self.shared.lock_timeouts += 1
         return page, None
