@@ -88,6 +88,38 @@ async def test_small_pages_and_filters_map_to_upstream_parameters(gateway: Runni
     )
 
 
+async def test_a_legacy_portal_in_a_status_filter_keeps_nothing_however_the_page_is_read(
+    gateway: RunningGateway,
+) -> None:
+    """V3 knows no legacy portal (it refuses the code): a filter that names only legacy
+    portals answers an empty page without a call, as a page cut from a history read does;
+    beside V3 portals, only those are sent."""
+    classified_id = gateway.sim.data.multi_page[0]
+    tenant = {"x-intermediary-id": gateway.sim.data.tenant_of(classified_id)}
+    alone = """query($id: ID!, $portal: [Portal!]) { listing(ref: {classifiedId: $id}) {
+      classified { statuses(first: 5, portal: $portal) {
+        nodes { id portals } pageInfo { hasNextPage endCursor } } } } }"""
+    with_state = alone.replace("classified { statuses", "state classified { statuses")
+    answers, reads = [], []
+    for query in (alone, with_state):
+        gateway.sim.state.reset_counters()
+        body = await gateway.query(
+            query, {"id": classified_id, "portal": ["MARKTPLAATS", "WEBSITE"]}, headers=tenant
+        )
+        assert "errors" not in body, body
+        answers.append(body["data"]["listing"]["classified"]["statuses"])
+        reads.append(gateway.calls("v3", "classified_statuses"))
+    assert answers == [{"nodes": [], "pageInfo": {"hasNextPage": False, "endCursor": None}}] * 2
+    assert reads[0] == 0 and reads[1] >= 1  # the second read the state's history
+    mixed = await gateway.query(
+        alone, {"id": classified_id, "portal": ["SL", "MARKTPLAATS"]}, headers=tenant
+    )
+    nodes = mixed["data"]["listing"]["classified"]["statuses"]["nodes"]
+    assert nodes and all("SL" in node["portals"] for node in nodes)
+    [sent] = [r.query for r in gateway.sim.state.requests if ("limit", "5") in r.query]
+    assert [value for name, value in sent if name == "portal"] == ["SL"]
+
+
 async def test_every_edge_cursor_pages_on_from_its_status(gateway: RunningGateway) -> None:
     classified_id = gateway.sim.data.multi_page[0]
     tenant = {"x-intermediary-id": gateway.sim.data.tenant_of(classified_id)}

@@ -232,7 +232,8 @@ class Media:
         return MediaStatus.from_domain(item, ids.status_item_id(self._data.media_id, item))
 
     @strawberry.field(
-        description="The media's status history, newest first. Null with an error when V3 failed."
+        description="The media's status history, newest first: each page sorted by date, pages "
+        "in V3's own paging order. Null with an error when V3 failed."
     )
     def statuses(
         self,
@@ -262,7 +263,8 @@ class Classified:
         return ClassifiedStatus.from_domain(item, ids.status_item_id(str(self.id), item))
 
     @strawberry.field(
-        description="The status history, newest first. Null with an error when V3 failed."
+        description="The status history, newest first: each page sorted by date, pages in V3's "
+        "own paging order. Null with an error when V3 failed."
     )
     def statuses(
         self,

@@ -22,6 +22,7 @@ from gateway.domain import ids
 from gateway.domain.cursors import KeysetCursor, UpstreamCursor
 from gateway.domain.errors import GatewayError, Outcome, UpstreamUnavailable, capture
 from gateway.domain.models import (
+    V3_PORTALS,
     Caller,
     ClassifiedStatusCode,
     ClassifiedStatusItem,
@@ -320,11 +321,16 @@ class ListingRequest:
 
         async def page(args: PageArgs) -> StatusSlice[ClassifiedStatusItem]:
             cursor = args.cursor
+            # No V3 status lists a legacy portal: V3 would refuse the code, while a page
+            # cut from a history read keeps nothing for it. Both answer as the cut does.
+            portals = [portal.value for portal in args.portals if portal in V3_PORTALS]
+            if args.portals and not portals:
+                return StatusSlice((), has_previous_page=args.after is not None)
             answer = await self._classified_page(
                 classified_id,
                 limit=args.first,
                 statuses=[code.value for code in args.statuses],
-                portals=[portal.value for portal in args.portals],
+                portals=portals,
                 next_token=cursor.token if isinstance(cursor, UpstreamCursor) else None,
             )
             return page_slice(answer, id_of, later=args.after is not None)
