@@ -84,6 +84,13 @@ async def test_whole_call_failures_map_to_status_codes(
     assert down.value.code() == grpc.StatusCode.UNAVAILABLE
     assert ("gateway-code", "UPSTREAM_UNAVAILABLE") in tuple(down.value.trailing_metadata() or ())
     assert "Traceback" not in (down.value.details() or "")
+    # V3 does not know the classified, but legacy could not be read: it may know the ad.
+    both = pb.ListingRef(
+        classified_id="no-such-id", legacy=pb.LegacyAdRef(user_id=user_id, ad_id=ad_id)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as half_known:
+        await stub.GetListing(pb.GetListingRequest(ref=both))
+    assert half_known.value.code() == grpc.StatusCode.UNAVAILABLE
     # An upstream refusal other than of the credentials: the request as asked will not do.
     gw.sim.state.clear_faults()
     gw.sim.state.add_fault("legacy", "error", status=400)

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from gateway.domain import ids
-from gateway.domain.errors import GatewayError, InvalidInput
+from gateway.domain.errors import GatewayError, InvalidInput, NotFound
 from gateway.domain.models import ClassifiedStatusEvent, ListingRef, caller_of
 from gateway.grpc import messages
 from gateway.grpc.errors import translated
@@ -297,7 +297,12 @@ def _listing(data: ListingData, asked: frozenset[str], stale: Mapping[str, float
 
 
 def _whole_call_failure(built: Sequence[_Built]) -> GatewayError | None:
-    """A call none of whose reads succeeded fails as a whole, with its first error."""
+    """A call none of whose reads succeeded fails as a whole: NOT_FOUND only when no
+    source knows the listing, else with the first error that says something else (a source
+    that could not be read may still know it)."""
     if any(item.reads for item in built):
         return None
-    return next((error for item in built for error in item.failures), None)
+    errors = [error for item in built for error in item.failures]
+    return next((error for error in errors if not isinstance(error, NotFound)), None) or next(
+        iter(errors), None
+    )
