@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis_harness import RunningRedis
 
 from gateway.app import create_app, server_options
@@ -245,6 +246,37 @@ async def test_while_redis_is_silent_no_call_waits_for_it(tmp_path: Path) -> Non
             assert link.stats.failures >= 2  # the probe's
         finally:
             await link.aclose()
+
+
+@pytest.mark.parametrize("ending", ["answer", "lost connection"])
+async def test_a_redis_call_that_swallows_its_cancellation_still_stops_its_caller(
+    redis_server: RunningRedis, ending: str
+) -> None:
+    """redis-py may catch a cancellation landing in a command, then finish it or fail it as
+    a lost connection: the caller stops all the same, and Redis is not counted as down."""
+    link = RedisLink(redis_server.url)
+    inside = asyncio.Event()
+
+    async def swallowing(client: Any) -> str:
+        await client.ping()
+        inside.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if ending == "lost connection":
+                raise RedisConnectionError("Connection closed by server.") from None
+        return "finished anyway"
+
+    try:
+        call = asyncio.ensure_future(link.run(swallowing))
+        await inside.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert (link.state, link.stats.failures) == ("ok", 0)
+        assert await link.run(lambda r: r.ping()) is True
+    finally:
+        await link.aclose()
 
 
 async def test_a_probe_brings_the_link_back_when_redis_returns_without_any_call(

@@ -45,6 +45,18 @@ class RedisStats:
     recovered: int = 0  # times it came back
 
 
+def _stop_if_cancelled(task: asyncio.Task[object] | None, asked: int) -> None:
+    """Raise the cancellation a Redis call swallowed.
+
+    redis-py can catch a `CancelledError` that lands in a command and finish the command (or
+    fail it as a lost connection). The task that asked to stop then ran on: a subscription
+    whose client left while it read the change log waited for changes forever, and held the
+    server's shutdown with it. Its cancellation request is still counted (`cancelling()`).
+    """
+    if task is not None and task.cancelling() > asked:
+        raise asyncio.CancelledError
+
+
 class RedisLink:
     """One redis-py asyncio client with a degraded state and a reconnect backoff."""
 
@@ -97,11 +109,15 @@ class RedisLink:
             self.stats.skipped += 1
             self._start_probe()  # in case the failure was reported where no loop ran
             raise RedisDown("Redis is unavailable; a background probe tries it again")
+        task = asyncio.current_task()
+        asked = 0 if task is None else task.cancelling()
         try:
             result = await action(self.client)
         except (RedisError, OSError, TimeoutError) as exc:
+            _stop_if_cancelled(task, asked)
             self.failed(exc)
             raise RedisDown(str(exc)) from exc
+        _stop_if_cancelled(task, asked)
         self.succeeded()
         return result
 
