@@ -148,8 +148,8 @@ class Settings(BaseSettings):
         gt=0,
         le=7 * 24 * 3600,
         description="seconds a listing change is kept for a client to resume after its cursor "
-        "(in Redis with `GATEWAY_REDIS_URL`, else in process); a cursor whose later changes "
-        "are gone is refused with `cursor_expired`",
+        "(in Redis with `GATEWAY_REDIS_URL`, else in process); a cursor whose own or later "
+        "changes are gone is refused with `cursor_expired`",
     )
     event_log_max_entries: int = Field(
         default=10_000,

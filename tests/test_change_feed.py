@@ -82,11 +82,11 @@ class SeamLog(LocalChangeLog):
         super().__init__()
         self.during_replay = list(during_replay)
 
-    async def read_after(self, cursor: ChangeCursor) -> list[LoggedChange]:
+    async def read_after(self, cursor: ChangeCursor, *, strict: bool = False) -> list[LoggedChange]:
         for change in self.during_replay:
             self.add(change)  # in the backlog read next, and delivered live as well
         self.during_replay = []
-        return self.entries_after(cursor)
+        return self.entries_after(cursor, strict=strict)
 
 
 async def test_changes_at_the_seam_of_replay_and_live_come_once_and_in_order() -> None:
@@ -152,12 +152,19 @@ def test_a_change_is_kept_for_the_retention_and_within_the_entry_bound() -> None
     with pytest.raises(CursorExpired):
         log.entries_after(first.cursor)
     head = log.head()
-    assert log.entries_after(head) == []  # nothing was missed after the newest
+    # Nothing after the newest is gone, which is enough for a subscription catching up.
+    assert log.entries_after(head) == []
+    # A client's cursor older than the retention is refused all the same: while it was
+    # away, a change to its ads may have gone unlogged.
+    with pytest.raises(CursorExpired):
+        log.entries_after(head, strict=True)
+    newest = log.add(v3_change("a", 9))
+    assert log.entries_after(newest.cursor, strict=True) == []
     for n in range(5):
         log.add(v3_change("a", n))
     assert len(log) == 3
     with pytest.raises(CursorExpired):
-        log.entries_after(head)  # two changes after it went past the bound
+        log.entries_after(newest.cursor)  # changes after it went past the bound
 
 
 def test_cursors_are_opaque_versioned_and_name_their_log() -> None:

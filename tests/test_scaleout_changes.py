@@ -164,3 +164,53 @@ async def test_without_redis_a_change_stays_with_the_replica_that_saw_it(
             message = await subscriber.ws.receive_json()
         (error,) = message["payload"]["errors"]
         assert error["extensions"] == {"code": "BAD_USER_INPUT", "reason": "cursor_expired"}
+
+
+async def test_a_client_that_resumes_and_leaves_ends_its_subscription(
+    simulator: RunningSimulator, redis_server: RunningRedis
+) -> None:
+    """It leaves while its subscription reads the shared log (a Redis call that may swallow
+    the cancellation): the subscription ends all the same, and the replica can stop."""
+    async with replicas(simulator, redis_server) as (one, two):
+        classified_id = listing_of(one, 8)[0]
+        variables: dict[str, Any] = {"refs": [{"classifiedId": classified_id}]}
+        async with connect(one, TRANSPORT_WS) as subscriber:
+            await subscribed(one, subscriber, variables)
+            await append(one, classified_id, "DELETING")
+            seen = await event(subscriber)
+        await feed_of(one).settled()
+        feed = feed_of(two)
+        async with connect(two, TRANSPORT_WS) as subscriber:
+            await subscribed(two, subscriber, variables | {"after": seen["cursor"]})
+        await feed.membership.until(lambda: not feed.subscribers)
+
+
+async def test_a_cursor_whose_own_change_left_the_shared_log_is_expired(
+    simulator: RunningSimulator, redis_server: RunningRedis
+) -> None:
+    """Nothing after it is gone, but the client was away longer than the retention: a legacy
+    change to its ads then may have gone unlogged, so it is told to reload."""
+    async with replicas(simulator, redis_server) as (one, two):
+        classified_id = listing_of(one, 8)[0]
+        variables: dict[str, Any] = {"refs": [{"classifiedId": classified_id}]}
+        async with connect(one, TRANSPORT_WS) as subscriber:
+            await subscribed(one, subscriber, variables)
+            await append(one, classified_id, "DELETING")
+            seen = await event(subscriber)
+        await feed_of(one).settled()
+        resume = variables | {"after": seen["cursor"]}
+        async with connect(two, TRANSPORT_WS) as subscriber:
+            await subscribed(two, subscriber, resume)  # kept: nothing to replay, no error
+
+        # The change leaves the stream, as past the retention (Redis trims by its own clock).
+        log = log_of(one)
+        async with redis_server.client() as client:
+            [(newest, _)] = await client.xrevrange(log.stream, count=1)
+            number = int(newest.decode().split("-")[0])
+            await client.xtrim(log.stream, minid=f"{number + 1}-0")
+            assert await client.xlen(log.stream) == 0
+        async with connect(two, TRANSPORT_WS) as subscriber:
+            await subscriber.start(CHANGED, resume)
+            message = await subscriber.ws.receive_json()
+        (error,) = message["payload"]["errors"]
+        assert error["extensions"] == {"code": "BAD_USER_INPUT", "reason": "cursor_expired"}

@@ -3,10 +3,10 @@
 Every error leaving `/graphql` carries `extensions.code`; errors that came from an
 upstream also carry `extensions.upstream`, and, when known, `extensions.retryAfter` (whole
 seconds the upstream asked for) and `extensions.reason` (why the gateway refused the call
-itself, e.g. `circuit_open`). A change cursor whose later changes are gone is
-`BAD_USER_INPUT` with `extensions.reason: "cursor_expired"`. Anything that is not a `GatewayError` is
-logged here and reaches the caller only as "Unexpected error", so no stack trace,
-token or upstream body ever leaks.
+itself, e.g. `circuit_open`). A change cursor whose own or later changes are gone is
+`BAD_USER_INPUT` with `extensions.reason: "cursor_expired"`. Anything that is not a
+`GatewayError` is logged here and reaches the caller only as "Unexpected error", so no stack
+trace, token or upstream body ever leaks.
 """
 
 from __future__ import annotations

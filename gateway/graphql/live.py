@@ -152,8 +152,9 @@ class Subscription:
         description="Changes of these listings on either side, each once and in order: V3 "
         "through its webhook, legacy by polling the watched ads (GATEWAY_LEGACY_POLL_S). With "
         "`after` (an event's cursor), the retained changes after it come first, then the live "
-        "ones. A cursor whose later changes are no longer kept (GATEWAY_EVENT_RETENTION_S) is "
-        'refused with `extensions.reason: "cursor_expired"`: reload, then subscribe without it.'
+        "ones. A cursor whose own or later changes are no longer kept (GATEWAY_EVENT_RETENTION_S) "
+        'is refused with `extensions.reason: "cursor_expired"`: reload, then subscribe without '
+        "it."
     )
     async def listing_changed(
         self,

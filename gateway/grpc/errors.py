@@ -18,9 +18,9 @@ The details are the error's caller-safe message; trailing metadata `gateway-code
 the GraphQL `extensions.code` and `gateway-upstream` the upstream, when there was one;
 a refusal at admission adds `gateway-retry-after` (whole seconds, HTTP's `Retry-After`),
 a request over the upstream-cost budget `gateway-cost` and `gateway-limit` (GraphQL's
-`extensions.cost` / `extensions.limit`), a change cursor whose later changes are gone
-`gateway-reason` (GraphQL's `extensions.reason`). A request too costly is INVALID_ARGUMENT, not
-RESOURCE_EXHAUSTED: it is refused whatever the gateway's load, and retrying it unchanged
+`extensions.cost` / `extensions.limit`), a change cursor whose own or later changes are
+gone `gateway-reason` (GraphQL's `extensions.reason`). A request too costly is
+INVALID_ARGUMENT, not RESOURCE_EXHAUSTED: it is refused whatever the gateway's load, and retrying it unchanged
 fails again (RESOURCE_EXHAUSTED tells a caller to back off and retry, as admission does).
 """
 

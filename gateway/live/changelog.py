@@ -10,6 +10,10 @@ replica. Either way:
 - `read_after(cursor)` answers the retained changes after a cursor, oldest first, or raises
   `CursorExpired` when some change after it is gone (dropped past the retention or the
   entry bound, or the cursor names another log: another process, an earlier start).
+  A client's `after` is read `strict`ly: its own change must still be kept too. A client
+  away longer than the retention watched nothing meanwhile, and a legacy change to its ads
+  then was not logged (the poller forgets an unwatched ad's last status with the retention),
+  so an empty log after its cursor proves nothing.
 
 A change is kept for `retention_s` (GATEWAY_EVENT_RETENTION_S) and the log holds at most
 `max_entries` (GATEWAY_EVENT_LOG_MAX_ENTRIES): whichever bound comes first drops the oldest.
@@ -47,8 +51,9 @@ class ChangeLog(Protocol):
 
     async def append(self, change: ListingChange) -> None: ...
 
-    async def read_after(self, cursor: ChangeCursor) -> list[LoggedChange]:
-        """Retained changes after `cursor`, oldest first; `CursorExpired` if some are gone."""
+    async def read_after(self, cursor: ChangeCursor, *, strict: bool = False) -> list[LoggedChange]:
+        """Retained changes after `cursor`, oldest first; `CursorExpired` if some are gone
+        (`strict`: or the cursor's own change)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -114,10 +119,10 @@ class LocalChangeLog:
             self._deliver(entry)
         return entry
 
-    async def read_after(self, cursor: ChangeCursor) -> list[LoggedChange]:
-        return self.entries_after(cursor)
+    async def read_after(self, cursor: ChangeCursor, *, strict: bool = False) -> list[LoggedChange]:
+        return self.entries_after(cursor, strict=strict)
 
-    def entries_after(self, cursor: ChangeCursor) -> list[LoggedChange]:
+    def entries_after(self, cursor: ChangeCursor, *, strict: bool = False) -> list[LoggedChange]:
         if cursor.log != self.identity:
             raise CursorExpired("this cursor is from another log (a restart or another replica)")
         after = cursor.position.major
@@ -126,6 +131,8 @@ class LocalChangeLog:
         self._trim()
         if after < self._dropped_through:
             raise CursorExpired("events after this cursor are no longer kept")
+        if strict and after and after == self._dropped_through:
+            raise CursorExpired("this cursor is older than the events kept")
         # Sequence numbers are consecutive: the entry after `after` sits at a known offset.
         first = self._last - len(self._entries) + 1
         start = max(0, after + 1 - first)

@@ -266,7 +266,7 @@ class ChangeFeed:
 
         `allows(classified_id)` filters V3 changes (a subscriber's tenant, see
         `gateway.live.visibility`). A cursor that does not decode is `InvalidInput` at once;
-        one whose later changes are gone is `CursorExpired` on the first iteration.
+        one whose own or later changes are gone is `CursorExpired` on the first iteration.
         """
         cursor = None if after is None else decode_change_cursor(after)
         return _ChangeSubscription(self, refs, cursor, allows)
@@ -289,7 +289,9 @@ class ChangeFeed:
             seen[entry.cursor.log] = entry.cursor.position
             return True
 
-        backlog = [] if cursor is None else await self._read_after(cursor)
+        # The client's cursor is read strictly (see gateway.live.changelog); catching up
+        # after falling behind is not: this subscription watched its ads all along.
+        backlog = [] if cursor is None else await self._read_after(cursor, strict=True)
         while True:
             for entry in backlog:
                 if not fresh(entry):
@@ -313,9 +315,11 @@ class ChangeFeed:
             if ref is not None and await _allowed(live.change, allows):
                 yield WatchedChange(live, ref)
 
-    async def _read_after(self, cursor: ChangeCursor) -> list[LoggedChange]:
+    async def _read_after(
+        self, cursor: ChangeCursor, *, strict: bool = False
+    ) -> list[LoggedChange]:
         try:
-            return await self.log.read_after(cursor)
+            return await self.log.read_after(cursor, strict=strict)
         except CursorExpired:
             self.stats.expired += 1
             raise

@@ -100,8 +100,8 @@ return {epoch, n}
 """
 )
 
-# KEYS: stream, meta. ARGV: retention ms, max entries, epoch, after (n).
-# Returns {'ok', entries} | {'expired'} | {'invalid'}.
+# KEYS: stream, meta. ARGV: retention ms, max entries, epoch, after (n), strict ('1': the
+# entry `after` itself must still be kept). Returns {'ok', entries} | {'expired'} | {'invalid'}.
 _READ_AFTER = (
     _TRIM_OLD
     + """
@@ -111,6 +111,11 @@ local last = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
 local after = tonumber(ARGV[4])
 if after > last then return {'invalid'} end
 trim_old(KEYS[1], tonumber(ARGV[1]))
+if ARGV[5] == '1' and after > 0 then
+  if #redis.call('XRANGE', KEYS[1], after .. '-0', after .. '-0') == 0 then
+    return {'expired'}
+  end
+end
 if after == last then return {'ok', {}} end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. after .. '-0', '+', 'COUNT', tonumber(ARGV[2]))
 if #entries == 0 or entries[1][1] ~= (after + 1) .. '-0' then return {'expired'} end
@@ -210,9 +215,9 @@ class RedisChangeLog:
             log.warning("the shared change log was reset; following the new one")
             self._restart_reader()
 
-    async def read_after(self, cursor: ChangeCursor) -> list[LoggedChange]:
+    async def read_after(self, cursor: ChangeCursor, *, strict: bool = False) -> list[LoggedChange]:
         if cursor.log == self.local.identity:
-            return self.local.entries_after(cursor)
+            return self.local.entries_after(cursor, strict=strict)
         if not cursor.log.startswith("r") or cursor.position.minor:
             raise CursorExpired("this cursor is from another log")
         args: list[bytes | str | int] = [
@@ -220,6 +225,7 @@ class RedisChangeLog:
             self.max_entries,
             cursor.log[1:],
             cursor.position.major,
+            "1" if strict else "0",
         ]
         try:
             answer: Any = await self.link.run(

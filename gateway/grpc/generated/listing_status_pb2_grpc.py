@@ -118,8 +118,8 @@ class ListingStatusServiceServicer:
         cancels: V3 portal states from webhooks, legacy publish and feature statuses by polling
         (GATEWAY_LEGACY_POLL_S). GraphQL's `listingChanged`. Initial metadata is sent once the
         watch is in place. With `after` (an event's cursor) the retained changes after it come
-        first (GATEWAY_EVENT_RETENTION_S), then the live ones; a cursor whose later changes are no
-        longer kept fails the call with INVALID_ARGUMENT and trailing metadata
+        first (GATEWAY_EVENT_RETENTION_S), then the live ones; a cursor whose own or later
+        changes are no longer kept fails the call with INVALID_ARGUMENT and trailing metadata
         `gateway-reason: cursor_expired` (reload, then watch without it). RESOURCE_EXHAUSTED when
         the gateway holds its most watches (GATEWAY_MAX_SUBSCRIPTIONS).
         """

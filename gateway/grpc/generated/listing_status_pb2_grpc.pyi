@@ -63,8 +63,8 @@ class ListingStatusServiceStub:
     cancels: V3 portal states from webhooks, legacy publish and feature statuses by polling
     (GATEWAY_LEGACY_POLL_S). GraphQL's `listingChanged`. Initial metadata is sent once the
     watch is in place. With `after` (an event's cursor) the retained changes after it come
-    first (GATEWAY_EVENT_RETENTION_S), then the live ones; a cursor whose later changes are no
-    longer kept fails the call with INVALID_ARGUMENT and trailing metadata
+    first (GATEWAY_EVENT_RETENTION_S), then the live ones; a cursor whose own or later
+    changes are no longer kept fails the call with INVALID_ARGUMENT and trailing metadata
     `gateway-reason: cursor_expired` (reload, then watch without it). RESOURCE_EXHAUSTED when
     the gateway holds its most watches (GATEWAY_MAX_SUBSCRIPTIONS).
     """
@@ -99,8 +99,8 @@ class ListingStatusServiceAsyncStub(ListingStatusServiceStub):
     cancels: V3 portal states from webhooks, legacy publish and feature statuses by polling
     (GATEWAY_LEGACY_POLL_S). GraphQL's `listingChanged`. Initial metadata is sent once the
     watch is in place. With `after` (an event's cursor) the retained changes after it come
-    first (GATEWAY_EVENT_RETENTION_S), then the live ones; a cursor whose later changes are no
-    longer kept fails the call with INVALID_ARGUMENT and trailing metadata
+    first (GATEWAY_EVENT_RETENTION_S), then the live ones; a cursor whose own or later
+    changes are no longer kept fails the call with INVALID_ARGUMENT and trailing metadata
     `gateway-reason: cursor_expired` (reload, then watch without it). RESOURCE_EXHAUSTED when
     the gateway holds its most watches (GATEWAY_MAX_SUBSCRIPTIONS).
     """
@@ -162,8 +162,8 @@ class ListingStatusServiceServicer(metaclass=_abc_1.ABCMeta):
         cancels: V3 portal states from webhooks, legacy publish and feature statuses by polling
         (GATEWAY_LEGACY_POLL_S). GraphQL's `listingChanged`. Initial metadata is sent once the
         watch is in place. With `after` (an event's cursor) the retained changes after it come
-        first (GATEWAY_EVENT_RETENTION_S), then the live ones; a cursor whose later changes are no
-        longer kept fails the call with INVALID_ARGUMENT and trailing metadata
+        first (GATEWAY_EVENT_RETENTION_S), then the live ones; a cursor whose own or later
+        changes are no longer kept fails the call with INVALID_ARGUMENT and trailing metadata
         `gateway-reason: cursor_expired` (reload, then watch without it). RESOURCE_EXHAUSTED when
         the gateway holds its most watches (GATEWAY_MAX_SUBSCRIPTIONS).
         """
