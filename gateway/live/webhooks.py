@@ -186,7 +186,14 @@ class Webhooks:
             raise InvalidInput("the body is not valid JSON") from None
         item = parse_callback(payload)
         if item.classified_id is not None and item.classified_id != classified_id:
-            raise InvalidInput("the body's classifiedId differs from the one in the path")
+            # The path names the classified (docs/upstreams.md): a body that says otherwise
+            # is odd, not a reason to lose the status.
+            log.warning(
+                "a V3 callback for classified %s names classified %s in its body; the "
+                "path's is used",
+                classified_id,
+                item.classified_id,
+            )
         key = item.status_id or ids.derived_status_id(
             classified_id, item.status_date, item.raw_status
         )
