@@ -166,22 +166,29 @@ async def test_without_redis_a_change_stays_with_the_replica_that_saw_it(
         assert error["extensions"] == {"code": "BAD_USER_INPUT", "reason": "cursor_expired"}
 
 
+async def a_change_seen_on(replica: RunningGateway) -> dict[str, Any]:
+    """A client watches a classified on `replica`, sees one change of it and leaves; the
+    variables that resume after that change."""
+    classified_id = listing_of(replica, 8)[0]
+    variables: dict[str, Any] = {"refs": [{"classifiedId": classified_id}]}
+    async with connect(replica, TRANSPORT_WS) as subscriber:
+        await subscribed(replica, subscriber, variables)
+        await append(replica, classified_id, "DELETING")
+        seen = await event(subscriber)
+    await feed_of(replica).settled()
+    return variables | {"after": seen["cursor"]}
+
+
 async def test_a_client_that_resumes_and_leaves_ends_its_subscription(
     simulator: RunningSimulator, redis_server: RunningRedis
 ) -> None:
     """It leaves while its subscription reads the shared log (a Redis call that may swallow
     the cancellation): the subscription ends all the same, and the replica can stop."""
     async with replicas(simulator, redis_server) as (one, two):
-        classified_id = listing_of(one, 8)[0]
-        variables: dict[str, Any] = {"refs": [{"classifiedId": classified_id}]}
-        async with connect(one, TRANSPORT_WS) as subscriber:
-            await subscribed(one, subscriber, variables)
-            await append(one, classified_id, "DELETING")
-            seen = await event(subscriber)
-        await feed_of(one).settled()
+        resume = await a_change_seen_on(one)
         feed = feed_of(two)
         async with connect(two, TRANSPORT_WS) as subscriber:
-            await subscribed(two, subscriber, variables | {"after": seen["cursor"]})
+            await subscribed(two, subscriber, resume)
         await feed.membership.until(lambda: not feed.subscribers)
 
 
@@ -191,14 +198,7 @@ async def test_a_cursor_whose_own_change_left_the_shared_log_is_expired(
     """Nothing after it is gone, but the client was away longer than the retention: a legacy
     change to its ads then may have gone unlogged, so it is told to reload."""
     async with replicas(simulator, redis_server) as (one, two):
-        classified_id = listing_of(one, 8)[0]
-        variables: dict[str, Any] = {"refs": [{"classifiedId": classified_id}]}
-        async with connect(one, TRANSPORT_WS) as subscriber:
-            await subscribed(one, subscriber, variables)
-            await append(one, classified_id, "DELETING")
-            seen = await event(subscriber)
-        await feed_of(one).settled()
-        resume = variables | {"after": seen["cursor"]}
+        resume = await a_change_seen_on(one)
         async with connect(two, TRANSPORT_WS) as subscriber:
             await subscribed(two, subscriber, resume)  # kept: nothing to replay, no error
 
