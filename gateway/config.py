@@ -129,7 +129,7 @@ class Settings(BaseSettings):
         ge=1,
         le=1_000_000,
         description="GraphQL subscriptions and gRPC watch streams one process holds; one more "
-        "is refused (GraphQL `OVERLOADED`, gRPC RESOURCE_EXHAUSTED)",
+        "is refused (GraphQL: an `error` message with `OVERLOADED`; gRPC RESOURCE_EXHAUSTED)",
     )
     webhook_subscribe: bool = False
     webhook_max_body_bytes: int = Field(default=64 * 1024, ge=256, le=1024 * 1024)

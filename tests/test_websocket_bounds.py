@@ -479,6 +479,37 @@ async def test_one_operation_past_the_per_socket_cap_is_refused_and_the_socket_s
         assert served["payload"] == {"data": {"__typename": "Query"}}, served
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_subscription_past_the_process_bound_gets_an_error_message(
+    simulator: RunningSimulator, protocol: str
+) -> None:
+    """GATEWAY_MAX_SUBSCRIPTIONS is refused as the per-socket cap is (DESIGN: "GraphQL as
+    above"): an `error` message with OVERLOADED, the socket stays up, and queries on it are
+    still served. It used to be a `next` with the error, then `complete`."""
+    watch = 'subscription { classifiedStatusChanged(classifiedIds: ["c-1"]) { classifiedId } }'
+    changes = 'subscription { listingChanged(refs: [{classifiedId: "c-1"}]) { cursor } }'
+    async with (
+        run_gateway(simulator, max_subscriptions=1) as gateway,
+        socket(gateway, TRANSPORT_WS) as holder,
+        socket(gateway, protocol) as ws,
+    ):
+        bus = gateway.app.state.runtime.events
+        await initialised(holder)
+        await holder.send_json(start(TRANSPORT_WS, watch))
+        await bus.membership.until(lambda: len(bus.subscribers) == 1)
+        await initialised(ws)
+        for op, query in (("a", watch), ("b", changes)):
+            await ws.send_json(start(protocol, query, op=op))
+            refused = await answer_to(ws, op)
+            assert refused["type"] == "error", refused
+            assert error_codes(refused) == {"OVERLOADED"}
+            assert "holds its most subscriptions" in json.dumps(refused)
+        await ws.send_json(start(protocol, "{ __typename }", op="c"))
+        served = await answer_to(ws, "c")
+        assert served["payload"] == {"data": {"__typename": "Query"}}, served
+        assert bus.stats.refused == 2
+
+
 async def test_one_socket_past_the_process_cap_is_closed_1013(simulator: RunningSimulator) -> None:
     """WebSocket connections were unbounded; GATEWAY_MAX_WS_CONNECTIONS holds them."""
     async with (

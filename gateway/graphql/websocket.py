@@ -18,6 +18,10 @@
   socket stays up. A query or mutation holds its turn until its result is sent; a
   subscription gives it back once it is set up (`SubscriptionTurns`), so it holds none
   while it waits for events.
+- A subscription one past the process's bound (`GATEWAY_MAX_SUBSCRIPTIONS`, the event bus's)
+  gets an `error` message with `OVERLOADED` and `retryAfter`, as one past the per-socket cap;
+  queries and mutations are not concerned. The subscription's own reservation stays the
+  backstop, for a race at the bound: it fails once the stream runs, as a result.
 - Variables nest at most `max_variable_depth` levels (`GATEWAY_MAX_VARIABLE_DEPTH`), else
   an `error` message with `BAD_USER_INPUT`. The token limit and every other check run in
   the schema's extensions, as for HTTP; a document that does not parse gets an `error`
@@ -35,7 +39,8 @@ from contextvars import ContextVar
 from typing import Any, Final, cast
 
 import orjson
-from graphql import GraphQLError
+from graphql import GraphQLError, get_operation_ast, parse
+from graphql import OperationType as CoreOperationType
 from starlette.websockets import WebSocketDisconnected as ClosedWebSocket
 from starlette.websockets import WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
@@ -186,6 +191,37 @@ def _share_text(message: dict[str, Any], view: Any) -> None:
         payload["query"] = known.documents.shared_text(payload["query"])
 
 
+def _subscriptions_refusal(query: object, operation_name: object, view: Any) -> GraphQLError | None:
+    """The error for a subscription one past the process's bound, before it starts; None
+    while there is room (the usual case, which costs no parse)."""
+    events = getattr(view, "events", None)
+    if events is None or events.has_room() or not isinstance(query, str):
+        return None
+    if not _is_subscription(
+        query, operation_name if isinstance(operation_name, str) else None, view
+    ):
+        return None
+    try:
+        events.check_room()
+    except Overloaded as refused:
+        return _overloaded(refused)
+    return None
+
+
+def _is_subscription(query: str, operation_name: str | None, view: Any) -> bool:
+    """Whether `query`'s operation is a subscription (False for one that does not parse: its
+    own run reports that)."""
+    known = getattr(view.schema, "known", None)
+    document = None if known is None else known.documents.get(query)
+    if document is None:
+        try:
+            document = parse(query, no_location=True, max_tokens=getattr(known, "max_tokens", None))
+        except GraphQLError:
+            return False
+    operation = get_operation_ast(document, operation_name)
+    return operation is not None and operation.operation is CoreOperationType.SUBSCRIPTION
+
+
 def _variables_refusal(variables: object, view: Any) -> GraphQLError | None:
     """The error for variables nested too deep, as HTTP refuses them."""
     try:
@@ -304,7 +340,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
 
     async def run_operation(self, operation: Operation[GatewayContext, None]) -> None:
         view: Any = self.view
-        refusal = _variables_refusal(operation.variables, view)
+        refusal = _variables_refusal(operation.variables, view) or _subscriptions_refusal(
+            operation.query, operation.operation_name, view
+        )
         if refusal is not None:
             await operation.send_initial_errors([refusal])
             return
@@ -379,7 +417,9 @@ class LegacyWSHandler(BaseGraphQLWSHandler[GatewayContext, None]):
         variables: dict[str, object] | None,
     ) -> None:
         view: Any = self.view
-        refusal = _variables_refusal(variables, view)
+        refusal = _variables_refusal(variables, view) or _subscriptions_refusal(
+            query, operation_name, view
+        )
         turn = None
         try:
             if refusal is not None:

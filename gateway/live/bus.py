@@ -54,6 +54,14 @@ class EventBus(Protocol):
         """Events for these classifieds (None: every classified) while the block runs."""
         ...
 
+    def has_room(self) -> bool:
+        """Whether one more subscription (or reserved slot) would be let in now."""
+        ...
+
+    def check_room(self) -> None:
+        """`Overloaded` (counted as refused) when one more would not be let in now."""
+        ...
+
 
 @dataclass(slots=True)
 class BusStats:
@@ -167,8 +175,14 @@ class LocalEventBus:
         `Overloaded` when none is free."""
         return _Reservation(self)
 
+    def has_room(self) -> bool:
+        return len(self._subscribers) + self._reserved < self.max_subscribers
+
+    def check_room(self) -> None:
+        self._check_room()
+
     def _check_room(self) -> None:
-        if len(self._subscribers) + self._reserved >= self.max_subscribers:
+        if not self.has_room():
             self.stats.refused += 1
             raise Overloaded(
                 f"this gateway holds its most subscriptions ({self.max_subscribers}); "

@@ -88,6 +88,12 @@ class RedisEventBus:
     ) -> AbstractAsyncContextManager[AsyncIterator[ClassifiedStatusEvent]]:
         return self.local.subscribe(classified_ids)
 
+    def has_room(self) -> bool:
+        return self.local.has_room()
+
+    def check_room(self) -> None:
+        self.local.check_room()
+
     async def _publish(self, event: ClassifiedStatusEvent) -> None:
         item = event.status
         status_key = item.status_id or ids.derived_status_id(
