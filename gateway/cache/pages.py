@@ -15,9 +15,8 @@ was dropped or overtaken (by a refresh) does not store what it read.
 With `stale_s`, a value is kept `stale_s` past its TTL, for stale-if-error: `stale(key)`
 hands it out (with its age) when a fresh load failed. Each value is stored once, with the
 time it was read upstream and the time it stays fresh until; whether it is fresh is decided
-when it is read. A drop (a webhook
-event, a refresh) removes it, so a page known to be outdated is never served; keys carry
-the tenant, so neither is a page of another tenant.
+when it is read. A drop (a webhook event, a refresh) removes it, so a page known to be
+outdated is never served; keys carry the tenant, so neither is a page of another tenant.
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ a refusal at admission adds `gateway-retry-after` (whole seconds, HTTP's `Retry-
 a request over the upstream-cost budget `gateway-cost` and `gateway-limit` (GraphQL's
 `extensions.cost` / `extensions.limit`), a change cursor whose own or later changes are
 gone `gateway-reason` (GraphQL's `extensions.reason`). A request too costly is
-INVALID_ARGUMENT, not RESOURCE_EXHAUSTED: it is refused whatever the gateway's load, and retrying it unchanged
-fails again (RESOURCE_EXHAUSTED tells a caller to back off and retry, as admission does).
+INVALID_ARGUMENT, not RESOURCE_EXHAUSTED: it is refused whatever the gateway's load, and
+retrying it unchanged fails again (RESOURCE_EXHAUSTED tells a caller to back off and retry,
+as admission does).
 """
 
 from __future__ import annotations
