@@ -15,7 +15,7 @@ from gateway.grpc.generated import listing_status_pb2 as pb
 from gateway.grpc.generated import listing_status_pb2_grpc as pb_grpc
 from gateway.service.histories import MAX_HISTORY_PAGES
 from gateway.service.plan import ClassifiedSelection, ListingSelection, MediaSelection, PageArgs
-from gateway.service.plan_cost import read_cost
+from gateway.service.plan_cost import read_cost, request_cost
 from gateway.simulator import RunningSimulator
 from gateway.simulator.data import Listing
 
@@ -89,6 +89,22 @@ def test_read_cost_counts_distinct_listings_and_keyset_cursors_as_histories() ->
     assert read_cost([REF], ListingSelection(), refresh=True) == 1 + MAX_HISTORY_PAGES
 
 
+def test_root_fields_asking_one_classified_are_priced_as_they_are_planned_together() -> None:
+    """Its latest status in one root field, a page in another: one whole-history read, as
+    the service plans them (`ListingRequest.expect`), not one read each."""
+    latest = ListingSelection(classified=ClassifiedSelection(latest=True))
+    page = ListingSelection(classified=ClassifiedSelection(pages=(PageArgs(first=5),)))
+    assert request_cost([([REF], latest), ([REF], page)]) == MAX_HISTORY_PAGES + 2
+    assert request_cost([([REF], latest), ([REF], latest)]) == 1  # one ask, made twice
+    other = ListingRef(classified_id="c-2")
+    assert request_cost([([REF], latest), ([other], page)]) == 2  # one read each
+    legacy = ListingSelection(legacy=True)
+    assert request_cost([([REF], legacy), ([REF, other], legacy)]) == 1  # one ad, read once
+    # Refreshes run one after the other, each reading anew: they add up.
+    once = read_cost([REF], latest, refresh=True)
+    assert request_cost([([REF], latest), ([REF], latest)], refresh=True) == 2 * once
+
+
 # --- over GraphQL ------------------------------------------------------------------------------
 
 
@@ -128,7 +144,7 @@ async def test_a_request_over_the_upstream_budget_is_refused_before_any_call(
         assert error["extensions"]["cost"] == 3 * (1 + MAX_HISTORY_PAGES)
         assert error["extensions"]["limit"] == 120
         assert upstream_calls(gw) == 0
-        # Two root fields add up.
+        # Two root fields add up (what they ask of one listing is planned together).
         two = (
             "query($a: [ListingRef!]!) { x: listings(refs: $a) "
             "{ classified { latestStatus { status } } } y: listings(refs: $a) { legacy { adId } } }"
@@ -146,6 +162,10 @@ async def test_the_estimate_bounds_the_reads_actually_made(simulator: RunningSim
         "classified { latestStatus { status } statuses(first: 3) { nodes { id } } } } }",
         "query($refs: [ListingRef!]!) { listings(refs: $refs) { classified { "
         'media(mediaId: "m-1") { latestStatus { status } statuses(first: 2) { nodes { id } } } } } }',
+        # Two root fields asking one listing: planned, and priced, together.
+        "query($refs: [ListingRef!]!) { a: listings(refs: $refs) { classified { latestStatus "
+        "{ status } } } b: listings(refs: $refs) { classified { statuses(first: 3) { nodes "
+        "{ id } } } } }",
     ]
     for query in queries:
         async with run_gateway(simulator, max_upstream_cost=1) as gw:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from gateway.simulator import RunningSimulator
 
 from gateway_harness import RunningGateway, run_gateway
@@ -150,6 +152,43 @@ async def test_latest_status_and_a_page_together_cost_one_read(gateway: RunningG
     assert all(node["status"] == "CREATED" for node in classified["created"]["nodes"])
     [query] = v3_queries(gateway)
     assert ("limit", "100") in query and ("filter", "latest") not in query
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "graphql-core"])
+async def test_root_fields_asking_one_listing_together_cost_one_read(
+    simulator: RunningSimulator, compiled: bool
+) -> None:
+    """A listing whose history fits one page costs one V3 read whatever the query asks of
+    it, across root fields too, whichever of them comes first."""
+    async with run_gateway(simulator, compiled_execution=compiled) as gateway:
+        await _root_fields_asking_one_listing(gateway)
+
+
+async def _root_fields_asking_one_listing(gateway: RunningGateway) -> None:
+    latest = "classified { latestStatus { id } }"
+    page = "classified { statuses { nodes { id } } }"
+    shapes = [(latest, page), (page, latest), ("state", latest), (latest, "state")]
+    short = [
+        classified_id
+        for classified_id in gateway.sim.data.tenants["agency-1"]
+        if 3 <= len(getattr(gateway.sim.state.classified(classified_id), "statuses", ())) <= 20
+    ]
+    assert len(short) >= len(shapes)
+    answers = []
+    for classified_id, (a, b) in zip(short, shapes, strict=False):
+        gateway.sim.state.reset_counters()
+        body = await gateway.query(
+            f"""query($id: ID!) {{ a: listing(ref: {{classifiedId: $id}}) {{ {a} }}
+                b: listings(refs: [{{classifiedId: $id}}]) {{ {b} }} }}""",
+            {"id": classified_id},
+        )
+        assert "errors" not in body, body
+        assert gateway.calls("v3", "classified_statuses") == 1, (a, b, v3_queries(gateway))
+        answers.append((body["data"]["a"], body["data"]["b"][0]))
+    # The latest status is the newest of the page, whichever root field asked which.
+    for latest_of, page_of in (answers[0], answers[1][::-1]):
+        newest = page_of["classified"]["statuses"]["nodes"][0]["id"]
+        assert latest_of["classified"]["latestStatus"]["id"] == newest
 
 
 async def test_a_page_alone_asks_for_just_that_page(gateway: RunningGateway) -> None:

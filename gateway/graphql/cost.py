@@ -2,8 +2,9 @@
 
 Depth, aliases and tokens bound the document; these bound what it sets in motion. The
 root fields (after fragments and `@skip`/`@include`; `__typename` is free) are counted against
-`GATEWAY_MAX_ROOT_FIELDS`; each listing root field's refs and selection are priced by the
-service's own estimate (`gateway.service.plan_cost.read_cost`) and the sum is held against
+`GATEWAY_MAX_ROOT_FIELDS`; the listing root fields' refs and selections are priced together
+by the service's own estimate (`gateway.service.plan_cost.request_cost`, a listing asked by
+several root fields once for all they ask, as the service plans it) and held against
 `GATEWAY_MAX_UPSTREAM_COST`. A request over either is refused with `QUERY_TOO_COMPLEX`
 and `extensions.cost` / `extensions.limit`, before any upstream call.
 """
@@ -33,7 +34,7 @@ from gateway.graphql.errors import QUERY_TOO_COMPLEX
 from gateway.graphql.inputs import ref_from_arguments
 from gateway.graphql.selections import fields_of, listing_selection
 from gateway.graphql.variables import coerce_variables
-from gateway.service.plan_cost import check_cost, read_cost
+from gateway.service.plan_cost import check_cost, request_cost
 
 
 def _refs(name: str, args: dict[str, Any]) -> list[ListingRef] | None:
@@ -61,7 +62,7 @@ def operation_cost(
         for node in fields_of(operation.selection_set.selections, fragments, variables)
         if node.name.value != "__typename"
     ]
-    cost = 0
+    asks = []
     for node in roots:
         field = root_type.fields.get(node.name.value)
         if field is None:
@@ -70,9 +71,12 @@ def operation_cost(
         refs = _refs(node.name.value, args)
         if refs is None:
             continue
-        selection = listing_selection(schema, fragments, variables, [node])
-        cost += read_cost(refs, selection, refresh=operation.operation is OperationType.MUTATION)
-    return len(roots), cost
+        asks.append((refs, listing_selection(schema, fragments, variables, [node])))
+    if not asks:
+        return len(roots), 0
+    # Priced as the service plans it: a listing asked by several root fields, once for all.
+    refresh = operation.operation is OperationType.MUTATION
+    return len(roots), request_cost(asks, refresh=refresh)
 
 
 def cost_errors(

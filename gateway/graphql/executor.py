@@ -45,7 +45,8 @@ from graphql.pyutils import AwaitableOrValue
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gateway.domain import ids
-from gateway.domain.errors import capture
+from gateway.domain.errors import GatewayError, capture
+from gateway.domain.models import ListingRef
 from gateway.graphql.compiler import (
     ROOT_FIELDS,
     ArgumentSite,
@@ -60,6 +61,7 @@ from gateway.graphql.limits import BYTES_PER_CHARACTER
 from gateway.graphql.selections import classified_page_args, listing_selection, media_page_args
 from gateway.graphql.variables import coerce_variables, forget_variables
 from gateway.service.listings import ListingRequest
+from gateway.service.plan import ListingSelection
 
 
 @dataclass(slots=True)
@@ -310,6 +312,9 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
         # One root field read (the usual query) is the request's only read: see `sole`.
         sole = sum(1 for root in roots if _is_read(root)) == 1
         try:
+            if not sole:
+                # Several read: each classified is planned once, for all they ask of it.
+                context.listings.expect(self._asks(roots))
             reads = [self._root_read(context.listings, root, sole=sole) for root in roots]
             arguments = [] if plan is None else [self._site_value(site) for site in plan.sites]
         except GraphQLError:
@@ -367,6 +372,13 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
     async def _read_root(
         self, scope: ListingRequest, root: RootField, args: dict[str, Any], sole: bool
     ) -> Any:
+        refs, selection = self._ask(root, args)
+        return await scope.listings(refs, selection, sole=sole)
+
+    def _ask(
+        self, root: RootField, args: dict[str, Any]
+    ) -> tuple[list[ListingRef], ListingSelection]:
+        """The refs a listing root field names, and what it asks of them."""
         if root.name == "listings":
             refs = [ref_from_arguments(ref) for ref in args["refs"]]
         elif root.name == "listing":
@@ -376,7 +388,22 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
         selection = listing_selection(
             self.schema, self.fragment_definitions, self.variable_values, root.nodes
         )
-        return await scope.listings(refs, selection, sole=sole)
+        return refs, selection
+
+    def _asks(self, roots: Sequence[RootField]) -> list[tuple[list[ListingRef], ListingSelection]]:
+        """What the reading root fields ask; one whose arguments fail is left out (its own
+        read reports the failure)."""
+        asks = []
+        for root in roots:
+            if not _is_read(root):
+                continue
+            assert root.definition is not None
+            try:
+                args = get_argument_values(root.definition, root.nodes[0], self.variable_values)
+                asks.append(self._ask(root, args))
+            except (GraphQLError, GatewayError):
+                continue
+        return asks
 
     def _site_value(self, site: ArgumentSite) -> Any:
         args = get_argument_values(site.definition, site.node, self.variable_values)

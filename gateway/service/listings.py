@@ -40,7 +40,14 @@ from gateway.domain.state import latest_item, legacy_portal_states, overall_stat
 from gateway.service.checks import check_page_args, check_refs, check_status_filter
 from gateway.service.histories import MAX_PAGE_SIZE, History, HistoryMemo, page_slice, read_history
 from gateway.service.loaders import legacy_loader
-from gateway.service.plan import ClassifiedSelection, ListingSelection, MediaSelection, PageArgs
+from gateway.service.plan import (
+    ClassifiedSelection,
+    ListingSelection,
+    MediaSelection,
+    PageArgs,
+    merged,
+    reads_whole_history,
+)
 from gateway.service.plan_cost import check_cost, read_cost
 
 T = TypeVar("T")
@@ -181,6 +188,8 @@ class ListingRequest:
         self._legacy = legacy_loader(service.legacy, force=False)
         self._legacy_forced = legacy_loader(service.legacy, force=True)
         self._histories: dict[str, asyncio.Future[History[ClassifiedStatusItem]]] = {}
+        # Classifieds that several root fields ask, together enough to read whole (`expect`).
+        self._whole: set[str] = set()
         self._media_histories: dict[tuple[str, str], asyncio.Future[History[MediaStatusItem]]] = {}
         # classified id -> age in seconds of the oldest stale page served for it.
         self.stale: dict[str, float] = {}
@@ -198,6 +207,23 @@ class ListingRequest:
         self._legacy.prime(LegacyAdKey(status.user_id, status.ad_id), status)
 
     # --- listings: the one entry point of the edges ---------------------------------
+
+    def expect(self, asks: Sequence[tuple[Sequence[ListingRef], ListingSelection]]) -> None:
+        """What each root field of the request will ask (`listings` calls to come), so a
+        classified is planned once for all of them: asked its latest status by one and a
+        page by another, it is read whole, once (one V3 read for a one-page history),
+        instead of once for each. `plan_cost.request_cost` prices the same plan."""
+        classifieds: dict[str, list[ListingSelection]] = {}
+        for refs, selection in asks:
+            for ref in refs:
+                if ref.classified_id is not None:
+                    classifieds.setdefault(ref.classified_id, []).append(selection)
+        for classified_id, selections in classifieds.items():
+            if len(selections) < 2:
+                continue
+            whole = merged(selections)
+            if reads_whole_history(whole.classified, unified=whole.unified, refresh=False):
+                self._whole.add(classified_id)
 
     async def listings(
         self,
@@ -296,14 +322,10 @@ class ListingRequest:
     ) -> tuple[Outcome[History[ClassifiedStatusItem]] | None, ClassifiedData]:
         """The classified's reads, planned: its history when it answers two or more asks."""
         asked = selection.classified
-        fresh = [args for args in asked.pages if args.after is None]
-        keyset = any(isinstance(args.cursor, KeysetCursor) for args in asked.pages)
         use_history = (
-            selection.unified
-            or refresh
-            or keyset
-            or asked.latest + len(fresh) >= 2
+            reads_whole_history(asked, unified=selection.unified, refresh=refresh)
             or classified_id in self._histories
+            or classified_id in self._whole
         )
         history = self._history(classified_id, refresh=refresh) if use_history else None
 

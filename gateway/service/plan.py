@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from gateway.domain.cursors import Cursor, decode_cursor
+from gateway.domain.cursors import Cursor, KeysetCursor, decode_cursor
 from gateway.domain.models import ClassifiedStatusCode, Portal
 from gateway.service.checks import DEFAULT_PAGE_SIZE
 
@@ -109,3 +109,41 @@ class SelectionBuilder:
                 ),
             ),
         )
+
+    def add(self, selection: ListingSelection) -> None:
+        """Every ask of `selection` (another root field's, for one listing)."""
+        self.legacy |= selection.legacy
+        self.unified |= selection.unified
+        asked = selection.classified
+        self.latest |= asked.latest
+        for args in asked.pages:
+            self.add_page(args)
+        for media in asked.media:
+            self.add_media(media.media_id, latest=media.latest)
+            for args in media.pages:
+                self.add_media(media.media_id, page=args)
+
+
+def merged(selections: Iterable[ListingSelection]) -> ListingSelection:
+    """One selection that asks all that `selections` ask (of one listing)."""
+    builder = SelectionBuilder()
+    for selection in selections:
+        builder.add(selection)
+    return builder.build()
+
+
+def reads_whole_history(asked: ClassifiedSelection, *, unified: bool, refresh: bool) -> bool:
+    """Whether a classified's asks are answered from its whole history, read once: the
+    unified state and a refresh need it, a keyset cursor pages through it, and two or more
+    fresh asks (its latest status, first pages) cost one read on a one-page history instead
+    of one each."""
+    return (
+        unified
+        or refresh
+        or any(isinstance(args.cursor, KeysetCursor) for args in asked.pages)
+        or asked.latest + _fresh(asked.pages) >= 2
+    )
+
+
+def _fresh(pages: Iterable[PageArgs]) -> int:
+    return sum(1 for args in pages if args.after is None)

@@ -15,19 +15,28 @@ is an upper bound of the reads `ListingRequest.listings` may plan, ignoring the 
 - each media asked of a classified costs the same way: its whole history (latest status,
   a keyset cursor or two fresh pages) at the page cap, else 1 per page.
 
-A test checks the bound against the reads the simulator actually sees. `check_cost` is the
+Several root fields of one request are priced together (`request_cost`), as
+`ListingRequest.expect` plans them: a classified they ask of together is priced once, for
+all they ask of it. A test checks the bound against the reads the simulator actually sees. `check_cost` is the
 one refusal of a request over `GATEWAY_MAX_UPSTREAM_COST`, whichever edge it came in by.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from gateway.domain.cursors import KeysetCursor
 from gateway.domain.errors import TooCostly
 from gateway.domain.models import LegacyAdKey, ListingRef
 from gateway.service.histories import MAX_HISTORY_PAGES
-from gateway.service.plan import ClassifiedSelection, ListingSelection, MediaSelection, PageArgs
+from gateway.service.plan import (
+    ClassifiedSelection,
+    ListingSelection,
+    MediaSelection,
+    PageArgs,
+    merged,
+    reads_whole_history,
+)
 
 
 def _keyset(pages: Iterable[PageArgs]) -> bool:
@@ -38,12 +47,33 @@ def _fresh(pages: Iterable[PageArgs]) -> int:
     return sum(1 for args in pages if args.after is None)
 
 
+def request_cost(
+    asks: Sequence[tuple[Sequence[ListingRef], ListingSelection]], *, refresh: bool = False
+) -> int:
+    """Most upstream reads a request's root fields can make together, each `(refs,
+    selection)`: a listing asked by several is planned once, for all they ask
+    (`ListingRequest.expect`), and an ad is read once per request. Refreshes (mutations,
+    run one after the other) each read anew: they add up."""
+    if refresh or len(asks) == 1:
+        return sum(read_cost(refs, selection, refresh=refresh) for refs, selection in asks)
+    legacy: set[LegacyAdKey] = set()
+    classifieds: dict[str, list[ListingSelection]] = {}
+    for refs, selection in asks:
+        for ref in refs:
+            if ref.legacy is not None and (selection.legacy or selection.unified or refresh):
+                legacy.add(ref.legacy)
+            if ref.classified_id is not None:
+                classifieds.setdefault(ref.classified_id, []).append(selection)
+    cost = len(legacy)
+    for selections in classifieds.values():
+        whole = merged(selections)
+        cost += classified_cost(whole.classified, unified=whole.unified, refresh=refresh)
+    return cost
+
+
 def classified_cost(asked: ClassifiedSelection, *, unified: bool, refresh: bool) -> int:
     """Most V3 reads one classified's asks can make (its media included)."""
-    whole_history = (
-        unified or refresh or _keyset(asked.pages) or asked.latest + _fresh(asked.pages) >= 2
-    )
-    if whole_history:
+    if reads_whole_history(asked, unified=unified, refresh=refresh):
         cost = MAX_HISTORY_PAGES + int(asked.latest) + len(asked.pages)
     else:
         cost = int(asked.latest) + len(asked.pages)
