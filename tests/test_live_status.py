@@ -273,6 +273,38 @@ async def test_the_next_query_shows_the_new_status_without_waiting_for_the_ttl(
 # --- the receiver ---------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_each_query_over_a_websocket_reads_for_itself(
+    live: RunningGateway, protocol: str
+) -> None:
+    """A socket's operations shared one request scope for the socket's life: a query was
+    answered from the history an earlier query on the socket had read, even after V3's
+    webhook had dropped it, while HTTP showed the news."""
+    assert "errors" not in await live.query(SUBSCRIBE)
+    classified_id = tenant_classifieds(live)[1]
+    query = (
+        "query($id: ID!) { listing(ref: {classifiedId: $id}) "
+        "{ state classified { latestStatus { status } } } }"
+    )
+
+    async def answer(subscriber: Subscriber) -> dict[str, Any]:
+        op = await subscriber.start(query, {"id": classified_id})
+        while True:
+            message = await subscriber.ws.receive_json()
+            if message.get("id") == op and message["type"] in ("next", "data"):
+                payload: dict[str, Any] = message["payload"]
+                return payload
+
+    async with connect(live, protocol) as subscriber:
+        before = await answer(subscriber)
+        await append(live, classified_id, "DELETED")  # the webhook has been handled
+        over_http = await live.query(query, {"id": classified_id})
+        after = await answer(subscriber)
+    assert before["data"]["listing"]["classified"]["latestStatus"]["status"] != "DELETED"
+    assert over_http["data"]["listing"]["classified"]["latestStatus"]["status"] == "DELETED"
+    assert after == over_http
+
+
 async def test_the_receiver_refuses_bad_deliveries_without_calling_upstream(
     live: RunningGateway,
 ) -> None:

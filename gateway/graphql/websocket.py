@@ -22,6 +22,9 @@
   gets an `error` message with `OVERLOADED` and `retryAfter`, as one past the per-socket cap;
   queries and mutations are not concerned. The subscription's own reservation stays the
   backstop, for a race at the bound: it fails once the stream runs, as a result.
+- Each operation has a context of its own (`own_context`): strawberry makes one per socket,
+  and its `ListingRequest` is one request's scope, so queries on one socket would otherwise
+  be answered from what an earlier one had read.
 - Variables nest at most `max_variable_depth` levels (`GATEWAY_MAX_VARIABLE_DEPTH`), else
   an `error` message with `BAD_USER_INPUT`. The token limit and every other check run in
   the schema's extensions, as for HTTP; a document that does not parse gets an `error`
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from contextvars import ContextVar
@@ -308,7 +312,42 @@ _LEGACY_TYPES: Final = {
 }
 
 
-class TransportWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
+# The context of the WebSocket operation running in this task (each runs in its own).
+_operation_context: ContextVar[GatewayContext | None] = ContextVar(
+    "websocket_operation_context", default=None
+)
+
+
+def own_context(connection: GatewayContext) -> GatewayContext:
+    """A context of the operation's own, from the socket's: strawberry makes one context per
+    socket, and a `ListingRequest` is one request's scope (a history and a legacy answer are
+    read once per request). Shared by every operation of the socket, a query answered from
+    what an earlier one had read, however long ago, and never saw news."""
+    scope = connection.listings
+    return dataclasses.replace(
+        connection,
+        listings=scope.service.request(scope.caller),
+        gathered=None,
+        request_error=False,
+    )
+
+
+class _OperationScopes:
+    """`context` is the running operation's own (`own_context`), and the socket's elsewhere
+    (the handler's own messages, `connection_init`)."""
+
+    _connection_context: GatewayContext
+
+    @property
+    def context(self) -> GatewayContext:
+        return _operation_context.get() or self._connection_context
+
+    @context.setter
+    def context(self, value: GatewayContext) -> None:
+        self._connection_context = value
+
+
+class TransportWSHandler(_OperationScopes, BaseGraphQLTransportWSHandler[GatewayContext, None]):
     """graphql-transport-ws (the current protocol)."""
 
     async def handle(self) -> None:
@@ -351,6 +390,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
         except Overloaded as refused:
             await operation.send_initial_errors([_overloaded(refused)])
             return
+        # This task's own: strawberry reads `self.context` as the operation starts.
+        _operation_context.set(own_context(self._connection_context))
         # No context manager around the run: its frame would wait as long as a subscription.
         try:
             await super().run_operation(operation)
@@ -364,7 +405,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[GatewayContext, None]):
         return None
 
 
-class LegacyWSHandler(BaseGraphQLWSHandler[GatewayContext, None]):
+class LegacyWSHandler(_OperationScopes, BaseGraphQLWSHandler[GatewayContext, None]):
     """graphql-ws (the older subscriptions-transport-ws protocol)."""
 
     async def handle(self) -> None:
@@ -448,6 +489,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[GatewayContext, None]):
         # strawberry's graphql-ws handler runs subscriptions only; the protocol carries
         # queries and mutations too, and graphql-transport-ws runs them: so does this one,
         # and a document refused by validation gets the same error on both.
+        _operation_context.set(own_context(self._connection_context))
         results = await self.schema.stream(
             query=query,
             variable_values=variables,
