@@ -333,6 +333,27 @@ async def test_time_running_out_during_a_backoff_names_the_attempt_that_failed(
     assert isinstance(caught.value.__cause__, TimeoutError)
 
 
+async def test_a_timed_out_attempt_with_no_room_for_a_retry_says_the_time_is_spent(
+    serve: Any, session: Pool
+) -> None:
+    """The pause before a retry would outlast the deadline: the operation's time is spent, as
+    when the deadline itself ends the attempt (it said only "timed out")."""
+
+    async def hang(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(10)
+        return web.json_response({})
+
+    upstream = await serve(hang)
+    with pytest.raises(UpstreamUnavailable, match=r"no answer within 0\.4s") as caught:
+        await request(
+            session, "GET", upstream.url(), upstream="classifieds-v3",
+            endpoint="classified_statuses", deadline=Deadline.after(0.4), retry=True,
+            policy=RetryPolicy(backoff_s=5.0, max_backoff_s=5.0),
+        )  # fmt: skip
+    assert upstream.calls == 1
+    assert isinstance(caught.value.__cause__, TimeoutError)
+
+
 async def test_a_timed_out_attempt_is_retried(serve: Any, session: Pool) -> None:
     async def slow_once(request: web.Request) -> web.StreamResponse:
         if upstream.calls == 1:

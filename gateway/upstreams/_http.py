@@ -528,6 +528,9 @@ async def _operation(call: _Call, deadline: Deadline, span: trace.Span | None) -
                 # runs timers within its clock resolution); a retry then would be sent
                 # with no time to answer.
                 if wait + MIN_ATTEMPT_S >= deadline.remaining():
+                    if failure.timed_out:
+                        # No retry fits in what is left: the operation's time is spent too.
+                        error = _out_of_time(label, upstream, deadline)
                     raise error from failure.__cause__
                 # The budget is asked last, so a retry is taken from it only when nothing
                 # else stops it.
