@@ -312,10 +312,14 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
         # One root field read (the usual query) is the request's only read: see `sole`.
         sole = sum(1 for root in roots if _is_read(root)) == 1
         try:
-            if not sole:
-                # Several read: each classified is planned once, for all they ask of it.
-                context.listings.expect(self._asks(roots))
-            reads = [self._root_read(context.listings, root, sole=sole) for root in roots]
+            # Several read: each classified is planned once, for all they ask of it.
+            asks = {} if sole else self._asks(roots)
+            if asks:
+                context.listings.expect(list(asks.values()))
+            reads = [
+                self._root_read(context.listings, root, sole=sole, ask=asks.get(root.key))
+                for root in roots
+            ]
             arguments = [] if plan is None else [self._site_value(site) for site in plan.sites]
         except GraphQLError:
             # An argument graphql-core cannot coerce: let it run the operation and say so.
@@ -361,10 +365,20 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
             result = await result
         return result
 
-    def _root_read(self, scope: ListingRequest, root: RootField, *, sole: bool) -> Any:
-        """The service call answering one root field (a coroutine), or None for others."""
+    def _root_read(
+        self,
+        scope: ListingRequest,
+        root: RootField,
+        *,
+        sole: bool,
+        ask: tuple[list[ListingRef], ListingSelection] | None = None,
+    ) -> Any:
+        """The service call answering one root field (a coroutine), or None for others;
+        `ask`: its refs and selection, when already built."""
         if not _is_read(root):
             return None
+        if ask is not None:
+            return scope.listings(*ask, sole=sole)
         assert root.definition is not None
         args = get_argument_values(root.definition, root.nodes[0], self.variable_values)
         return self._read_root(scope, root, args, sole)
@@ -390,17 +404,19 @@ class GatewayExecutor(StrawberryGraphQLCoreExecutionContext):
         )
         return refs, selection
 
-    def _asks(self, roots: Sequence[RootField]) -> list[tuple[list[ListingRef], ListingSelection]]:
-        """What the reading root fields ask; one whose arguments fail is left out (its own
-        read reports the failure)."""
-        asks = []
+    def _asks(
+        self, roots: Sequence[RootField]
+    ) -> dict[str, tuple[list[ListingRef], ListingSelection]]:
+        """What each reading root field asks, by response key; one whose arguments fail is
+        left out (its own read reports the failure)."""
+        asks = {}
         for root in roots:
             if not _is_read(root):
                 continue
             assert root.definition is not None
             try:
                 args = get_argument_values(root.definition, root.nodes[0], self.variable_values)
-                asks.append(self._ask(root, args))
+                asks[root.key] = self._ask(root, args)
             except (GraphQLError, GatewayError):
                 continue
         return asks

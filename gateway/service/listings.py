@@ -45,7 +45,7 @@ from gateway.service.plan import (
     ListingSelection,
     MediaSelection,
     PageArgs,
-    merged,
+    asked_per_classified,
     reads_whole_history,
 )
 from gateway.service.plan_cost import check_cost, read_cost
@@ -213,16 +213,8 @@ class ListingRequest:
         classified is planned once for all of them: asked its latest status by one and a
         page by another, it is read whole, once (one V3 read for a one-page history),
         instead of once for each. `plan_cost.request_cost` prices the same plan."""
-        classifieds: dict[str, list[ListingSelection]] = {}
-        for refs, selection in asks:
-            for ref in refs:
-                if ref.classified_id is not None:
-                    classifieds.setdefault(ref.classified_id, []).append(selection)
-        for classified_id, selections in classifieds.items():
-            if len(selections) < 2:
-                continue
-            whole = merged(selections)
-            if reads_whole_history(whole.classified, unified=whole.unified, refresh=False):
+        for classified_id, asked in asked_per_classified(asks).items():
+            if reads_whole_history(asked.classified, unified=asked.unified, refresh=False):
                 self._whole.add(classified_id)
 
     async def listings(

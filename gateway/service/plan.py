@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from gateway.domain.cursors import Cursor, KeysetCursor, decode_cursor
-from gateway.domain.models import ClassifiedStatusCode, Portal
+from gateway.domain.models import ClassifiedStatusCode, ListingRef, Portal
 from gateway.service.checks import DEFAULT_PAGE_SIZE
 
 
@@ -122,6 +122,18 @@ class SelectionBuilder:
             self.add_media(media.media_id, latest=media.latest)
             for args in media.pages:
                 self.add_media(media.media_id, page=args)
+
+
+def asked_per_classified(
+    asks: Iterable[tuple[Iterable[ListingRef], ListingSelection]],
+) -> dict[str, ListingSelection]:
+    """What `asks` (each root field's refs and selection) ask of each classified, merged."""
+    classifieds: dict[str, list[ListingSelection]] = {}
+    for refs, selection in asks:
+        for ref in refs:
+            if ref.classified_id is not None:
+                classifieds.setdefault(ref.classified_id, []).append(selection)
+    return {classified_id: merged(selections) for classified_id, selections in classifieds.items()}
 
 
 def merged(selections: Iterable[ListingSelection]) -> ListingSelection:

@@ -34,7 +34,7 @@ from gateway.service.plan import (
     ListingSelection,
     MediaSelection,
     PageArgs,
-    merged,
+    asked_per_classified,
     reads_whole_history,
 )
 
@@ -56,19 +56,17 @@ def request_cost(
     run one after the other) each read anew: they add up."""
     if refresh or len(asks) == 1:
         return sum(read_cost(refs, selection, refresh=refresh) for refs, selection in asks)
-    legacy: set[LegacyAdKey] = set()
-    classifieds: dict[str, list[ListingSelection]] = {}
-    for refs, selection in asks:
-        for ref in refs:
-            if ref.legacy is not None and (selection.legacy or selection.unified or refresh):
-                legacy.add(ref.legacy)
-            if ref.classified_id is not None:
-                classifieds.setdefault(ref.classified_id, []).append(selection)
-    cost = len(legacy)
-    for selections in classifieds.values():
-        whole = merged(selections)
-        cost += classified_cost(whole.classified, unified=whole.unified, refresh=refresh)
-    return cost
+    legacy = {
+        ref.legacy
+        for refs, selection in asks
+        if selection.legacy or selection.unified
+        for ref in refs
+        if ref.legacy is not None
+    }
+    return len(legacy) + sum(
+        classified_cost(asked.classified, unified=asked.unified, refresh=False)
+        for asked in asked_per_classified(asks).values()
+    )
 
 
 def classified_cost(asked: ClassifiedSelection, *, unified: bool, refresh: bool) -> int:
